@@ -1,0 +1,50 @@
+"""The ``Estimator`` protocol shared by every estimator factory."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxgauss.gaussian import Gaussian
+
+__all__ = ["Estimator", "all_finite"]
+
+State = Any
+
+
+class Estimator(NamedTuple):
+    """A streaming estimator of (μ, Σ): a NamedTuple of pure functions, in the style of
+    ``optax.GradientTransformation``.
+
+    Attributes:
+      init: ``init(g0: Gaussian) -> state``.
+      update: ``update(state, batch) -> state`` for a batch of rows (b, d), b ≥ 1.
+      estimate: ``estimate(state) -> Gaussian``.
+      is_valid: ``is_valid(state) -> bool array``; what ``fit``'s divergence guard
+        checks after every update.
+      rowwise: True when ``update(state, batch)`` equals b single-row updates to
+        rounding (the moment estimators). ``fit`` may then apply many rows per
+        compiled step without changing the result.
+
+    Fields may be added later with defaults: build estimators by keyword, never
+    unpack one positionally.
+    """
+
+    init: Callable[[Gaussian], State]
+    update: Callable[[State, jax.Array], State]
+    estimate: Callable[[State], Gaussian]
+    is_valid: Callable[[State], jax.Array]
+    rowwise: bool = False
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """True where every floating-point leaf of ``tree`` is finite (the guard's
+    minimum: a non-finite state is always rejected)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -1,0 +1,185 @@
+"""Bijections between unconstrained parameters and a ``Gaussian``.
+
+Each parameterisation maps a ``Params`` pytree (``mean`` (d,) and ``matrix``) to a
+Gaussian and back, and evaluates the log-likelihood directly in its own coordinates:
+
+| name | ``matrix`` holds | every value SPD? | log-likelihood needs |
+| --- | --- | --- | --- |
+| "covariance" | Σ itself (symmetric) | no: an update can leave the cone | a Cholesky of Σ |
+| "cholesky" | L with log-diagonal, Σ = L Lᵀ | yes | one triangular solve |
+| "precision" | U with log-diagonal, Σ⁻¹ = U Uᵀ | yes | matmuls only |
+| "diagonal" | log-variances (d,) | yes | elementwise ops |
+
+For the triangular ones only the lower triangle of ``matrix`` is used; its diagonal
+holds logarithms, so any real matrix is a valid point.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+from jaxgauss.gaussian import Gaussian, log_likelihood
+
+__all__ = ["Params", "Parameterization", "PARAMETERIZATIONS", "get_parameterization"]
+
+
+class Params(NamedTuple):
+    """Unconstrained parameters: ``mean`` (d,) and ``matrix`` ((d, d), or (d,) for
+    "diagonal"), interpreted by a ``Parameterization``."""
+
+    mean: jax.Array
+    matrix: jax.Array
+
+
+class Parameterization(NamedTuple):
+    """A bijection ``Params`` ↔ ``Gaussian`` and the log-likelihood in ``Params``.
+
+    Attributes:
+      name: one of "covariance", "cholesky", "precision", "diagonal".
+      from_gaussian: Gaussian -> Params.
+      to_gaussian: Params -> Gaussian.
+      log_likelihood: (Params, y (..., d)) -> (...).
+      can_leave_spd: True where an additive update can make the covariance
+        indefinite (only "covariance").
+    """
+
+    name: str
+    from_gaussian: Callable[[Gaussian], Params]
+    to_gaussian: Callable[[Params], Gaussian]
+    log_likelihood: Callable[[Params, jax.Array], jax.Array]
+    can_leave_spd: bool = False
+
+
+def _half_log_2pi(d: int) -> float:
+    return 0.5 * d * math.log(2.0 * math.pi)
+
+
+def _log_diag_to_tri(m: jax.Array) -> jax.Array:
+    """Lower-triangular factor whose diagonal is exp(diag m)."""
+    return jnp.tril(m, -1) + jnp.diag(jnp.exp(jnp.diagonal(m)))
+
+
+def _tri_to_log_diag(chol: jax.Array) -> jax.Array:
+    return jnp.tril(chol, -1) + jnp.diag(jnp.log(jnp.diagonal(chol)))
+
+
+def _symmetric(a: jax.Array) -> jax.Array:
+    return 0.5 * (a + a.T)
+
+
+# --- covariance: the question's raw Σ ------------------------------------------------
+
+
+def _cov_from(g: Gaussian) -> Params:
+    return Params(g.mean, _symmetric(g.cov))
+
+
+def _cov_to(p: Params) -> Gaussian:
+    return Gaussian(p.mean, p.matrix)
+
+
+def _cov_ll(p: Params, y: jax.Array) -> jax.Array:
+    return log_likelihood(Gaussian(p.mean, p.matrix), y)
+
+
+# --- cholesky: Σ = L Lᵀ, log-diagonal ------------------------------------------------
+
+
+def _chol_from(g: Gaussian) -> Params:
+    return Params(g.mean, _tri_to_log_diag(jnp.linalg.cholesky(g.cov)))
+
+
+def _chol_to(p: Params) -> Gaussian:
+    chol = _log_diag_to_tri(p.matrix)
+    return Gaussian(p.mean, chol @ chol.T)
+
+
+def _chol_ll(p: Params, y: jax.Array) -> jax.Array:
+    chol = _log_diag_to_tri(p.matrix)
+    r = jnp.asarray(y) - p.mean
+    z = solve_triangular(chol, r.reshape(-1, r.shape[-1]).T, lower=True)
+    quad = jnp.sum(z**2, axis=0).reshape(r.shape[:-1])
+    return -0.5 * quad - jnp.sum(jnp.diagonal(p.matrix)) - _half_log_2pi(p.mean.shape[-1])
+
+
+# --- precision: Σ⁻¹ = U Uᵀ, log-diagonal -------------------------------------------
+
+
+def _prec_from(g: Gaussian) -> Params:
+    # Σ⁻¹ = L⁻ᵀ L⁻¹ is an upper-times-lower product, so its lower factor U needs a
+    # second Cholesky; L⁻¹ comes from a triangular solve, not an inverse.
+    d = g.mean.shape[-1]
+    chol = jnp.linalg.cholesky(g.cov)
+    l_inv = solve_triangular(chol, jnp.eye(d, dtype=g.cov.dtype), lower=True)
+    prec = l_inv.T @ l_inv
+    return Params(g.mean, _tri_to_log_diag(jnp.linalg.cholesky(_symmetric(prec))))
+
+
+def _prec_to(p: Params) -> Gaussian:
+    u = _log_diag_to_tri(p.matrix)
+    d = p.mean.shape[-1]
+    u_inv = solve_triangular(u, jnp.eye(d, dtype=u.dtype), lower=True)
+    return Gaussian(p.mean, _symmetric(u_inv.T @ u_inv))
+
+
+def _prec_ll(p: Params, y: jax.Array) -> jax.Array:
+    u = _log_diag_to_tri(p.matrix)
+    z = (jnp.asarray(y) - p.mean) @ u
+    return -0.5 * jnp.sum(z**2, axis=-1) + jnp.sum(jnp.diagonal(p.matrix)) - _half_log_2pi(
+        p.mean.shape[-1]
+    )
+
+
+# --- diagonal: log-variances ----------------------------------------------------------
+
+
+def _diag_from(g: Gaussian) -> Params:
+    # Projection: off-diagonal covariances are dropped.
+    return Params(g.mean, jnp.log(jnp.diagonal(g.cov)))
+
+
+def _diag_to(p: Params) -> Gaussian:
+    return Gaussian(p.mean, jnp.diag(jnp.exp(p.matrix)))
+
+
+def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
+    r = jnp.asarray(y) - p.mean
+    return (
+        -0.5 * jnp.sum(r**2 * jnp.exp(-p.matrix), axis=-1)
+        - 0.5 * jnp.sum(p.matrix)
+        - _half_log_2pi(p.mean.shape[-1])
+    )
+
+
+PARAMETERIZATIONS: dict[str, Parameterization] = {
+    "covariance": Parameterization("covariance", _cov_from, _cov_to, _cov_ll, can_leave_spd=True),
+    "cholesky": Parameterization("cholesky", _chol_from, _chol_to, _chol_ll),
+    "precision": Parameterization("precision", _prec_from, _prec_to, _prec_ll),
+    "diagonal": Parameterization("diagonal", _diag_from, _diag_to, _diag_ll),
+}
+
+
+def get_parameterization(name: str | Parameterization) -> Parameterization:
+    """Look up a parameterisation by name ("covariance", "cholesky", "precision",
+    "diagonal"); a ``Parameterization`` passes through.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> p = jg.get_parameterization("cholesky")
+      >>> g = p.to_gaussian(p.from_gaussian(jg.Gaussian(jnp.zeros(2), 2 * jnp.eye(2))))
+      >>> g.cov.tolist()
+      [[2.0, 0.0], [0.0, 2.0]]
+    """
+    if isinstance(name, Parameterization):
+        return name
+    try:
+        return PARAMETERIZATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown parameterization {name!r}; choose one of {sorted(PARAMETERIZATIONS)}"
+        ) from None
