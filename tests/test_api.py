@@ -1,0 +1,30 @@
+"""The public API: everything in __all__ imports, and the contract's names exist."""
+
+import importlib
+
+import jaxgauss as jg
+
+CONTRACT = [
+    "Gaussian",
+    "log_likelihood",
+    "cookbook_gradients",
+    "kl_divergence",
+    "mle",
+    "fit",
+    "gradient_ascent",
+    "Estimator",
+]
+
+
+def test_all_names_import():
+    for name in jg.__all__:
+        assert getattr(jg, name) is not None, name
+    assert set(CONTRACT) <= set(jg.__all__)
+    assert callable(jg.streams.random_truth) and callable(jg.streams.sample)
+
+
+def test_submodules_have_all():
+    for mod in ["gaussian", "parameterizations", "streams", "fit", "estimators"]:
+        m = importlib.import_module(f"jaxgauss.{mod}")
+        for name in m.__all__:
+            assert hasattr(m, name), (mod, name)

@@ -1,0 +1,169 @@
+"""fit: the guarded scan, traces, batching, continuation, caching and input validation."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxgauss as jg
+
+
+def _poisoned_mean_estimator():
+    """A running mean whose update turns non-finite on any value above 100: a
+    divergence at a row we choose."""
+
+    def update(state, batch):
+        mean, n = state
+        b = batch.shape[0]
+        new = (mean * n + batch.sum(0)) / (n + b)
+        new = jnp.where(jnp.any(batch > 100.0), jnp.nan, new)
+        return new, n + b
+
+    return jg.Estimator(
+        init=lambda g: (g.mean, jnp.zeros((), g.mean.dtype)),
+        update=update,
+        estimate=lambda s: jg.Gaussian(s[0], jnp.eye(s[0].shape[0], dtype=s[0].dtype)),
+        is_valid=lambda s: jnp.all(jnp.isfinite(s[0])),
+    )
+
+
+def _data(n=40, d=2, seed=0, dtype=jnp.float64):
+    g = jg.Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+    return jg.streams.sample(jax.random.key(seed), g, n)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_divergence_guard_freezes_at_last_valid_state(batch_size):
+    ys = np.array(_data(40))
+    ys[17, 1] = 1e3
+    res = jg.fit(_poisoned_mean_estimator(), ys, batch_size=batch_size)
+    start = (17 // batch_size) * batch_size
+    assert int(res.diverged_at) == start
+    np.testing.assert_allclose(res.estimate.mean, ys[:start].mean(0), rtol=1e-12)
+    assert int(res.state[1]) == start  # nothing after the rejected update was applied
+
+
+def test_no_divergence_is_minus_one():
+    res = jg.fit(_poisoned_mean_estimator(), _data(10))
+    assert int(res.diverged_at) == -1
+
+
+def test_covariance_leaving_the_cone_is_caught():
+    # Rows exactly at the mean give Σ ← Σ − α/(2Σ): 1 → 0.75 → 0.4167 → −0.18 with
+    # α = 0.5, so the third update (row 2) makes Σ indefinite and is rejected.
+    est = jg.gradient_ascent(optax.sgd(0.5), "covariance")
+    res = jg.fit(est, np.zeros((6, 1)))
+    assert int(res.diverged_at) == 2
+    np.testing.assert_allclose(res.estimate.cov, [[0.75 - 0.25 / 0.75]], rtol=1e-12)
+    assert bool(jg.is_spd(res.estimate.cov))
+
+
+def test_trace_rows_estimates_and_kl():
+    truth = jg.Gaussian(jnp.ones(2), 2.0 * jnp.eye(2))
+    ys = jg.streams.sample(jax.random.key(1), truth, 103)
+    est = jg.gradient_ascent(optax.adam(0.05), "cholesky")
+    res = jg.fit(est, ys, batch_size=2, trace_every=5, truth=truth)
+    # 51 full batches and one of 1 row; snapshots every 5 updates = every 10 rows.
+    np.testing.assert_array_equal(res.trace.rows, np.arange(1, 11) * 10)
+    assert res.trace.estimate.cov.shape == (10, 2, 2)
+    np.testing.assert_allclose(res.trace.kl, jg.kl_divergence(truth, res.trace.estimate), rtol=1e-12)
+    head = jg.fit(est, ys[:50], batch_size=2)
+    np.testing.assert_allclose(res.trace.estimate.cov[4], head.estimate.cov, rtol=1e-12)
+    assert jg.fit(est, ys).trace is None
+
+
+def test_ragged_last_batch_is_applied_as_one_update():
+    ys = _data(10)
+    est = jg.gradient_ascent(optax.sgd(0.1), "cholesky")
+    g0 = jg.Gaussian(jnp.zeros(2), jnp.eye(2))
+    state = est.init(g0)
+    for i in range(0, 10, 4):
+        state = est.update(state, ys[i : i + 4])
+    res = jg.fit(est, ys, batch_size=4)
+    np.testing.assert_allclose(res.estimate.cov, est.estimate(state).cov, rtol=1e-12)
+    assert int(res.state.count) == 3
+
+
+def test_continuation_equals_one_pass():
+    ys = _data(60)
+    est = jg.gradient_ascent(optax.adam(0.03), "precision")
+    whole = jg.fit(est, ys)
+    first = jg.fit(est, ys[:25])
+    second = jg.fit(est, ys[25:], state=first.state)
+    np.testing.assert_allclose(second.estimate.cov, whole.estimate.cov, rtol=1e-12)
+    np.testing.assert_allclose(second.estimate.mean, whole.estimate.mean, rtol=1e-12)
+
+
+def test_second_fit_does_not_recompile():
+    traces = []
+    base = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
+
+    def counting_update(state, batch):
+        traces.append(1)  # runs only while JAX traces, i.e. once per compilation
+        return base.update(state, batch)
+
+    est = base._replace(update=counting_update)
+    jg.fit(est, _data(30, seed=1))
+    n_after_first = len(traces)
+    jg.fit(est, _data(30, seed=2))
+    jg.fit(est, _data(30, seed=3), init=jg.Gaussian(jnp.ones(2), 3.0 * jnp.eye(2)))
+    assert n_after_first >= 1
+    assert len(traces) == n_after_first
+
+
+def test_dtype_follows_data():
+    est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
+    assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
+    assert jg.fit(est, _data(5, dtype=jnp.float64)).estimate.cov.dtype == jnp.float64
+    assert jg.fit(est, np.arange(10).reshape(5, 2)).estimate.cov.dtype == jnp.float64
+
+
+def test_float64_data_without_x64_gives_float32():
+    code = (
+        "import numpy as np, optax, jaxgauss as jg;"
+        "r = jg.fit(jg.gradient_ascent(optax.sgd(0.01)), np.ones((4, 2)));"
+        "print(r.estimate.cov.dtype)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "float32"
+
+
+EST = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(data=np.ones(5)), r"2-D with shape \(n, d\), got shape \(5,\); for a single column"),
+        (dict(data=np.ones((2, 3, 4))), "2-D"),
+        (dict(data=np.ones((0, 2))), "empty"),
+        (dict(data=np.array([["a", "b"]])), "numeric"),
+        (dict(data=np.array([[0.0, 1.0], [np.nan, 1.0], [np.inf, 0.0]])), "data row 1 is not finite"),
+        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(3), np.eye(3))), "dimension 3 but the data have dimension 2"),
+        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), np.full((2, 2), np.nan))), "non-finite"),
+        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), np.array([[1.0, 0.3], [0.0, 1.0]]))), "not symmetric"),
+        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), -np.eye(2))), "not positive definite"),
+        (dict(data=np.ones((4, 2)), batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(data=np.ones((4, 2)), batch_size=1.5), "batch_size"),
+        (dict(data=np.ones((4, 2)), trace_every=-1), "trace_every"),
+        (dict(data=np.ones((4, 2)), truth=jg.Gaussian(np.zeros(2), np.zeros((2, 2)))), "truth.cov is not positive definite"),
+    ],
+)
+def test_bad_input_names_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        jg.fit(EST, **kwargs)
+
+
+def test_init_and_state_together_is_an_error():
+    state = EST.init(jg.Gaussian(jnp.zeros(2), jnp.eye(2)))
+    with pytest.raises(ValueError, match="not both"):
+        jg.fit(EST, np.ones((3, 2)), jg.Gaussian(np.zeros(2), np.eye(2)), state=state)
+
+
+def test_not_an_estimator():
+    with pytest.raises(ValueError, match="must be a jaxgauss Estimator"):
+        jg.fit(optax.sgd(0.1), np.ones((3, 2)))
