@@ -7,6 +7,9 @@ its inputs in Python first.
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -16,8 +19,9 @@ import numpy as np
 
 from jaxgauss.estimators.base import Estimator
 from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
+from jaxgauss.streams import read_chunks
 
-__all__ = ["Trace", "FitResult", "FitCarry", "init_carry", "scan_batches", "fit"]
+__all__ = ["Trace", "FitResult", "FitCarry", "DataError", "init_carry", "scan_batches", "fit"]
 
 
 class Trace(NamedTuple):
@@ -44,12 +48,16 @@ class FitResult(NamedTuple):
       diverged_at: int32 scalar, 0-based index of the first data row of the first
         rejected update, or -1. From that update on nothing is applied.
       trace: a ``Trace``, or None when ``trace_every=0``.
+      n_rows: data rows read and offered to the estimator (skipped rows excluded).
+      n_skipped: rows dropped by ``nan_policy="skip"``.
     """
 
     estimate: Gaussian
     state: Any
     diverged_at: jax.Array
     trace: Trace | None
+    n_rows: int = 0
+    n_skipped: int = 0
 
 
 class FitCarry(NamedTuple):
@@ -74,75 +82,220 @@ def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> Fi
     return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
 
 
+def _blocked_step(estimator: Estimator, carry: FitCarry, blk: jax.Array) -> FitCarry:
+    """k updates (blk: (k, b, d)) of a rowwise estimator as ONE update on k·b rows.
+
+    A rowwise update of many rows equals the single-row updates to rounding, so the
+    whole block is applied at once (one Gram matmul). Only if that result is rejected
+    is the block replayed update by update, so that ``diverged_at`` names the exact
+    row and the state stops at the exact last valid update.
+    """
+    k, b, d = blk.shape
+
+    def one_by_one(c):
+        return jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), c, blk)[0]
+
+    def live(c):
+        new = estimator.update(c.state, blk.reshape(k * b, d))
+        return jax.lax.cond(
+            estimator.is_valid(new),
+            lambda c: FitCarry(new, c.diverged_at, c.rows + k * b),
+            one_by_one,
+            c,
+        )
+
+    def frozen(c):
+        return c._replace(rows=c.rows + k * b)
+
+    return jax.lax.cond(carry.diverged_at < 0, live, frozen, carry)
+
+
 def scan_batches(
     estimator: Estimator,
     carry: FitCarry,
     batches: jax.Array,
     truth: Gaussian | None = None,
     trace_every: int = 0,
+    block: int = 1,
 ) -> tuple[FitCarry, Trace | None]:
     """Apply the guarded update to each batch of ``batches`` (u, b, d) in a ``lax.scan``.
 
     Pure and un-jitted. With ``trace_every = k > 0`` a snapshot is taken after every
-    k updates (u // k snapshots); the remaining u % k updates run after the last one.
+    k updates (u // k snapshots). With ``block > 1`` (only for rowwise estimators;
+    it must divide ``trace_every``) each scan step applies ``block`` updates at once;
+    the result agrees with ``block=1`` to rounding, guard and trace included.
+    """
+    if block > 1 and not estimator.rowwise:
+        raise ValueError("block > 1 needs a rowwise estimator")
+    if trace_every and trace_every % block:
+        raise ValueError(f"block ({block}) must divide trace_every ({trace_every})")
+
+    def unit(c, blk):
+        return _blocked_step(estimator, c, blk) if block > 1 else _guarded_step(estimator, c, blk[0])
+
+    def step(c, blk):
+        return unit(c, blk), None
+
+    n_units = batches.shape[0] // block
+    units = batches[: n_units * block].reshape((n_units, block) + batches.shape[1:])
+    trace = None
+    if trace_every == 0:
+        carry, _ = jax.lax.scan(step, carry, units)
+    else:
+        per_snap = trace_every // block
+        n_snap = n_units // per_snap
+        head = units[: n_snap * per_snap].reshape((n_snap, per_snap) + units.shape[1:])
+
+        def snapshot(c, blks):
+            c, _ = jax.lax.scan(step, c, blks)
+            est = estimator.estimate(c.state)
+            kl = None if truth is None else kl_divergence(truth, est)
+            return c, (c.rows, est, kl)
+
+        carry, (rows, est, kl) = jax.lax.scan(snapshot, carry, head)
+        carry, _ = jax.lax.scan(step, carry, units[n_snap * per_snap :])
+        trace = Trace(rows, est, kl)
+    rest = batches[n_units * block :]
+    if rest.shape[0]:
+        carry, _ = jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), carry, rest)
+    return carry, trace
+
+
+@partial(jax.jit, static_argnames=("estimator", "trace_every", "block"))
+def _run(estimator, carry, batches, truth, trace_every, block):
+    return scan_batches(estimator, carry, batches, truth, trace_every, block)
+
+
+DEFAULT_BLOCK_ROWS = 512
+
+
+def _block_updates(estimator: Estimator, batch_size: int, trace_every: int, block_rows) -> int:
+    """Updates per compiled step: 1, or for rowwise estimators about ``block_rows``
+    rows' worth, cut to a divisor of ``trace_every`` so snapshots fall on block edges."""
+    if not estimator.rowwise:
+        return 1
+    rows = DEFAULT_BLOCK_ROWS if block_rows is None else block_rows
+    k = max(1, rows // batch_size)
+    return math.gcd(k, trace_every) if trace_every else k
+
+
+class DataError(ValueError):
+    """A data row is not finite (with ``nan_policy="raise"``).
+
+    Attributes:
+      row: 0-based index of the offending row in the data as given.
+      result: the ``FitResult`` of every row before it, so nothing already
+        estimated is lost (continue with ``fit(..., state=err.result.state)``).
     """
 
-    def step(c, batch):
-        return _guarded_step(estimator, c, batch), None
-
-    if trace_every == 0:
-        carry, _ = jax.lax.scan(step, carry, batches)
-        return carry, None
-
-    n_snap = batches.shape[0] // trace_every
-    head = batches[: n_snap * trace_every].reshape((n_snap, trace_every) + batches.shape[1:])
-
-    def block(c, blk):
-        c, _ = jax.lax.scan(step, c, blk)
-        est = estimator.estimate(c.state)
-        kl = None if truth is None else kl_divergence(truth, est)
-        return c, (c.rows, est, kl)
-
-    carry, (rows, est, kl) = jax.lax.scan(block, carry, head)
-    carry, _ = jax.lax.scan(step, carry, batches[n_snap * trace_every :])
-    return carry, Trace(rows, est, kl)
+    def __init__(self, message: str, row: int, result: FitResult):
+        super().__init__(message)
+        self.row = row
+        self.result = result
 
 
-@partial(jax.jit, static_argnames=("estimator", "trace_every"))
-def _run(estimator, carry, batches, truth, trace_every):
-    return scan_batches(estimator, carry, batches, truth, trace_every)
+def _check_chunk(chunk: Any, d: int | None, offset: int) -> Any:
+    """Shape and dtype checks of one chunk at the Python boundary."""
+    if not isinstance(chunk, jax.Array):
+        chunk = np.asarray(chunk)
+        if chunk.dtype == object or not (np.issubdtype(chunk.dtype, np.number) or chunk.dtype == np.bool_):
+            raise ValueError(f"data must be numeric, got dtype {chunk.dtype} (rows from {offset})")
+    if chunk.ndim != 2:
+        raise ValueError(
+            f"data must be 2-D with shape (n, d), got shape {chunk.shape}"
+            + ("; for a single column use data[:, None]" if chunk.ndim == 1 else "")
+        )
+    if chunk.shape[1] == 0:
+        raise ValueError(f"data has no columns (shape {chunk.shape})")
+    if d is not None and chunk.shape[1] != d:
+        raise ValueError(f"data rows from {offset} have {chunk.shape[1]} columns, earlier rows {d}")
+    if jnp.issubdtype(chunk.dtype, jnp.complexfloating):
+        raise ValueError(f"data must be real, got dtype {chunk.dtype}")
+    return chunk
 
 
-def _as_data(data: Any) -> jax.Array:
-    """Validate the stream at the Python boundary and return it as a float array."""
-    if isinstance(data, jax.Array):
-        arr = data
-    else:
-        arr = np.asarray(data)
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+def _float_dtype(dtype: Any) -> Any:
+    """The working dtype: floats keep theirs (float64 needs x64), others become JAX's
+    default float."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.zeros((), dtype).dtype
+    return jnp.zeros(()).dtype
+
+
+def _finite_rows(chunk: Any) -> np.ndarray:
+    if isinstance(chunk, jax.Array):
+        return np.asarray(jnp.all(jnp.isfinite(chunk), axis=1))
+    return np.isfinite(chunk).all(axis=1) if jnp.issubdtype(chunk.dtype, jnp.inexact) else np.ones(len(chunk), bool)
+
+
+class _Feeder:
+    """Applies rows to the carry in compiled pieces of fixed shapes.
+
+    Full chunks go through one compiled call each; the ragged end of a stream is cut
+    into power-of-two numbers of units so that at most log₂ of the chunk size
+    distinct shapes are ever compiled, and a final batch of fewer than ``batch_size``
+    rows is one short update.
+    """
+
+    def __init__(self, estimator, carry, batch_size, trace_every, block, truth):
+        self.estimator, self.carry, self.truth = estimator, carry, truth
+        self.batch_size, self.trace_every, self.block = batch_size, trace_every, block
+        self.unit = batch_size * (trace_every or block)  # rows per indivisible piece
+        self.traces: list[Trace] = []
+
+    def run(self, rows: jax.Array, trace_every: int, block: int) -> None:
+        batches = rows.reshape(-1, self.batch_size, rows.shape[1])
+        self.carry, trace = _run(self.estimator, self.carry, batches, self.truth, trace_every, block)
+        if trace is not None and trace.rows.shape[0]:
+            self.traces.append(trace)
+
+    def feed(self, rows: jax.Array) -> None:
+        """Apply ``rows`` whose length is a multiple of ``unit``."""
+        if rows.shape[0]:
+            self.run(rows, self.trace_every, self.block)
+
+    def finish(self, rows: jax.Array) -> None:
+        """Apply the last rows of the stream (any length)."""
+        done = 0
+        for piece, trace_every, block in (
+            (self.unit, self.trace_every, self.block),
+            (self.batch_size, 0, 1),
         ):
-            raise ValueError(f"data must be numeric, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"data must be 2-D with shape (n, d), got shape {arr.shape}"
-            + ("; for a single column use data[:, None]" if arr.ndim == 1 else "")
-        )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"data is empty (shape {arr.shape})")
-    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
-        raise ValueError(f"data must be real, got dtype {arr.dtype}")
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.zeros(()).dtype)
-    arr = jnp.asarray(arr)  # float64 becomes float32 unless x64 is enabled
-    bad_rows = ~jnp.all(jnp.isfinite(arr), axis=1)
-    if bool(jnp.any(bad_rows)):
-        first = int(jnp.argmax(bad_rows))
-        raise ValueError(
-            f"data row {first} is not finite ({np.asarray(arr[first]).tolist()}); "
-            f"rows 0..{first - 1} are valid: fit(estimator, data[:{first}]) estimates from them"
-        )
-    return arr
+            count = (rows.shape[0] - done) // piece
+            for bit in reversed(range(count.bit_length())):
+                if count >> bit & 1:
+                    size = piece << bit
+                    self.run(rows[done : done + size], trace_every, block)
+                    done += size
+        if done < rows.shape[0]:
+            self.batch_size_short(rows[done:])
+
+    def batch_size_short(self, rows: jax.Array) -> None:
+        self.carry, _ = _run(self.estimator, self.carry, rows[None], self.truth, 0, 1)
+
+    def trace(self, like: Gaussian) -> Trace | None:
+        if not self.trace_every:
+            return None
+        if not self.traces:
+            empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
+            kl = None if self.truth is None else jnp.zeros((0,), like.mean.dtype)
+            return Trace(jnp.zeros((0,), jnp.int32), empty, kl)
+        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *self.traces)
+
+
+def _original_row(kept: int, skipped: list[int]) -> int:
+    """Map an index among the kept rows back to the data as given."""
+    row = kept
+    for s in skipped:  # sorted
+        if s <= row:
+            row += 1
+    return row
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def fit(
@@ -154,15 +307,25 @@ def fit(
     trace_every: int = 0,
     truth: Gaussian | None = None,
     state: Any = None,
+    block_rows: int | None = None,
+    chunk_rows: int | None = None,
+    nan_policy: str = "raise",
+    progress: bool = False,
 ) -> FitResult:
-    """Run ``estimator`` over the rows of ``data`` in one jit-compiled ``lax.scan``.
+    """Run ``estimator`` over the rows of ``data`` in jit-compiled ``lax.scan`` calls.
 
     The rows are cut into batches of ``batch_size``; each batch is one
     ``estimator.update``. If n is not a multiple of ``batch_size``, the last n mod b
-    rows are applied as one shorter final batch (a second, cached compilation for
-    that shape). After every update the divergence guard checks
-    ``estimator.is_valid``: the first rejected update sets ``diverged_at`` to the row
-    where its batch starts, and the state then stays at the last valid value.
+    rows are applied as one shorter final batch. After every update the divergence
+    guard checks ``estimator.is_valid``: the first rejected update sets
+    ``diverged_at`` to the row where its batch starts, and the state then stays at
+    the last valid value: nothing after it is applied.
+
+    Data may be larger than memory: a ``.npy`` path is memory-mapped and a ``.csv``
+    path read in chunks of ``chunk_rows`` rows; an iterable yields its own chunks.
+    Chunks are regrouped into pieces of fixed shapes with the state carried between
+    compiled calls, so the result equals one in-memory ``fit`` and a stream compiles
+    at most a handful of shapes, whatever its length.
 
     Compilations are cached per (estimator object, shapes, dtypes, trace_every):
     calling ``fit`` again with the same estimator and data shape does not recompile.
@@ -172,9 +335,10 @@ def fit(
 
     Args:
       estimator: an ``Estimator``.
-      data: rows (n, d): a NumPy or JAX array, or anything ``np.asarray`` accepts.
-        Integers are converted to floats. The estimate's dtype follows the data's
-        (float32 unless x64 is enabled and the data are float64).
+      data: rows (n, d): a NumPy or JAX array (or nested lists), a path to a
+        ``.npy`` or ``.csv`` file, or an iterable of (m, d) chunks. Integers are
+        converted to floats. The estimate's dtype follows the data's (float32
+        unless x64 is enabled and the data are float64).
       init: the starting ``Gaussian``; None means N(0, I). Ignored when ``state`` is
         given (passing both is an error).
       batch_size: rows per update, ≥ 1.
@@ -182,48 +346,124 @@ def fit(
       truth: a ``Gaussian``; with ``trace_every``, the trace records
         KL(truth ‖ estimate).
       state: an estimator state from an earlier ``FitResult.state`` to continue from.
+      block_rows: for rowwise estimators (``welford``, ``exponential``,
+        ``natural_gradient``), about how many rows each compiled step applies at once
+        as one Gram matmul (None: 512; 1: update by update). The result equals the
+        update-by-update one to rounding, the guard and trace included: a rejected
+        block is replayed update by update. Ignored for other estimators.
+      chunk_rows: rows per chunk read from a file or sliced from an array (None:
+        65 536 for files, the whole array for arrays).
+      nan_policy: what a row with NaN or ±inf does: "raise" (a ``DataError``, a
+        ``ValueError`` naming the row and carrying the result of every row before it)
+        or "skip" (the row is dropped and counted in ``n_skipped``; indices such as
+        ``diverged_at`` still refer to the data as given).
+      progress: print rows done and throughput to stderr after each chunk.
 
     Returns:
-      A ``FitResult`` (estimate, state, diverged_at, trace).
+      A ``FitResult`` (estimate, state, diverged_at, trace, n_rows, n_skipped).
 
     Raises:
-      ValueError: data not 2-D, empty, non-numeric or with a non-finite row (named);
-        ``init`` or ``truth`` of the wrong shape, non-finite, asymmetric or not
-        positive definite; ``batch_size < 1``; ``trace_every < 0``.
+      ValueError: data not 2-D, empty, non-numeric, with inconsistent columns, or
+        with a non-finite row (a ``DataError``); ``init`` or ``truth`` of the wrong
+        shape, non-finite, asymmetric or not positive definite; ``batch_size < 1``;
+        ``trace_every < 0``; an unknown ``nan_policy``.
 
     Example:
       >>> import jax, optax, jaxgauss as jg
       >>> ys = jg.streams.sample(jax.random.key(0), jg.Gaussian(jax.numpy.zeros(1), jax.numpy.eye(1)), 100)
       >>> res = jg.fit(jg.gradient_ascent(optax.sgd(0.002), "covariance"), ys, trace_every=10)
-      >>> res.trace.rows.tolist()[:3], int(res.diverged_at)
-      ([10, 20, 30], -1)
+      >>> res.trace.rows.tolist()[:3], int(res.diverged_at), res.n_rows
+      ([10, 20, 30], -1, 100)
     """
     if not isinstance(estimator, Estimator):
         raise ValueError(f"estimator must be a jaxgauss Estimator, got {type(estimator).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if isinstance(trace_every, bool) or not isinstance(trace_every, (int, np.integer)) or trace_every < 0:
-        raise ValueError(f"trace_every must be an integer >= 0, got {trace_every!r}")
-    arr = _as_data(data)
-    n, d = arr.shape
-    dtype = arr.dtype
+    batch_size = _check_int("batch_size", batch_size, 1)
+    trace_every = _check_int("trace_every", trace_every, 0)
+    if block_rows is not None:
+        block_rows = _check_int("block_rows", block_rows, 1)
+    if chunk_rows is not None:
+        chunk_rows = _check_int("chunk_rows", chunk_rows, 1)
+    if nan_policy not in ("raise", "skip"):
+        raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
     if state is not None and init is not None:
         raise ValueError("pass either init (a fresh start) or state (a continuation), not both")
-    if truth is not None:
-        check_gaussian(truth, d, name="truth")
-        truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
-    if state is None:
-        if init is None:
-            init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
-        check_gaussian(init, d)
-        state = estimator.init(Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype)))
 
-    n_full = (n // batch_size) * batch_size
-    carry = init_carry(state)
-    trace = None
-    if n_full:
-        batches = arr[:n_full].reshape(n // batch_size, batch_size, d)
-        carry, trace = _run(estimator, carry, batches, truth, int(trace_every))
-    if n_full < n:
-        carry, _ = _run(estimator, carry, arr[None, n_full:], truth, 0)
-    return FitResult(estimator.estimate(carry.state), carry.state, carry.diverged_at, trace)
+    chunks, total, target = read_chunks(data, chunk_rows)
+    block = _block_updates(estimator, batch_size, trace_every, block_rows)
+    feeder = None
+    pending: list[jax.Array] = []  # rows read but not yet applied, < one chunk
+    n_pending = seen = 0
+    skipped: list[int] = []
+    d = dtype = None
+    started = time.perf_counter()
+
+    def result() -> FitResult:
+        carry = feeder.carry
+        est = estimator.estimate(carry.state)
+        diverged = carry.diverged_at
+        if skipped and int(diverged) >= 0:
+            diverged = jnp.asarray(_original_row(int(diverged), skipped), jnp.int32)
+        return FitResult(est, carry.state, diverged, feeder.trace(est), int(carry.rows), len(skipped))
+
+    def start(first: Any) -> _Feeder:
+        nonlocal d, dtype, truth, init, state
+        d, dtype = first.shape[1], _float_dtype(first.dtype)
+        if truth is not None:
+            check_gaussian(truth, d, name="truth")
+            truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
+        if state is None:
+            if init is None:
+                init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+            check_gaussian(init, d)
+            state = estimator.init(Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype)))
+        return _Feeder(estimator, init_carry(state), batch_size, trace_every, block, truth)
+
+    for chunk in chunks:
+        chunk = _check_chunk(chunk, d, seen)
+        if chunk.shape[0] == 0:
+            continue
+        if feeder is None:
+            feeder = start(chunk)
+        finite = _finite_rows(chunk)
+        bad = np.flatnonzero(~finite)
+        if bad.size and nan_policy == "raise":
+            rows = jnp.asarray(chunk[: bad[0]], dtype)
+            feeder.finish(jnp.concatenate(pending + [rows]) if pending else rows)
+            row = seen + int(bad[0])
+            raise DataError(
+                f"data row {row} is not finite ({np.asarray(chunk[bad[0]]).tolist()}); the "
+                f"{row} rows before it were estimated: the error's .result holds them "
+                "(or pass nan_policy='skip' to drop such rows)",
+                row,
+                result(),
+            )
+        if bad.size:
+            skipped.extend((seen + bad).tolist())
+            chunk = chunk[finite]
+        seen += len(finite)
+        pending.append(jnp.asarray(chunk, dtype))
+        n_pending += chunk.shape[0]
+        # Full chunks of one fixed shape (one compilation); a whole array is one chunk.
+        size = feeder.unit * max(1, (target or n_pending) // feeder.unit)
+        if n_pending >= size:
+            rows = jnp.concatenate(pending) if len(pending) > 1 else pending[0]
+            done = 0
+            while n_pending - done >= size:
+                feeder.feed(rows[done : done + size])
+                done += size
+            pending, n_pending = ([rows[done:]] if done < n_pending else []), n_pending - done
+            if progress:
+                _report(seen, total, started)
+    if feeder is None:
+        raise ValueError("data is empty: no rows")
+    if n_pending:
+        feeder.finish(jnp.concatenate(pending) if len(pending) > 1 else pending[0])
+    if progress:
+        _report(seen, total, started, end="\n")
+    return result()
+
+
+def _report(done: int, total: int | None, started: float, end: str = "") -> None:
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    of = f" / {total:,}" if total else ""
+    print(f"\r  {done:,}{of} rows  ({rate:,.0f} rows/s)", end=end, file=sys.stderr, flush=True)
