@@ -1,8 +1,22 @@
 """jaxgauss: online estimation of a Gaussian's mean and covariance in JAX."""
 
-from jaxgauss import parameterizations, streams
-from jaxgauss.estimators import Estimator, GradientAscentState, gradient_ascent
-from jaxgauss.fit import FitResult, Trace, fit
+from jaxgauss import checkpoint, parameterizations, schedules, streams
+from jaxgauss.estimators import (
+    METHODS,
+    AveragedState,
+    Estimator,
+    GradientAscentState,
+    MomentsState,
+    WelfordState,
+    averaged,
+    exponential,
+    gradient_ascent,
+    make_method,
+    merge,
+    natural_gradient,
+    welford,
+)
+from jaxgauss.fit import DataError, FitResult, Trace, fit
 from jaxgauss.gaussian import (
     Gaussian,
     check_gaussian,
@@ -12,27 +26,47 @@ from jaxgauss.gaussian import (
     log_likelihood,
     mle,
 )
-from jaxgauss.parameterizations import Params, Parameterization, get_parameterization
+from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
+from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
+from jaxgauss.sweep import SweepResult, grid_product, sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
+    "AveragedState",
+    "DataError",
     "Estimator",
     "FitResult",
     "Gaussian",
     "GradientAscentState",
+    "MomentsState",
     "Params",
     "Parameterization",
+    "SweepResult",
     "Trace",
+    "WelfordState",
+    "averaged",
     "check_gaussian",
+    "checkpoint",
     "cookbook_gradients",
+    "covariance_retraction",
+    "exponential",
+    "fisher_preconditioner",
     "fit",
     "get_parameterization",
     "gradient_ascent",
+    "grid_product",
     "is_spd",
     "kl_divergence",
     "log_likelihood",
+    "make_method",
+    "merge",
     "mle",
+    "natural_gradient",
     "parameterizations",
+    "schedules",
     "streams",
+    "sweep",
+    "welford",
 ]

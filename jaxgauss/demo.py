@@ -24,7 +24,7 @@ from jaxgauss.estimators import (
     welford,
 )
 from jaxgauss.fit import fit
-from jaxgauss.gaussian import Gaussian, kl_divergence, mle
+from jaxgauss.gaussian import Gaussian, kl_divergence
 
 __all__ = ["DemoRow", "run_demo", "format_table"]
 
@@ -61,7 +61,9 @@ def _methods() -> list[tuple[str, Estimator, tuple[float, ...]]]:
         (
             "averaged SGD on Cholesky",
             averaged(
-                gradient_ascent(optax.sgd(schedules.robbins_monro(0.5, power=0.6, offset=10.0)), "cholesky"),
+                gradient_ascent(
+                    optax.sgd(schedules.robbins_monro(0.5, power=0.6, offset=10.0)), "cholesky"
+                ),
                 start=100,
             ),
             (1.0,),
@@ -130,7 +132,11 @@ def format_table(rows: list[DemoRow]) -> str:
 
 
 def _explain(rows: list[DemoRow], n: int) -> str:
-    q = {r.start: r for r in rows if r.method.startswith("question") and r.rows.size and r.mean.size == 1}
+    q = {
+        r.start: r
+        for r in rows
+        if r.method.startswith("question") and r.rows.size and r.mean.size == 1
+    }
     tail = q[1.0].trace_var[-max(1, len(q[1.0].trace_var) // 10) :]
     nat = [r for r in rows if r.method.startswith("natural")]
     lines = [
@@ -164,8 +170,10 @@ def run_demo(out: str = "jaxgauss-demo", steps: int = 100_000, seed: int = 0) ->
     rows = _run_problem("1-D N(0,1)", question, steps, seed)
     rows += _run_problem(FIVE_D, five, steps, seed + 2)
     table = format_table(rows)
-    print(f"{steps} rows per stream, seed {seed}, float32; efficiency = KL(truth‖estimate) / "
-          "KL(truth‖batch MLE of the same rows)\n")
+    print(
+        f"{steps} rows per stream, seed {seed}, float32; efficiency = KL(truth‖estimate) / "
+        "KL(truth‖batch MLE of the same rows)\n"
+    )
     print(table)
     print()
     print(_explain(rows, steps))

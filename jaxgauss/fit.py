@@ -131,7 +131,9 @@ def scan_batches(
         raise ValueError(f"block ({block}) must divide trace_every ({trace_every})")
 
     def unit(c, blk):
-        return _blocked_step(estimator, c, blk) if block > 1 else _guarded_step(estimator, c, blk[0])
+        return (
+            _blocked_step(estimator, c, blk) if block > 1 else _guarded_step(estimator, c, blk[0])
+        )
 
     def step(c, blk):
         return unit(c, blk), None
@@ -198,7 +200,9 @@ def _check_chunk(chunk: Any, d: int | None, offset: int) -> Any:
     """Shape and dtype checks of one chunk at the Python boundary."""
     if not isinstance(chunk, jax.Array):
         chunk = np.asarray(chunk)
-        if chunk.dtype == object or not (np.issubdtype(chunk.dtype, np.number) or chunk.dtype == np.bool_):
+        if chunk.dtype == object or not (
+            np.issubdtype(chunk.dtype, np.number) or chunk.dtype == np.bool_
+        ):
             raise ValueError(f"data must be numeric, got dtype {chunk.dtype} (rows from {offset})")
     if chunk.ndim != 2:
         raise ValueError(
@@ -225,38 +229,66 @@ def _float_dtype(dtype: Any) -> Any:
 def _finite_rows(chunk: Any) -> np.ndarray:
     if isinstance(chunk, jax.Array):
         return np.asarray(jnp.all(jnp.isfinite(chunk), axis=1))
-    return np.isfinite(chunk).all(axis=1) if jnp.issubdtype(chunk.dtype, jnp.inexact) else np.ones(len(chunk), bool)
+    return (
+        np.isfinite(chunk).all(axis=1)
+        if jnp.issubdtype(chunk.dtype, jnp.inexact)
+        else np.ones(len(chunk), bool)
+    )
 
 
 class _Feeder:
-    """Applies rows to the carry in compiled pieces of fixed shapes.
+    """Regroups incoming rows into compiled pieces of fixed shapes and applies them.
 
-    Full chunks go through one compiled call each; the ragged end of a stream is cut
-    into power-of-two numbers of units so that at most log₂ of the chunk size
-    distinct shapes are ever compiled, and a final batch of fewer than ``batch_size``
-    rows is one short update.
+    Rows are buffered until a full chunk of ``size`` rows (a multiple of the
+    indivisible ``unit``) is ready; each full chunk is one call of the same compiled
+    program. At the end, the ragged rest is cut into power-of-two numbers of units
+    and then of batches, so at most about log₂ of the chunk size distinct shapes are
+    ever compiled; a final batch of fewer than ``batch_size`` rows is one short update.
     """
 
-    def __init__(self, estimator, carry, batch_size, trace_every, block, truth):
+    def __init__(self, estimator, carry, batch_size, trace_every, block, truth, size):
         self.estimator, self.carry, self.truth = estimator, carry, truth
         self.batch_size, self.trace_every, self.block = batch_size, trace_every, block
         self.unit = batch_size * (trace_every or block)  # rows per indivisible piece
+        self.size = None if size is None else self.unit * max(1, size // self.unit)
+        self.pending: list[jax.Array] = []
+        self.n_pending = 0
         self.traces: list[Trace] = []
 
-    def run(self, rows: jax.Array, trace_every: int, block: int) -> None:
+    def _run(self, rows: jax.Array, trace_every: int, block: int) -> None:
         batches = rows.reshape(-1, self.batch_size, rows.shape[1])
-        self.carry, trace = _run(self.estimator, self.carry, batches, self.truth, trace_every, block)
+        self.carry, trace = _run(
+            self.estimator, self.carry, batches, self.truth, trace_every, block
+        )
         if trace is not None and trace.rows.shape[0]:
             self.traces.append(trace)
 
-    def feed(self, rows: jax.Array) -> None:
-        """Apply ``rows`` whose length is a multiple of ``unit``."""
-        if rows.shape[0]:
-            self.run(rows, self.trace_every, self.block)
+    def _take(self) -> jax.Array:
+        rows = jnp.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.n_pending = [], 0
+        return rows
 
-    def finish(self, rows: jax.Array) -> None:
-        """Apply the last rows of the stream (any length)."""
-        done = 0
+    def push(self, rows: jax.Array) -> None:
+        """Buffer ``rows`` and apply every full chunk (a whole array: all full units)."""
+        if not rows.shape[0]:
+            return
+        self.pending.append(rows)
+        self.n_pending += rows.shape[0]
+        size = self.size or self.unit * (self.n_pending // self.unit)
+        if size and self.n_pending >= size:
+            rows = self._take()
+            done = 0
+            while rows.shape[0] - done >= size:
+                self._run(rows[done : done + size], self.trace_every, self.block)
+                done += size
+            if done < rows.shape[0]:
+                self.push(rows[done:])
+
+    def close(self) -> None:
+        """Apply whatever is buffered: the end of the stream."""
+        if not self.n_pending:
+            return
+        rows, done = self._take(), 0
         for piece, trace_every, block in (
             (self.unit, self.trace_every, self.block),
             (self.batch_size, 0, 1),
@@ -264,14 +296,10 @@ class _Feeder:
             count = (rows.shape[0] - done) // piece
             for bit in reversed(range(count.bit_length())):
                 if count >> bit & 1:
-                    size = piece << bit
-                    self.run(rows[done : done + size], trace_every, block)
-                    done += size
+                    self._run(rows[done : done + (piece << bit)], trace_every, block)
+                    done += piece << bit
         if done < rows.shape[0]:
-            self.batch_size_short(rows[done:])
-
-    def batch_size_short(self, rows: jax.Array) -> None:
-        self.carry, _ = _run(self.estimator, self.carry, rows[None], self.truth, 0, 1)
+            self.carry, _ = _run(self.estimator, self.carry, rows[None, done:], self.truth, 0, 1)
 
     def trace(self, like: Gaussian) -> Trace | None:
         if not self.trace_every:
@@ -391,8 +419,7 @@ def fit(
     chunks, total, target = read_chunks(data, chunk_rows)
     block = _block_updates(estimator, batch_size, trace_every, block_rows)
     feeder = None
-    pending: list[jax.Array] = []  # rows read but not yet applied, < one chunk
-    n_pending = seen = 0
+    seen = 0  # rows read, skipped ones included
     skipped: list[int] = []
     d = dtype = None
     started = time.perf_counter()
@@ -403,7 +430,8 @@ def fit(
         diverged = carry.diverged_at
         if skipped and int(diverged) >= 0:
             diverged = jnp.asarray(_original_row(int(diverged), skipped), jnp.int32)
-        return FitResult(est, carry.state, diverged, feeder.trace(est), int(carry.rows), len(skipped))
+        trace = feeder.trace(est)
+        return FitResult(est, carry.state, diverged, trace, int(carry.rows), len(skipped))
 
     def start(first: Any) -> _Feeder:
         nonlocal d, dtype, truth, init, state
@@ -415,55 +443,47 @@ def fit(
             if init is None:
                 init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
             check_gaussian(init, d)
-            state = estimator.init(Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype)))
-        return _Feeder(estimator, init_carry(state), batch_size, trace_every, block, truth)
+            g0 = Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype))
+            state = estimator.init(g0)
+        carry = init_carry(state)
+        return _Feeder(estimator, carry, batch_size, trace_every, block, truth, target)
 
-    for chunk in chunks:
-        chunk = _check_chunk(chunk, d, seen)
-        if chunk.shape[0] == 0:
-            continue
-        if feeder is None:
-            feeder = start(chunk)
-        finite = _finite_rows(chunk)
-        bad = np.flatnonzero(~finite)
-        if bad.size and nan_policy == "raise":
-            rows = jnp.asarray(chunk[: bad[0]], dtype)
-            feeder.finish(jnp.concatenate(pending + [rows]) if pending else rows)
-            row = seen + int(bad[0])
-            raise DataError(
-                f"data row {row} is not finite ({np.asarray(chunk[bad[0]]).tolist()}); the "
-                f"{row} rows before it were estimated: the error's .result holds them "
-                "(or pass nan_policy='skip' to drop such rows)",
-                row,
-                result(),
-            )
-        if bad.size:
-            skipped.extend((seen + bad).tolist())
-            chunk = chunk[finite]
-        seen += len(finite)
-        pending.append(jnp.asarray(chunk, dtype))
-        n_pending += chunk.shape[0]
-        # Full chunks of one fixed shape (one compilation); a whole array is one chunk.
-        size = feeder.unit * max(1, (target or n_pending) // feeder.unit)
-        if n_pending >= size:
-            rows = jnp.concatenate(pending) if len(pending) > 1 else pending[0]
-            done = 0
-            while n_pending - done >= size:
-                feeder.feed(rows[done : done + size])
-                done += size
-            pending, n_pending = ([rows[done:]] if done < n_pending else []), n_pending - done
+    try:
+        for chunk in chunks:
+            chunk = _check_chunk(chunk, d, seen)
+            if chunk.shape[0] == 0:
+                continue
+            feeder = feeder or start(chunk)
+            finite = _finite_rows(chunk)
+            bad = np.flatnonzero(~finite)
+            if bad.size and nan_policy == "raise":
+                feeder.push(jnp.asarray(chunk[: bad[0]], dtype))
+                feeder.close()
+                row = seen + int(bad[0])
+                raise DataError(
+                    f"data row {row} is not finite ({np.asarray(chunk[bad[0]]).tolist()}); "
+                    f"the {row} rows before it were estimated: the error's .result holds "
+                    "them (or pass nan_policy='skip' to drop such rows)",
+                    row,
+                    result(),
+                )
+            if bad.size:
+                skipped.extend((seen + bad).tolist())
+                chunk = chunk[finite]
+            seen += len(finite)
+            feeder.push(jnp.asarray(chunk, dtype))
             if progress:
                 _report(seen, total, started)
-    if feeder is None:
-        raise ValueError("data is empty: no rows")
-    if n_pending:
-        feeder.finish(jnp.concatenate(pending) if len(pending) > 1 else pending[0])
-    if progress:
-        _report(seen, total, started, end="\n")
+        if feeder is None:
+            raise ValueError("data is empty: no rows")
+        feeder.close()
+    finally:
+        if progress:
+            print(file=sys.stderr)
     return result()
 
 
-def _report(done: int, total: int | None, started: float, end: str = "") -> None:
+def _report(done: int, total: int | None, started: float) -> None:
     rate = done / max(time.perf_counter() - started, 1e-9)
     of = f" / {total:,}" if total else ""
-    print(f"\r  {done:,}{of} rows  ({rate:,.0f} rows/s)", end=end, file=sys.stderr, flush=True)
+    print(f"\r  {done:,}{of} rows  ({rate:,.0f} rows/s)", end="", file=sys.stderr, flush=True)

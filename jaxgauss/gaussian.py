@@ -86,9 +86,9 @@ def cookbook_gradients(g: Gaussian, y: jax.Array) -> Gaussian:
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
-      >>> grads = jg.cookbook_gradients(jg.Gaussian(jnp.zeros(1), jnp.eye(1)), jnp.ones(1))
-      >>> grads.mean.tolist(), grads.cov.tolist()
-      ([1.0], [[0.0]])
+      >>> grads = jg.cookbook_gradients(jg.Gaussian(jnp.zeros(1), jnp.eye(1)), jnp.full(1, 2.0))
+      >>> grads.mean.tolist(), grads.cov.tolist()  # Σ⁻¹r = 2, −½(1 − 4) = 1.5
+      ([2.0], [[1.5]])
     """
     chol = jnp.linalg.cholesky(g.cov)
     eye = jnp.eye(g.mean.shape[-1], dtype=g.cov.dtype)
@@ -174,7 +174,9 @@ def check_gaussian(g: Gaussian, d: int | None = None, *, name: str = "init") -> 
     cov = cov.astype(np.float64)
     scale = max(np.max(np.abs(cov)), np.finfo(np.float64).tiny)
     if np.max(np.abs(cov - cov.T)) > 1e-6 * scale:
-        raise ValueError(f"{name}.cov is not symmetric (max |Σ − Σᵀ| = {np.max(np.abs(cov - cov.T)):.3g})")
+        raise ValueError(
+            f"{name}.cov is not symmetric (max |Σ − Σᵀ| = {np.max(np.abs(cov - cov.T)):.3g})"
+        )
     try:
         np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:

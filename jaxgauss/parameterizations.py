@@ -17,13 +17,14 @@ holds logarithms, so any real matrix is a valid point.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from jaxgauss.gaussian import Gaussian, log_likelihood
+from jaxgauss.gaussian import Gaussian, is_spd, log_likelihood
 
 __all__ = ["Params", "Parameterization", "PARAMETERIZATIONS", "get_parameterization"]
 
@@ -44,15 +45,17 @@ class Parameterization(NamedTuple):
       from_gaussian: Gaussian -> Params.
       to_gaussian: Params -> Gaussian.
       log_likelihood: (Params, y (..., d)) -> (...).
-      can_leave_spd: True where an additive update can make the covariance
-        indefinite (only "covariance").
+      is_valid: Params -> bool array: a cheap check (no factorisation except for
+        "covariance") that the parameters map to a finite, positive-definite
+        Gaussian. Only "covariance" can leave the SPD cone; the others can still
+        overflow (a log-diagonal entry beyond the float's exponent range).
     """
 
     name: str
     from_gaussian: Callable[[Gaussian], Params]
     to_gaussian: Callable[[Params], Gaussian]
     log_likelihood: Callable[[Params, jax.Array], jax.Array]
-    can_leave_spd: bool = False
+    is_valid: Callable[[Params], jax.Array]
 
 
 def _half_log_2pi(d: int) -> float:
@@ -87,6 +90,10 @@ def _cov_ll(p: Params, y: jax.Array) -> jax.Array:
     return log_likelihood(Gaussian(p.mean, p.matrix), y)
 
 
+def _cov_valid(p: Params) -> jax.Array:
+    return is_spd(p.matrix)
+
+
 # --- cholesky: Σ = L Lᵀ, log-diagonal ------------------------------------------------
 
 
@@ -97,6 +104,10 @@ def _chol_from(g: Gaussian) -> Params:
 def _chol_to(p: Params) -> Gaussian:
     chol = _log_diag_to_tri(p.matrix)
     return Gaussian(p.mean, chol @ chol.T)
+
+
+def _chol_valid(p: Params) -> jax.Array:
+    return jnp.all(jnp.isfinite(_chol_to(p).cov))
 
 
 def _chol_ll(p: Params, y: jax.Array) -> jax.Array:
@@ -127,11 +138,24 @@ def _prec_to(p: Params) -> Gaussian:
     return Gaussian(p.mean, _symmetric(u_inv.T @ u_inv))
 
 
+def _exp_in_range(log_values: jax.Array) -> jax.Array:
+    """exp(±x) neither overflows nor underflows to 0, for every entry x."""
+    return jnp.all(jnp.abs(log_values) < jnp.log(jnp.finfo(log_values.dtype).max) / 2)
+
+
+def _prec_valid(p: Params) -> jax.Array:
+    # Σ = U⁻ᵀU⁻¹ needs a solve; bounding U's diagonal keeps both U and U⁻¹ finite on
+    # the diagonal without one (the likelihood itself needs only U).
+    return _exp_in_range(jnp.diagonal(p.matrix))
+
+
 def _prec_ll(p: Params, y: jax.Array) -> jax.Array:
     u = _log_diag_to_tri(p.matrix)
     z = (jnp.asarray(y) - p.mean) @ u
-    return -0.5 * jnp.sum(z**2, axis=-1) + jnp.sum(jnp.diagonal(p.matrix)) - _half_log_2pi(
-        p.mean.shape[-1]
+    return (
+        -0.5 * jnp.sum(z**2, axis=-1)
+        + jnp.sum(jnp.diagonal(p.matrix))
+        - _half_log_2pi(p.mean.shape[-1])
     )
 
 
@@ -147,6 +171,10 @@ def _diag_to(p: Params) -> Gaussian:
     return Gaussian(p.mean, jnp.diag(jnp.exp(p.matrix)))
 
 
+def _diag_valid(p: Params) -> jax.Array:
+    return _exp_in_range(p.matrix)
+
+
 def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
     r = jnp.asarray(y) - p.mean
     return (
@@ -157,10 +185,10 @@ def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
 
 
 PARAMETERIZATIONS: dict[str, Parameterization] = {
-    "covariance": Parameterization("covariance", _cov_from, _cov_to, _cov_ll, can_leave_spd=True),
-    "cholesky": Parameterization("cholesky", _chol_from, _chol_to, _chol_ll),
-    "precision": Parameterization("precision", _prec_from, _prec_to, _prec_ll),
-    "diagonal": Parameterization("diagonal", _diag_from, _diag_to, _diag_ll),
+    "covariance": Parameterization("covariance", _cov_from, _cov_to, _cov_ll, _cov_valid),
+    "cholesky": Parameterization("cholesky", _chol_from, _chol_to, _chol_ll, _chol_valid),
+    "precision": Parameterization("precision", _prec_from, _prec_to, _prec_ll, _prec_valid),
+    "diagonal": Parameterization("diagonal", _diag_from, _diag_to, _diag_ll, _diag_valid),
 }
 
 
@@ -172,7 +200,7 @@ def get_parameterization(name: str | Parameterization) -> Parameterization:
       >>> import jax.numpy as jnp, jaxgauss as jg
       >>> p = jg.get_parameterization("cholesky")
       >>> g = p.to_gaussian(p.from_gaussian(jg.Gaussian(jnp.zeros(2), 2 * jnp.eye(2))))
-      >>> g.cov.tolist()
+      >>> jnp.round(g.cov, 5).tolist()
       [[2.0, 0.0], [0.0, 2.0]]
     """
     if isinstance(name, Parameterization):

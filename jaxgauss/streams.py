@@ -108,7 +108,9 @@ def read_chunks(
         return _slices(arr, chunk_rows), total, chunk_rows
     if isinstance(data, Iterable):
         return iter(data), None, rows
-    raise ValueError(f"data must be an array, a .npy/.csv path or an iterable of chunks, got {type(data).__name__}")
+    raise ValueError(
+        f"data must be an array, a .npy/.csv path or an iterable of chunks, got {type(data).__name__}"
+    )
 
 
 def _slices(arr: Any, rows: int) -> Iterator[Any]:
@@ -126,7 +128,9 @@ def _csv_cell_error(line: str, row: int, line_no: int) -> ValueError:
         try:
             float(cell)
         except ValueError:
-            return ValueError(f"CSV row {row} (line {line_no}) column {col} is not a number: {cell.strip()!r}")
+            return ValueError(
+                f"CSV row {row} (line {line_no}) column {col} is not a number: {cell.strip()!r}"
+            )
     return ValueError(f"CSV row {row} (line {line_no}) could not be read: {line.strip()!r}")
 
 
@@ -157,16 +161,22 @@ def read_csv_chunks(path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator
             if not block:
                 return
             try:
-                chunk = np.loadtxt([ln for _, ln in block], delimiter=",", ndmin=2, dtype=np.float64)
+                chunk = np.loadtxt(
+                    [ln for _, ln in block], delimiter=",", ndmin=2, dtype=np.float64
+                )
             except ValueError:
                 for i, (line_no, ln) in enumerate(block):
                     try:
                         np.loadtxt([ln], delimiter=",", ndmin=2)
                     except ValueError:
                         raise _csv_cell_error(ln, row + i, line_no) from None
-                raise ValueError(f"{path}: rows {row}..{row + len(block) - 1} have different numbers of columns") from None
+                raise ValueError(
+                    f"{path}: rows {row}..{row + len(block) - 1} have different numbers of columns"
+                ) from None
             if width is not None and chunk.shape[1] != width:
-                raise ValueError(f"CSV row {row} (line {block[0][0]}) has {chunk.shape[1]} columns, earlier rows {width}")
+                raise ValueError(
+                    f"CSV row {row} (line {block[0][0]}) has {chunk.shape[1]} columns, earlier rows {width}"
+                )
             width = chunk.shape[1]
             row += len(block)
             yield chunk

@@ -70,7 +70,9 @@ def test_trace_rows_estimates_and_kl():
     # 51 full batches and one of 1 row; snapshots every 5 updates = every 10 rows.
     np.testing.assert_array_equal(res.trace.rows, np.arange(1, 11) * 10)
     assert res.trace.estimate.cov.shape == (10, 2, 2)
-    np.testing.assert_allclose(res.trace.kl, jg.kl_divergence(truth, res.trace.estimate), rtol=1e-12)
+    np.testing.assert_allclose(
+        res.trace.kl, jg.kl_divergence(truth, res.trace.estimate), rtol=1e-12
+    )
     head = jg.fit(est, ys[:50], batch_size=2)
     np.testing.assert_allclose(res.trace.estimate.cov[4], head.estimate.cov, rtol=1e-12)
     assert jg.fit(est, ys).trace is None
@@ -142,15 +144,36 @@ EST = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
         (dict(data=np.ones((2, 3, 4))), "2-D"),
         (dict(data=np.ones((0, 2))), "empty"),
         (dict(data=np.array([["a", "b"]])), "numeric"),
-        (dict(data=np.array([[0.0, 1.0], [np.nan, 1.0], [np.inf, 0.0]])), "data row 1 is not finite"),
-        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(3), np.eye(3))), "dimension 3 but the data have dimension 2"),
-        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), np.full((2, 2), np.nan))), "non-finite"),
-        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), np.array([[1.0, 0.3], [0.0, 1.0]]))), "not symmetric"),
-        (dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), -np.eye(2))), "not positive definite"),
+        (
+            dict(data=np.array([[0.0, 1.0], [np.nan, 1.0], [np.inf, 0.0]])),
+            "data row 1 is not finite",
+        ),
+        (
+            dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(3), np.eye(3))),
+            "dimension 3 but the data have dimension 2",
+        ),
+        (
+            dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), np.full((2, 2), np.nan))),
+            "non-finite",
+        ),
+        (
+            dict(
+                data=np.ones((4, 2)),
+                init=jg.Gaussian(np.zeros(2), np.array([[1.0, 0.3], [0.0, 1.0]])),
+            ),
+            "not symmetric",
+        ),
+        (
+            dict(data=np.ones((4, 2)), init=jg.Gaussian(np.zeros(2), -np.eye(2))),
+            "not positive definite",
+        ),
         (dict(data=np.ones((4, 2)), batch_size=0), "batch_size must be an integer >= 1"),
         (dict(data=np.ones((4, 2)), batch_size=1.5), "batch_size"),
         (dict(data=np.ones((4, 2)), trace_every=-1), "trace_every"),
-        (dict(data=np.ones((4, 2)), truth=jg.Gaussian(np.zeros(2), np.zeros((2, 2)))), "truth.cov is not positive definite"),
+        (
+            dict(data=np.ones((4, 2)), truth=jg.Gaussian(np.zeros(2), np.zeros((2, 2)))),
+            "truth.cov is not positive definite",
+        ),
     ],
 )
 def test_bad_input_names_the_problem(kwargs, message):
@@ -167,3 +190,145 @@ def test_init_and_state_together_is_an_error():
 def test_not_an_estimator():
     with pytest.raises(ValueError, match="must be a jaxgauss Estimator"):
         jg.fit(optax.sgd(0.1), np.ones((3, 2)))
+
+
+ROWWISE = {
+    "welford": lambda: jg.welford(),
+    "natural 1/t": lambda: jg.natural_gradient(),
+    "natural schedule": lambda: jg.natural_gradient(jg.schedules.robbins_monro(0.5, offset=2.0)),
+    "exponential": lambda: jg.exponential(50.0),
+}
+
+
+@pytest.mark.parametrize("name", list(ROWWISE))
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_blocked_path_equals_update_by_update(name, batch_size):
+    est = ROWWISE[name]()
+    truth = jg.streams.random_truth(jax.random.key(4), 3, 100.0, dtype=jnp.float64)
+    ys = jg.streams.sample(jax.random.key(5), truth, 2000)
+    kw = dict(batch_size=batch_size, trace_every=40, truth=truth)
+    step = jg.fit(est, ys, block_rows=1, **kw)
+    fast = jg.fit(est, ys, **kw)  # blocks of up to 512 rows, cut to divide trace_every
+    # Same arithmetic regrouped: rounding differences only (float64, ~1e-13).
+    np.testing.assert_allclose(fast.estimate.cov, step.estimate.cov, rtol=1e-10)
+    np.testing.assert_allclose(fast.estimate.mean, step.estimate.mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(fast.trace.rows, step.trace.rows)
+    np.testing.assert_allclose(fast.trace.kl, step.trace.kl, rtol=1e-8)
+    assert int(fast.diverged_at) == int(step.diverged_at) == -1
+
+
+@pytest.mark.parametrize("name", list(ROWWISE))
+def test_blocked_path_guard_finds_the_exact_row(name):
+    # float32 w·y yᵀ overflows for |y| ~ 1e30: the block holding row 700 is rejected,
+    # replayed update by update, and the state stops right before row 700.
+    ys = np.array(_data(1500, d=2, dtype=jnp.float32))
+    ys[700] = 1e30
+    est = ROWWISE[name]()
+    fast = jg.fit(est, ys)
+    step = jg.fit(est, ys, block_rows=1)
+    assert int(fast.diverged_at) == int(step.diverged_at) == 700
+    assert int(fast.state.count) == 700
+    np.testing.assert_allclose(fast.estimate.cov, step.estimate.cov, rtol=1e-4)
+
+
+# --- streams larger than memory: chunks, files, bad rows ---------------------------
+
+STREAMERS = {
+    "sgd": lambda: jg.gradient_ascent(optax.sgd(0.01), "cholesky"),
+    "welford": lambda: jg.welford(),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMERS))
+@pytest.mark.parametrize("batch_size, trace_every", [(1, 0), (3, 7)])
+def test_chunked_sources_equal_one_in_memory_fit(tmp_path, name, batch_size, trace_every):
+    est = STREAMERS[name]()
+    ys = np.asarray(_data(1001, d=3, seed=7))
+    kw = dict(batch_size=batch_size, trace_every=trace_every)
+    whole = jg.fit(est, ys, **kw)
+    np.save(tmp_path / "ys.npy", ys)
+    np.savetxt(tmp_path / "ys.csv", ys, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    sources = {
+        "sliced array": (ys, dict(chunk_rows=100)),
+        "npy": (str(tmp_path / "ys.npy"), dict(chunk_rows=128)),
+        "csv": (tmp_path / "ys.csv", dict(chunk_rows=97)),
+        "ragged generator": ((ys[i : i + s] for i, s in _ragged(1001)), dict(chunk_rows=64)),
+    }
+    for label, (source, extra) in sources.items():
+        res = jg.fit(est, source, **kw, **extra)
+        np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10, err_msg=label)
+        np.testing.assert_allclose(res.estimate.mean, whole.estimate.mean, rtol=1e-10, atol=1e-13)
+        assert res.n_rows == 1001
+        if trace_every:
+            np.testing.assert_array_equal(res.trace.rows, whole.trace.rows)
+            np.testing.assert_allclose(res.trace.estimate.cov, whole.trace.estimate.cov, rtol=1e-10)
+
+
+def _ragged(n):
+    sizes = [1, 50, 3, 300, 17, 400]
+    i = 0
+    while i < n:
+        s = sizes[i % len(sizes)]
+        yield i, s
+        i += s
+
+
+def test_long_stream_compiles_a_bounded_number_of_shapes():
+    from jaxgauss.fit import _run
+
+    est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
+    ys = np.asarray(_data(5000, d=2))
+    before = _run._cache_size()
+    for n in (1000, 1777, 2500, 4999):
+        jg.fit(est, ys[:n], chunk_rows=256)
+    # One program for full 256-row chunks plus at most one per power of two below it.
+    assert _run._cache_size() - before <= 1 + 8
+
+
+def test_nan_row_raises_with_the_result_so_far():
+    ys = np.array(_data(300, d=2))
+    ys[123, 0] = np.nan
+    est = jg.welford()
+    with pytest.raises(jg.DataError, match="data row 123 is not finite") as info:
+        jg.fit(est, ys, chunk_rows=50)
+    err = info.value
+    assert isinstance(err, ValueError) and err.row == 123
+    assert err.result.n_rows == 123
+    np.testing.assert_allclose(err.result.estimate.cov, np.cov(ys[:123].T, bias=True), rtol=1e-10)
+    rest = jg.fit(est, ys[124:], state=err.result.state)
+    both = np.concatenate([ys[:123], ys[124:]])
+    np.testing.assert_allclose(rest.estimate.cov, np.cov(both.T, bias=True), rtol=1e-10)
+
+
+def test_nan_policy_skip_counts_and_keeps_original_indices():
+    ys = np.array(_data(200, d=2))
+    ys[[5, 6, 150], 1] = [np.inf, np.nan, -np.inf]
+    res = jg.fit(jg.welford(), ys, nan_policy="skip", chunk_rows=64)
+    keep = np.isfinite(ys).all(1)
+    assert res.n_skipped == 3 and res.n_rows == 197
+    np.testing.assert_allclose(res.estimate.cov, np.cov(ys[keep].T, bias=True), rtol=1e-10)
+    # a divergence after skipped rows is reported at its index in the data as given
+    zs = np.zeros((12, 1))
+    zs[1] = np.nan
+    cov_est = jg.gradient_ascent(optax.sgd(0.5), "covariance")
+    assert int(jg.fit(cov_est, zs, nan_policy="skip").diverged_at) == 3
+
+
+def test_integer_and_csv_errors(tmp_path):
+    res = jg.fit(jg.welford(), np.arange(20).reshape(10, 2))
+    assert res.estimate.cov.dtype == jnp.float64
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,\n")
+    with pytest.raises(ValueError, match=r"CSV row 1 \(line 3\) column 1 is empty"):
+        jg.fit(jg.welford(), bad)
+    bad.write_text("1,2\n3,abc\n")
+    with pytest.raises(ValueError, match="column 1 is not a number: 'abc'"):
+        jg.fit(jg.welford(), bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("x,y\n")
+    with pytest.raises(ValueError, match="empty"):
+        jg.fit(jg.welford(), empty)
+    with pytest.raises(ValueError, match="unsupported file type"):
+        jg.fit(jg.welford(), str(tmp_path / "ys.parquet"))
+    with pytest.raises(ValueError, match="have 3 columns, earlier rows 2"):
+        jg.fit(jg.welford(), iter([np.ones((4, 2)), np.ones((4, 3))]))

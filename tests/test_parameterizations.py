@@ -76,14 +76,18 @@ def test_every_value_is_spd(name):
     shape = (d,) if name == "diagonal" else (d, d)
     raw = jg.Params(jnp.zeros(d), 5.0 * jax.random.normal(jax.random.key(3), shape))
     assert bool(jg.is_spd(p.to_gaussian(raw).cov))
-    assert not p.can_leave_spd
+    assert bool(p.is_valid(raw))
+    # ... but a log-diagonal beyond the exponent range overflows: rejected.
+    huge = raw._replace(matrix=raw.matrix.at[(0,) * raw.matrix.ndim].set(800.0))
+    assert not bool(jnp.all(jnp.isfinite(p.to_gaussian(huge).cov))) or name == "precision"
+    assert not bool(p.is_valid(huge))
 
 
 def test_covariance_can_leave_the_cone():
     p = jg.get_parameterization("covariance")
-    assert p.can_leave_spd
-    g = p.to_gaussian(jg.Params(jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]])))
-    assert not bool(jg.is_spd(g.cov))
+    params = jg.Params(jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]]))
+    assert not bool(jg.is_spd(p.to_gaussian(params).cov))
+    assert not bool(p.is_valid(params))
 
 
 def _primitives(fn, *args):

@@ -1,6 +1,31 @@
 """Estimators: the ``Estimator`` protocol and every estimator factory."""
 
+from jaxgauss.estimators.averaged import AveragedState, averaged
 from jaxgauss.estimators.base import Estimator, all_finite
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
+from jaxgauss.estimators.moments import (
+    MomentsState,
+    WelfordState,
+    exponential,
+    merge,
+    natural_gradient,
+    welford,
+)
+from jaxgauss.estimators.registry import METHODS, make_method
 
-__all__ = ["Estimator", "all_finite", "GradientAscentState", "gradient_ascent"]
+__all__ = [
+    "Estimator",
+    "all_finite",
+    "GradientAscentState",
+    "gradient_ascent",
+    "AveragedState",
+    "averaged",
+    "MomentsState",
+    "WelfordState",
+    "exponential",
+    "merge",
+    "natural_gradient",
+    "welford",
+    "METHODS",
+    "make_method",
+]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgauss.estimators.base import Estimator, all_finite
-from jaxgauss.gaussian import Gaussian, is_spd
+from jaxgauss.gaussian import Gaussian
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 
 __all__ = ["GradientAscentState", "gradient_ascent"]
@@ -47,7 +47,8 @@ def gradient_ascent(
 
     which has no positive-definiteness constraint: its ``is_valid`` rejects a Σ that is
     not positive definite, as well as any non-finite state. The other
-    parameterisations keep every iterate SPD and reject only non-finite states.
+    parameterisations keep every iterate SPD; they reject non-finite states and
+    parameters whose covariance would overflow (``Parameterization.is_valid``).
 
     A learning rate may be a traced value (``optax.sgd(lr)`` with ``lr`` under
     ``vmap``), so one compiled program serves many learning rates.
@@ -83,9 +84,6 @@ def gradient_ascent(
         return param.to_gaussian(state.params)
 
     def is_valid(state: GradientAscentState) -> jax.Array:
-        ok = all_finite(state)
-        if param.can_leave_spd:
-            ok = ok & is_spd(estimate(state).cov)
-        return ok
+        return all_finite(state) & param.is_valid(state.params)
 
     return Estimator(init=init, update=update, estimate=estimate, is_valid=is_valid)

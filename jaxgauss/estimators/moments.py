@@ -1,0 +1,386 @@
+"""Moment estimators: ``welford``, ``natural_gradient``, ``exponential`` and ``merge``.
+
+All three estimators are one linear recursion in the expectation parameters
+η = (μ, E[y yᵀ]) of the Gaussian,
+
+  ηₜ = (1 − aₜ) ηₜ₋₁ + aₜ T(yₜ),        T(y) = (y, y yᵀ),
+
+which, with r = yₜ − μₜ₋₁, reads in centred form
+
+  μₜ = μₜ₋₁ + aₜ r,        Σₜ = (1 − aₜ) Σₜ₋₁ + aₜ (1 − aₜ) r rᵀ.
+
+They differ only in the step aₜ, where t counts data rows (t = 1 for the first row
+ever absorbed, whatever the batching):
+
+| estimator | aₜ |
+| --- | --- |
+| ``welford()``, ``natural_gradient()`` | 1/(t + n₀): the running MLE (n₀ = 0), or n₀ prior rows |
+| ``natural_gradient(a)`` | a constant a, or ``schedule(t − 1)`` for an optax schedule |
+| ``exponential(h)`` | max(1/(t + n₀), 1 − 2^(−1/h)): forgets with half-life h rows |
+
+For 0 < aₜ < 1 the new Σ is a positive combination of an SPD matrix and a PSD
+rank-one term, so it never leaves the SPD cone; aₜ = 1 (the first row with n₀ = 0)
+replaces the state by the one-row MLE, which is singular like every MLE of t ≤ d
+rows: an answer, not a divergence. ``is_valid`` only rejects non-finite states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Real
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.gaussian import Gaussian
+
+__all__ = [
+    "WelfordState",
+    "MomentsState",
+    "welford",
+    "merge",
+    "natural_gradient",
+    "exponential",
+]
+
+
+class WelfordState(NamedTuple):
+    """State of ``welford`` (and of ``natural_gradient()`` with its default step).
+
+    Attributes:
+      mean: μ, the weighted mean of the prior's pseudo-rows and the rows seen, (d,).
+      cov: Σ, their weighted scatter divided by the total weight t + n₀ (the MLE
+        when n₀ = 0), (d, d), exactly symmetric. ``ddof`` is applied only by
+        ``estimate``.
+      count: t, the number of data rows absorbed, int32.
+      prior_weight: n₀, the number of pseudo-rows the initial Gaussian counts as
+        (0: the initial Gaussian is forgotten at the first row), a float scalar.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    count: jax.Array
+    prior_weight: jax.Array
+
+
+class MomentsState(NamedTuple):
+    """State of ``natural_gradient`` with a given step and of ``exponential``.
+
+    Attributes:
+      mean: μ, the current weighted mean, (d,).
+      cov: Σ, the current weighted covariance, (d, d), exactly symmetric.
+      count: t, the number of data rows absorbed, int32 (the steps depend on it).
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    count: jax.Array
+
+
+def _row_numbers(count: jax.Array, b: int) -> jax.Array:
+    """The row numbers t = count + 1, …, count + b of a batch of b rows, int32."""
+    return count + jnp.arange(1, b + 1, dtype=jnp.int32)
+
+
+def _absorb(
+    mean: jax.Array, cov: jax.Array, batch: jax.Array, steps: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Apply the rows y₁…y_b of ``batch`` (b, d) with steps a₁…a_b, as b single-row
+    updates would, in one weighted Gram matmul.
+
+    Unrolling the recursion, the old state keeps weight c = Πᵢ (1 − aᵢ) and row i gets
+    wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + Σᵢ wᵢ = 1; then (Chan et al.'s pairwise formula)
+
+      μ' = c μ + Σᵢ wᵢ yᵢ,
+      Σ' = c Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ.
+    """
+    # Suffix products by cumprod, not exp(cumsum(log)): a₁ = 1 (a first row with no
+    # prior) makes a factor exactly 0, which must forget the old state exactly.
+    suffix = jnp.cumprod((1 - steps)[::-1])[::-1]  # Πⱼ≥ᵢ (1 − aⱼ)
+    keep = suffix[0]
+    weights = steps * jnp.append(suffix[1:], jnp.ones((), steps.dtype))
+    # The mean is accumulated about the batch's first row and the scatter about μ',
+    # so that only small differences are rounded: float32 stays accurate when |μ| is
+    # large next to the spread, and keep = 0 drops the old mean exactly.
+    shift = batch[0]
+    new_mean = shift + keep * (mean - shift) + weights @ (batch - shift)
+    dev = batch - new_mean
+    drift = mean - new_mean
+    new_cov = keep * (cov + jnp.outer(drift, drift)) + (weights[:, None] * dev).T @ dev
+    return new_mean, 0.5 * (new_cov + new_cov.T)
+
+
+def _check_nonnegative(name: str, value) -> None:
+    if isinstance(value, Real) and not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator:
+    """Exact streaming mean and covariance (Welford's algorithm, blocked).
+
+    The step aₜ = 1/(t + n₀) makes the state the weighted MLE of the rows seen plus n₀
+    pseudo-rows with the initial Gaussian's moments:
+
+      μₜ = (n₀ μ₀ + Σₛ yₛ) / (n₀ + t),
+      Σₜ = (n₀ [Σ₀ + (μ₀ − μₜ)(μ₀ − μₜ)ᵀ] + Σₛ (yₛ − μₜ)(yₛ − μₜ)ᵀ) / (n₀ + t),
+
+    i.e. Σₜ = Ψₜ/(n₀ + t) with Ψₜ the scale matrix of the normal–inverse-Wishart
+    posterior for the prior κ₀ = ν₀ = n₀, Ψ₀ = n₀ Σ₀. With n₀ = 0
+    (the default) the initial Gaussian is forgotten at the first row and the state
+    after t rows equals ``jaxgauss.mle`` of them to rounding; with n₀ > 0 and an SPD
+    initial covariance every estimate is SPD, even from one row or degenerate data.
+
+    A batch of b rows is one rank-b update (a weighted Gram matmul of rows centred at
+    the new mean), equal to b single-row updates to rounding, so ``fit``'s
+    ``batch_size`` changes only the speed. Two states over disjoint rows combine with
+    ``merge``.
+
+    Args:
+      ddof: the estimate's covariance is Σ · n/(n − ddof) with n = t + n₀ (ddof = 1:
+        the unbiased sample covariance when n₀ = 0). While n ≤ ddof the correction is
+        undefined and the uncorrected Σ is returned. It does not affect the state.
+      prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows. May be traced.
+
+    Returns:
+      An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> ys = jnp.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
+      >>> res = jg.fit(jg.welford(ddof=1), ys, batch_size=2)
+      >>> jnp.round(res.estimate.cov, 4).tolist(), int(res.state.count)
+      ([[4.0, 3.0], [3.0, 3.0]], 3)
+    """
+    if isinstance(ddof, bool) or not isinstance(ddof, Real) or not ddof >= 0:
+        raise ValueError(f"ddof must be a number >= 0, got {ddof!r}")
+    _check_nonnegative("prior_weight", prior_weight)
+
+    def init(g0: Gaussian) -> WelfordState:
+        return WelfordState(
+            g0.mean,
+            g0.cov,
+            jnp.zeros((), jnp.int32),
+            jnp.asarray(prior_weight, g0.mean.dtype),
+        )
+
+    def update(state: WelfordState, batch: jax.Array) -> WelfordState:
+        rows = _row_numbers(state.count, batch.shape[0]).astype(state.mean.dtype)
+        mean, cov = _absorb(state.mean, state.cov, batch, 1 / (rows + state.prior_weight))
+        return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight)
+
+    def estimate(state: WelfordState) -> Gaussian:
+        n = state.count + state.prior_weight
+        defined = n > ddof
+        scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
+        return Gaussian(state.mean, scale * state.cov)
+
+    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+
+
+def merge(a: WelfordState, b: WelfordState) -> WelfordState:
+    """Combine two ``welford`` states over disjoint rows into the state of one pass
+    over all of them (Chan, Golub and LeVeque's pairwise formula).
+
+    With weights Wₐ = tₐ + n₀ₐ, W_b = t_b + n₀_b, W = Wₐ + W_b and δ = μ_b − μₐ:
+
+      μ = μₐ + (W_b/W) δ,      Σ = (Wₐ Σₐ + W_b Σ_b)/W + (Wₐ W_b/W²) δ δᵀ.
+
+    Order does not matter (merge(a, b) = merge(b, a) to rounding), and states with a
+    leading batch axis (from ``vmap``) merge elementwise.
+
+    Priors: each state's n₀ pseudo-rows are part of what it has absorbed, so merging a
+    state built with ``prior_weight=n₀`` and one built with ``prior_weight=0`` equals
+    one pass with the prior over both shards' rows. Merging two states that both
+    carry a prior would count it twice, which is refused when the weights are concrete
+    (under ``jit`` the weights simply add): give the prior to one shard only.
+
+    Only ``welford`` states merge (``natural_gradient()`` with its default step makes
+    them too): the other moment estimators weight rows by their position in the
+    stream, so two of their states do not determine the state of the concatenation.
+
+    Args:
+      a: a ``WelfordState``.
+      b: a ``WelfordState`` of the same dimension.
+
+    Returns:
+      The merged ``WelfordState``: counts and prior weights add. If both weights are
+      0 (nothing absorbed, no prior), ``a``'s moments are kept.
+
+    Raises:
+      ValueError: an argument is not a ``WelfordState``; dimensions differ; both
+        carry a (concrete) positive prior weight.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> ys = jnp.array([[0.0], [1.0], [2.0], [5.0]])
+      >>> a = jg.fit(jg.welford(), ys[:1]).state
+      >>> b = jg.fit(jg.welford(), ys[1:]).state
+      >>> jg.merge(a, b).cov.tolist(), jg.mle(ys).cov.tolist()
+      ([[3.5]], [[3.5]])
+    """
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, WelfordState):
+            raise ValueError(
+                f"merge combines welford states; {name} is a {type(s).__name__}. "
+                "States of natural_gradient(learning_rate) and exponential weight rows by "
+                "their position in the stream and cannot be merged."
+            )
+    if jnp.shape(a.mean)[-1] != jnp.shape(b.mean)[-1]:
+        raise ValueError(
+            f"cannot merge states of dimensions {jnp.shape(a.mean)[-1]} and {jnp.shape(b.mean)[-1]}"
+        )
+    if not any(isinstance(w, jax.core.Tracer) for w in (a.prior_weight, b.prior_weight)) and (
+        np.any((np.asarray(a.prior_weight) > 0) & (np.asarray(b.prior_weight) > 0))
+    ):
+        raise ValueError(
+            "both states carry a prior (prior_weight > 0), which merging would count twice; "
+            "build all shards but one with welford(prior_weight=0)"
+        )
+    weight_a = a.count + a.prior_weight
+    weight_b = b.count + b.prior_weight
+    total = weight_a + weight_b
+    nonempty = total > 0
+    frac_b = jnp.where(nonempty, weight_b, 0) / jnp.where(nonempty, total, 1)
+    frac_a = 1 - frac_b
+    delta = b.mean - a.mean
+    mean = a.mean + frac_b[..., None] * delta
+    cov = (
+        frac_a[..., None, None] * a.cov
+        + frac_b[..., None, None] * b.cov
+        + (frac_a * frac_b)[..., None, None] * jnp.einsum("...i,...j->...ij", delta, delta)
+    )
+    return WelfordState(
+        mean,
+        0.5 * (cov + jnp.swapaxes(cov, -1, -2)),
+        a.count + b.count,
+        a.prior_weight + b.prior_weight,
+    )
+
+
+def _moments_estimator(steps: Callable[[jax.Array, int, jnp.dtype], jax.Array]) -> Estimator:
+    """The ``MomentsState`` estimator whose rows get ``steps(count, b, dtype)`` (b,)."""
+
+    def init(g0: Gaussian) -> MomentsState:
+        return MomentsState(g0.mean, g0.cov, jnp.zeros((), jnp.int32))
+
+    def update(state: MomentsState, batch: jax.Array) -> MomentsState:
+        a = steps(state.count, batch.shape[0], state.mean.dtype)
+        mean, cov = _absorb(state.mean, state.cov, batch, a)
+        return MomentsState(mean, cov, state.count + batch.shape[0])
+
+    def estimate(state: MomentsState) -> Gaussian:
+        return Gaussian(state.mean, state.cov)
+
+    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+
+
+def natural_gradient(
+    learning_rate: float | jax.Array | optax.Schedule | None = None,
+    prior_weight: float | jax.Array = 0.0,
+) -> Estimator:
+    """Natural-gradient ascent on the log-likelihood, in expectation parameters.
+
+    For an exponential family the Fisher information in the natural parameters θ is
+    F = ∂η/∂θ and the score is T(y) − η, so a natural-gradient step θ += a F⁻¹ (T(y) − η)
+    moves the expectation parameters by η += a (T(y) − η) to first order. Taking that
+    step exactly in η gives the moment recursion (module docstring)
+
+      μ ← μ + a r,        Σ ← (1 − a) Σ + a (1 − a) r rᵀ,        r = y − μ,
+
+    which for 0 < a < 1 never leaves the SPD cone: (1 − a) Σ is SPD and
+    a (1 − a) r rᵀ is PSD. The question's Euclidean gradient (∇μ = Σ⁻¹ r,
+    ∇Σ = −½ (Σ⁻¹ − Σ⁻¹ r rᵀ Σ⁻¹)) preconditioned by the inverse Fisher metric of (μ, Σ)
+    (Σ for μ, 2 Σ ⊗ Σ for Σ) is the additive step μ += a r, Σ += a (r rᵀ − Σ). The two
+    differ by a² r rᵀ in Σ, i.e. at O(a²); the additive one centres each row at the
+    previous mean only, so with aₜ = 1/t it keeps the initial mean's error in Σ and
+    is not the MLE, while the exact step is.
+
+    Args:
+      learning_rate: the step aₜ (t counts data rows, so batching changes the result
+        only by rounding):
+        None: 1/(t + n₀), which makes this exactly ``welford(prior_weight=n₀)``
+        (same state, mergeable); a number or array in (0, 1]: a constant step,
+        an exponentially weighted average that keeps weight (1 − a)ᵗ on the initial
+        Gaussian (``exponential`` forgets it instead); an optax schedule: aₜ =
+        schedule(t − 1), with values in (0, 1].
+      prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, for the default
+        step only (a given step sets the initial Gaussian's weight itself).
+
+    Returns:
+      An ``Estimator`` with ``rowwise=True``.
+
+    Raises:
+      ValueError: a concrete constant step outside (0, 1]; ``prior_weight`` with a
+        given step; a negative ``prior_weight``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> ys = jnp.array([[0.0], [2.0], [4.0]])
+      >>> round(float(jg.fit(jg.natural_gradient(), ys).estimate.mean[0]), 6)  # the MLE
+      2.0
+      >>> float(jg.fit(jg.natural_gradient(0.5), ys).estimate.mean[0])  # init N(0, 1) kept
+      2.5
+    """
+    if learning_rate is None:
+        return welford(prior_weight=prior_weight)
+    if not (isinstance(prior_weight, Real) and prior_weight == 0):
+        raise ValueError(
+            "prior_weight applies only to the default step (learning_rate=None); a constant "
+            "or scheduled step sets the initial Gaussian's weight itself"
+        )
+    if callable(learning_rate):
+        schedule = jax.vmap(learning_rate)
+
+        def steps(count, b, dtype):
+            return schedule(_row_numbers(count, b) - 1).astype(dtype)
+
+    else:
+        if isinstance(learning_rate, Real) and not 0 < learning_rate <= 1:
+            raise ValueError(f"a constant learning_rate must be in (0, 1], got {learning_rate}")
+
+        def steps(count, b, dtype):
+            return jnp.full((b,), learning_rate, dtype)
+
+    return _moments_estimator(steps)
+
+
+def exponential(half_life: float | jax.Array, prior_weight: float | jax.Array = 0.0) -> Estimator:
+    """Exponentially forgetting mean and covariance, for drifting streams.
+
+    The step is aₜ = max(1/(t + n₀), λ) with λ = 1 − 2^(−1/h): running moments
+    (``welford``) until t + n₀ reaches 1/λ ≈ h/ln 2, then a constant step under
+    which a row's weight halves every h rows. Starting at 1/t instead of λ removes the
+    bias toward the initial Gaussian that a constant step (``natural_gradient(λ)``)
+    has; h = ∞ gives ``welford``'s estimates exactly.
+
+    Args:
+      half_life: h > 0, in data rows. May be traced (``jnp.inf`` allowed).
+      prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, as in ``welford``.
+
+    Returns:
+      An ``Estimator`` with ``rowwise=True`` and ``MomentsState`` states.
+
+    Raises:
+      ValueError: a concrete ``half_life`` ≤ 0 or a negative ``prior_weight``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> ys = jnp.concatenate([jnp.zeros((100, 1)), jnp.ones((100, 1))])
+      >>> round(float(jg.fit(jg.exponential(10.0), ys).estimate.mean[0]), 4)  # 1 − 2^(−100/10)
+      0.999
+      >>> round(float(jg.fit(jg.welford(), ys).estimate.mean[0]), 4)  # no forgetting
+      0.5
+    """
+    if isinstance(half_life, Real) and not half_life > 0:
+        raise ValueError(f"half_life must be > 0, got {half_life}")
+    _check_nonnegative("prior_weight", prior_weight)
+
+    def steps(count, b, dtype):
+        floor = -jnp.expm1(-jnp.log(2.0) / jnp.asarray(half_life, dtype))
+        return jnp.maximum(1 / (_row_numbers(count, b).astype(dtype) + prior_weight), floor)
+
+    return _moments_estimator(steps)

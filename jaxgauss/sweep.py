@@ -1,0 +1,508 @@
+"""``sweep``: hyperparameters × seeds in one compiled program, sharded across devices.
+
+The K grid values × S seeds of a sweep are one ``vmap`` of ``fit``'s scan
+(``jaxgauss.fit.scan_batches``, its guarded step and traces), wrapped in a
+``jax.shard_map`` over a (k, s) mesh of all ``jax.devices()``. The stream is long, so
+it runs in chunks: one jitted chunk program is called again and again with the
+carry passed between calls. Inside it each seed's rows for the chunk are drawn once,
+from that seed's key, and shared by every grid value (common random numbers); the
+exact running MLE of the same rows (``welford``) is the efficiency reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxgauss.estimators import (
+    Estimator,
+    welford,
+)
+from jaxgauss.fit import Trace, init_carry, scan_batches
+from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
+from jaxgauss.streams import sample
+
+__all__ = ["SweepResult", "sweep", "grid_product"]
+
+Grid = np.ndarray | dict[str, np.ndarray]
+
+# Bytes of rows drawn per chunk (over a device's seeds) when chunk_steps=None.
+_CHUNK_BYTES = 64 * 2**20
+
+
+class SweepResult(NamedTuple):
+    """What ``sweep`` returns: K grid values × S seeds.
+
+    Attributes:
+      grid: the grid as given, as NumPy: an array (K,) or a dict of arrays (K,).
+      final_kl: (K, S) KL(truth ‖ estimate) after the last row (of the last valid
+        estimate where a run diverged).
+      diverged_at: (K, S) int32, the first row of the first rejected update, or -1.
+      estimate: a ``Gaussian`` with leading axes (K, S).
+      mle_kl: (S,) KL(truth ‖ MLE of the same rows): the best any estimator can do
+        on that stream, to first order.
+      efficiency: (K, S) final_kl / mle_kl: 1 matches the MLE, larger is worse.
+      trace: with ``trace_every > 0``, a ``Trace`` whose ``rows`` (m,) are the rows
+        seen at each snapshot and ``kl`` (K, S, m) is KL(truth ‖ estimate) there;
+        ``estimate`` is None (a sweep keeps only the KL over time). Otherwise None.
+
+    Example:
+      >>> import numpy as np, jaxgauss as jg
+      >>> eff = np.array([[2.0, 4.0], [1.2, 1.4]])  # (K, S) = (2, 2)
+      >>> res = jg.SweepResult(np.array([0.1, 0.01]), eff, np.full((2, 2), -1), None,
+      ...                      np.ones(2), eff, None)
+      >>> res.best()
+      0.01
+      >>> print(res)
+      value  median eff   25%   75%  diverged/2
+        0.1           3   2.5   3.5           0
+       0.01         1.3  1.25  1.35           0
+    """
+
+    grid: Grid
+    final_kl: jax.Array
+    diverged_at: jax.Array
+    estimate: Gaussian
+    mle_kl: jax.Array
+    efficiency: jax.Array
+    trace: Trace | None
+
+    def _names_and_values(self) -> tuple[list[str], np.ndarray]:
+        """Column names and a (K, n_names) table of the grid's values."""
+        if isinstance(self.grid, Mapping):
+            names = list(self.grid)
+            return names, np.stack([np.asarray(self.grid[n]) for n in names], axis=1)
+        return ["value"], np.asarray(self.grid)[:, None]
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per grid value, as NumPy arrays (K,): the median, 25 % and 75 % quantiles of
+        the efficiency over the seeds that did not diverge (NaN where all did), and
+        how many seeds diverged."""
+        diverged = np.asarray(self.diverged_at) >= 0
+        eff = np.where(diverged, np.nan, np.asarray(self.efficiency, np.float64))
+        quantiles = np.full((3, eff.shape[0]), np.nan)
+        ok = ~np.all(diverged, axis=1)
+        if ok.any():
+            quantiles[:, ok] = np.nanquantile(eff[ok], [0.25, 0.5, 0.75], axis=1)
+        return quantiles[1], quantiles[0], quantiles[2], np.sum(diverged, axis=1)
+
+    def best_index(self) -> int:
+        """The index k of the grid value whose median efficiency over seeds is lowest,
+        among the grid values on which no seed diverged.
+
+        Raises:
+          ValueError: every grid value diverged on at least one seed.
+        """
+        median, _, _, n_div = self.stats()
+        if np.all(n_div > 0):
+            raise ValueError("every grid value diverged on at least one seed")
+        return int(np.argmin(np.where(n_div > 0, np.inf, median)))
+
+    def best(self) -> float | dict[str, float]:
+        """The grid value at ``best_index()``: the lowest median efficiency over seeds
+        among the grid values on which no seed diverged.
+
+        Returns:
+          That value as a Python float for an array grid, or a dict name → float for a
+          dict grid.
+
+        Raises:
+          ValueError: every grid value diverged on at least one seed.
+        """
+        k = self.best_index()
+        if isinstance(self.grid, Mapping):
+            return {n: v[k].item() for n, v in self.grid.items()}
+        return self.grid[k].item()
+
+    def summary(self) -> str:
+        """A table, one line per grid value: the grid value(s), the median and 25–75 %
+        quantiles of the efficiency over the seeds that did not diverge, and how many
+        seeds diverged."""
+        names, values = self._names_and_values()
+        median, q25, q75, n_div = self.stats()
+        n_seeds = self.final_kl.shape[1]
+        header = names + ["median eff", "25%", "75%", f"diverged/{n_seeds}"]
+        rows = [
+            [f"{v:.4g}" for v in values[k]]
+            + [f"{x:.4g}" if np.isfinite(x) else "-" for x in (median[k], q25[k], q75[k])]
+            + [str(n_div[k])]
+            for k in range(values.shape[0])
+        ]
+        widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + rows
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def grid_product(**axes: Any) -> dict[str, np.ndarray]:
+    """The Cartesian product of named 1-D value lists, as a ``sweep`` dict grid of
+    NumPy arrays (exact values: ``sweep`` casts them to the data's dtype).
+
+    The last name varies fastest (like ``itertools.product``); the result has
+    K = ∏ len(axis) entries per name.
+
+    Example:
+      >>> import jaxgauss as jg
+      >>> g = jg.grid_product(lr=[0.1, 0.01], power=[0.5, 1.0])
+      >>> g["lr"].tolist(), g["power"].tolist()
+      ([0.1, 0.1, 0.01, 0.01], [0.5, 1.0, 0.5, 1.0])
+    """
+    if not axes:
+        raise ValueError("grid_product needs at least one named axis")
+    values = {}
+    for name, v in axes.items():
+        arr = np.asarray(v)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(
+                f"grid_product axis {name!r} must be a non-empty 1-D list, got shape {arr.shape}"
+            )
+        values[name] = arr
+    combos = list(itertools.product(*(range(len(v)) for v in values.values())))
+    return {name: v[[c[i] for c in combos]] for i, (name, v) in enumerate(values.items())}
+
+
+# --- the compiled programs ------------------------------------------------------------
+
+
+def _rows(key: jax.Array, truth: Gaussian, start: jax.Array, n: int) -> jax.Array:
+    """Rows start, …, start + n − 1 of one seed's stream, (n, d).
+
+    Row t is drawn from its own key fold_in(key, t), so the stream does not depend
+    on how it is cut into chunks or batches.
+    """
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, start + jnp.arange(n, dtype=jnp.int32))
+    return jax.vmap(lambda k: sample(k, truth, 1)[0])(keys)
+
+
+def _replicated(mesh: Mesh, tree: Any) -> Any:
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, P()))
+
+
+def _tile(tree: Any, n: int) -> Any:
+    """Stack n copies of every leaf along a new leading axis."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
+
+
+@functools.partial(jax.jit, static_argnames=("make_estimator", "mesh", "num_seeds"))
+def _init_program(make_estimator, mesh, num_seeds, grid, g0):
+    """Carries (K_pad, S_pad) of ``init_carry(est.init(g0))`` and welford states (S_pad,)."""
+    s_local = num_seeds // mesh.shape["s"]
+
+    def local(grid):
+        carry = jax.vmap(lambda h: _tile(init_carry(make_estimator(h).init(g0)), s_local))(grid)
+        return carry, _tile(welford().init(g0), s_local)
+
+    specs = dict(in_specs=(P("k"),), out_specs=(P("k", "s"), P("s")))
+    return jax.shard_map(local, mesh=mesh, **specs)(grid)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("make_estimator", "mesh", "num_updates", "batch_size", "trace_every"),
+    donate_argnames=("carry", "mle_state"),
+)
+def _chunk_program(
+    make_estimator,
+    mesh,
+    num_updates,
+    batch_size,
+    trace_every,
+    carry,
+    mle_state,
+    grid,
+    keys,
+    truth,
+    start,
+):
+    """``num_updates`` guarded updates of every (grid value, seed), from data row ``start``.
+
+    Returns the new carry and welford states, then (replicated on every device) the
+    estimates, KL(truth ‖ estimate), diverged_at, KL(truth ‖ MLE) and the chunk's
+    trace KL.
+    """
+
+    def local(carry, mle_state, grid, keys, truth, start):
+        ys = jax.vmap(lambda k: _rows(k, truth, start, num_updates * batch_size))(keys)
+        mle_state = jax.vmap(welford().update)(mle_state, ys)
+        ys = ys.reshape(ys.shape[0], num_updates, batch_size, ys.shape[-1])
+
+        def one(h, c, y):
+            est = make_estimator(h)
+            c, trace = scan_batches(est, c, y, truth, trace_every)
+            estimate = est.estimate(c.state)
+            trace_kl = None if trace is None else trace.kl
+            return c, estimate, kl_divergence(truth, estimate), trace_kl
+
+        # Outer vmap over grid values (data shared), inner over seeds (data per seed).
+        run = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, 0, None))
+        carry, estimate, final_kl, trace_kl = run(grid, carry, ys)
+        mle_kl = kl_divergence(truth, jax.vmap(welford().estimate)(mle_state))
+        return carry, mle_state, estimate, final_kl, carry.diverged_at, mle_kl, trace_kl
+
+    ks = P("k", "s")
+    out = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(ks, P("s"), P("k"), P("s"), P(), P()),
+        out_specs=(ks, P("s"), ks, ks, ks, P("s"), ks),
+    )(carry, mle_state, grid, keys, truth, start)
+    return out[:2] + _replicated(mesh, out[2:])
+
+
+# --- the driver -----------------------------------------------------------------------
+
+
+def _mesh(num_grid: int, num_seeds: int) -> Mesh:
+    """A (k, s) mesh of all devices whose shape wastes the fewest padded cells
+    (ties: more devices on the seed axis, so fewer devices draw the same rows)."""
+    devices = jax.devices()
+    n = len(devices)
+
+    def padded(a: int) -> tuple[int, int]:
+        b = n // a
+        return (-(-num_grid // a) * a) * (-(-num_seeds // b) * b), a
+
+    a = min((a for a in range(1, n + 1) if n % a == 0), key=padded)
+    return Mesh(np.asarray(devices).reshape(a, n // a), ("k", "s"))
+
+
+def _pad(x: jax.Array, size: int) -> jax.Array:
+    """Pad axis 0 to ``size`` by repeating the last entry (real values, no NaN)."""
+    return jnp.concatenate([x, jnp.repeat(x[-1:], size - x.shape[0], axis=0)])
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_grid(grid: Any) -> Grid:
+    """Validate the grid: an array (K,) or a dict of equal-length arrays (K,), as NumPy."""
+
+    def one(name: str, v: Any) -> np.ndarray:
+        arr = np.asarray(v)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} has non-finite values")
+        return arr
+
+    if isinstance(grid, Mapping):
+        if not grid:
+            raise ValueError("grid is an empty dict")
+        out = {str(k): one(f"grid[{k!r}]", v) for k, v in grid.items()}
+        sizes = {k: v.shape[0] for k, v in out.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"the grid's arrays must have equal lengths, got {sizes}")
+        return out
+    return one("grid", grid)
+
+
+def _chunk_rows(chunk_steps: int | None, n_steps: int, unit: int, bytes_per_row: int) -> int:
+    """Rows per chunk: a multiple of ``unit`` (batch_size × trace_every), or n_steps."""
+    if chunk_steps is None:
+        cap = max(1, _CHUNK_BYTES // bytes_per_row // unit)
+        if cap * unit >= n_steps:
+            return n_steps
+        # Prefer a size that cuts the stream into equal chunks: then every chunk is
+        # the same compiled program.
+        units = n_steps // unit
+        exact = [u for u in range(cap, cap // 2, -1) if units % u == 0 and units * unit == n_steps]
+        return (exact[0] if exact else cap) * unit
+    if chunk_steps >= n_steps:
+        return n_steps
+    if chunk_steps % unit:
+        raise ValueError(
+            f"chunk_steps ({chunk_steps}) must be a multiple of batch_size × trace_every ({unit})"
+        )
+    return chunk_steps
+
+
+def _progress(done: int, total: int, start: float) -> None:
+    filled = 30 * done // total
+    print(
+        f"\rsweep [{'#' * filled}{'.' * (30 - filled)}] chunk {done}/{total}"
+        f"  {time.perf_counter() - start:.1f} s",
+        end="\n" if done == total else "",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def sweep(
+    make_estimator: Callable[[Any], Estimator],
+    grid: Any,
+    *,
+    truth: Gaussian,
+    n_steps: int,
+    seeds: int = 16,
+    key: jax.Array | None = None,
+    init: Gaussian | None = None,
+    batch_size: int = 1,
+    trace_every: int = 0,
+    chunk_steps: int | None = None,
+    progress: bool = False,
+) -> SweepResult:
+    """Run ``make_estimator(h)`` for every grid value h on ``seeds`` synthetic streams.
+
+    Every configuration (h, s) runs ``fit``'s guarded scan over the same stream
+    y_s,0, y_s,1, … ~ truth for ``n_steps`` rows, ``batch_size`` rows per update.
+    Row t of seed s is drawn from fold_in(key_s, t) with key_s the s-th of
+    ``jax.random.split(key, seeds)``: every grid value sees the same S streams
+    (common random numbers), and the result does not depend on ``chunk_steps``. The
+    rows are drawn inside the compiled program, once per seed and chunk, and never
+    stored as a K × S × n array.
+
+    ``make_estimator`` is called with a traced grid value (a dict of traced scalars
+    for a dict grid), so all K × S runs are one vmapped program, compiled once per
+    (make_estimator, shapes, settings) and cached: a second sweep with another grid
+    of the same length does not recompile (pass the same function object, not a
+    fresh lambda). The runs are sharded over a (k, s) mesh of all ``jax.devices()``;
+    the grid and seed axes are padded to fit the mesh and the padding is dropped.
+
+    The stream runs in chunks of ``chunk_steps`` rows through one jitted chunk
+    function, the carry passed between calls. If ``chunk_steps`` does not divide
+    ``n_steps``, the shorter last chunk compiles once more.
+
+    The reference is the exact MLE of the same rows (``welford``), and
+    efficiency = KL(truth ‖ estimate) / KL(truth ‖ MLE).
+
+    Args:
+      make_estimator: grid value → ``Estimator``; e.g.
+        ``lambda lr: gradient_ascent(optax.sgd(lr), "precision")``.
+      grid: an array (K,) or a dict of equal-length arrays (K,) (see
+        ``grid_product``). Floating values take the truth's dtype.
+      truth: the ``Gaussian`` the streams are drawn from; its dtype is the data's
+        (float32 unless x64 is enabled and the truth is float64).
+      n_steps: rows per stream, a multiple of ``batch_size``, > d (so the MLE is
+        non-singular).
+      seeds: the number S of streams.
+      key: a PRNG key (default ``jax.random.key(0)``).
+      init: the starting ``Gaussian`` of every run; None means N(0, I).
+      batch_size: rows per update.
+      trace_every: record KL(truth ‖ estimate) every this many updates (0: no trace).
+      chunk_steps: rows per chunk, a multiple of batch_size × trace_every; None
+        picks one so that a chunk's rows take about 64 MiB.
+      progress: print a progress bar over chunks to stderr.
+
+    Returns:
+      A ``SweepResult``.
+
+    Raises:
+      ValueError: a bad grid, truth, init or count (the message names it).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxgauss as jg
+      >>> truth = jg.Gaussian(jnp.zeros(2), jnp.eye(2))
+      >>> make = lambda lr: jg.gradient_ascent(optax.sgd(lr), "precision")
+      >>> sw = jg.sweep(make, [0.003, 0.03], truth=truth, n_steps=500, seeds=4)
+      >>> sw.final_kl.shape, sw.mle_kl.shape
+      ((2, 4), (4,))
+      >>> sw.best()  # the grid value with the lowest median efficiency
+      0.003
+    """
+    if not callable(make_estimator):
+        raise ValueError(f"make_estimator must be callable, got {type(make_estimator).__name__}")
+    check_gaussian(truth, name="truth")
+    dtype = jnp.asarray(truth.mean).dtype
+    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype
+    truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
+    d = truth.mean.shape[0]
+    n_steps = _check_int("n_steps", n_steps, 1)
+    if n_steps <= d:
+        raise ValueError(
+            f"n_steps ({n_steps}) must exceed the dimension d = {d}: the MLE reference of "
+            "d rows or fewer is singular"
+        )
+    num_seeds = _check_int("seeds", seeds, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    trace_every = _check_int("trace_every", trace_every, 0)
+    if chunk_steps is not None:
+        chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
+    if n_steps % batch_size:
+        raise ValueError(f"n_steps ({n_steps}) must be a multiple of batch_size ({batch_size})")
+    if n_steps >= 2**31:
+        raise ValueError(f"n_steps must be < 2**31 (int32 row counters), got {n_steps}")
+    if init is None:
+        init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+    check_gaussian(init, d)
+    init = Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype))
+    key = jax.random.key(0) if key is None else key
+    if not isinstance(key, jax.Array) or key.shape not in ((), (2,)):
+        raise ValueError(f"key must be one PRNG key such as jax.random.key(0), got {key!r}")
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    grid = _as_grid(grid)
+    num_grid = jax.tree_util.tree_leaves(grid)[0].shape[0]
+
+    mesh = _mesh(num_grid, num_seeds)
+    k_pad = -(-num_grid // mesh.shape["k"]) * mesh.shape["k"]
+    # Floating grid values are traced in the data's dtype; the result keeps them as given.
+    grid_pad = jax.tree_util.tree_map(
+        lambda x: _pad(
+            jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else None), k_pad
+        ),
+        grid,
+    )
+    s_pad = -(-num_seeds // mesh.shape["s"]) * mesh.shape["s"]
+    keys = _pad(jax.random.split(key, num_seeds), s_pad)
+    bytes_per_row = (s_pad // mesh.shape["s"]) * (d * jnp.dtype(dtype).itemsize + 16)
+    chunk = _chunk_rows(chunk_steps, n_steps, batch_size * max(trace_every, 1), bytes_per_row)
+
+    carry, mle_state = _init_program(make_estimator, mesh, s_pad, grid_pad, init)
+    starts = range(0, n_steps, chunk)
+    trace_kls = []
+    t0 = time.perf_counter()
+    for i, start in enumerate(starts):
+        rows = min(chunk, n_steps - start)
+        carry, mle_state, estimate, final_kl, diverged_at, mle_kl, trace_kl = _chunk_program(
+            make_estimator,
+            mesh,
+            rows // batch_size,
+            batch_size,
+            trace_every,
+            carry,
+            mle_state,
+            grid_pad,
+            keys,
+            truth,
+            jnp.asarray(start, jnp.int32),
+        )
+        if trace_every:
+            trace_kls.append(trace_kl[:num_grid, :num_seeds])
+        if progress:
+            jax.block_until_ready(final_kl)
+            _progress(i + 1, len(starts), t0)
+
+    final_kl = final_kl[:num_grid, :num_seeds]
+    mle_kl = mle_kl[:num_seeds]
+    trace = None
+    if trace_every:
+        kl = jnp.concatenate(trace_kls, axis=-1)
+        rows = batch_size * trace_every * jnp.arange(1, kl.shape[-1] + 1, dtype=jnp.int32)
+        trace = Trace(rows, None, kl)
+    return SweepResult(
+        grid=grid,
+        final_kl=final_kl,
+        diverged_at=diverged_at[:num_grid, :num_seeds],
+        estimate=jax.tree_util.tree_map(lambda x: x[:num_grid, :num_seeds], estimate),
+        mle_kl=mle_kl,
+        efficiency=final_kl / mle_kl,
+        trace=trace,
+    )
