@@ -34,7 +34,10 @@ def test_demo_end_to_end(tmp_path):
     for method in ["question: SGD α=0.002 on Σ", "natural gradient 1/t", "Welford", "Adam"]:
         assert method in text
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000
-    assert "| 1-D N(0,1) | natural gradient 1/t | 0.001 |" in (tmp_path / "demo" / "demo.md").read_text()
+    assert (
+        "| 1-D N(0,1) | natural gradient 1/t | 0.001 |"
+        in (tmp_path / "demo" / "demo.md").read_text()
+    )
 
 
 @pytest.fixture
@@ -62,13 +65,17 @@ def test_fit_writes_json_that_matches_numpy(tmp_path, table, name):
 def test_fit_checkpoint_and_resume(tmp_path, table):
     np.save(tmp_path / "a.npy", table[:200])
     np.save(tmp_path / "b.npy", table[200:])
-    first = _jaxgauss("fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64")
+    first = _jaxgauss(
+        "fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64"
+    )
     assert first.returncode == 0, first.stderr
     result = tmp_path / "r.json"
     args = ["fit", str(tmp_path / "b.npy"), "--resume", str(tmp_path / "ck.npz"), "--float64"]
     second = _jaxgauss(*args, "--out", str(result))
     assert second.returncode == 0, second.stderr
-    np.testing.assert_allclose(json.loads(result.read_text())["cov"], np.cov(table.T, bias=True), rtol=1e-10)
+    np.testing.assert_allclose(
+        json.loads(result.read_text())["cov"], np.cov(table.T, bias=True), rtol=1e-10
+    )
 
 
 def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table):

@@ -93,24 +93,28 @@ def _absorb(
     updates would, in one weighted Gram matmul.
 
     Unrolling the recursion, the old state keeps weight c = Πᵢ (1 − aᵢ) and row i gets
-    wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + Σᵢ wᵢ = 1; then (Chan et al.'s pairwise formula)
+    wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + W = 1 with W = Σᵢ wᵢ; then (Chan et al.'s
+    pairwise formula)
 
-      μ' = c μ + Σᵢ wᵢ yᵢ,
-      Σ' = c Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ.
+      μ' = μ + Σᵢ wᵢ (yᵢ − μ),
+      Σ' = Σ − W Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ.
     """
-    # Suffix products by cumprod, not exp(cumsum(log)): a₁ = 1 (a first row with no
-    # prior) makes a factor exactly 0, which must forget the old state exactly.
-    suffix = jnp.cumprod((1 - steps)[::-1])[::-1]  # Πⱼ≥ᵢ (1 − aⱼ)
-    keep = suffix[0]
-    weights = steps * jnp.append(suffix[1:], jnp.ones((), steps.dtype))
-    # The mean is accumulated about the batch's first row and the scatter about μ',
-    # so that only small differences are rounded: float32 stays accurate when |μ| is
-    # large next to the spread, and keep = 0 drops the old mean exactly.
-    shift = batch[0]
-    new_mean = shift + keep * (mean - shift) + weights @ (batch - shift)
+    # The products come from sums of log1p(−aⱼ): in float32 a product of rounded
+    # factors 1 − 1/t is biased (for t ~ 10⁶ every factor in a block rounds the same
+    # way), which shrank Σ by ~1 % over 10⁷ rows. log1p(−1) = −inf gives c = 0 exactly.
+    log_suffix = jnp.cumsum(jnp.log1p(-steps)[::-1])[::-1]  # Σ_{j≥i} log(1 − aⱼ)
+    keep = jnp.exp(log_suffix[0])
+    weights = steps * jnp.exp(jnp.append(log_suffix[1:], jnp.zeros((), steps.dtype)))
+    # Increment form: the old state decays by subtracting W·old, rounded entry by entry,
+    # not by multiplying with a rounded factor c; only small differences are rounded,
+    # so float32 stays accurate when |μ| is large next to the spread. c = 0 (a first
+    # row with no prior) drops the old state exactly, however large it was.
+    forget = keep == 0
+    new_mean = jnp.where(forget, weights @ batch, mean + weights @ (batch - mean))
     dev = batch - new_mean
     drift = mean - new_mean
-    new_cov = keep * (cov + jnp.outer(drift, drift)) + (weights[:, None] * dev).T @ dev
+    old = jnp.where(forget, 0, cov - jnp.sum(weights) * cov)
+    new_cov = old + keep * jnp.outer(drift, drift) + (weights[:, None] * dev).T @ dev
     return new_mean, 0.5 * (new_cov + new_cov.T)
 
 
