@@ -189,8 +189,8 @@ def info(path: str | os.PathLike) -> dict:
       >>> folder = tempfile.TemporaryDirectory()
       >>> state = jg.welford().init(jg.Gaussian(jnp.zeros(2), jnp.eye(2)))
       >>> meta = jg.checkpoint.info(jg.checkpoint.save(f"{folder.name}/w", state, name="welford"))
-      >>> meta["name"], meta["n_leaves"], meta["treedef"]
-      ('welford', 4, 'PyTreeDef(CustomNode(namedtuple[WelfordState], [*, *, *, *]))')
+      >>> meta["name"], meta["n_leaves"], "WelfordState" in meta["treedef"]
+      ('welford', 4, True)
       >>> folder.cleanup()
     """
     with _opened(path) as (_, _, meta):

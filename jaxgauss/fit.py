@@ -320,7 +320,9 @@ def _original_row(kept: int, skipped: list[int]) -> int:
     return row
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """Boundary check of an integer argument (``fit``'s and ``sweep``'s): a clear
+    ValueError for bools, floats and values below ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -405,12 +407,12 @@ def fit(
     """
     if not isinstance(estimator, Estimator):
         raise ValueError(f"estimator must be a jaxgauss Estimator, got {type(estimator).__name__}")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    trace_every = _check_int("trace_every", trace_every, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    trace_every = check_int("trace_every", trace_every, 0)
     if block_rows is not None:
-        block_rows = _check_int("block_rows", block_rows, 1)
+        block_rows = check_int("block_rows", block_rows, 1)
     if chunk_rows is not None:
-        chunk_rows = _check_int("chunk_rows", chunk_rows, 1)
+        chunk_rows = check_int("chunk_rows", chunk_rows, 1)
     if nan_policy not in ("raise", "skip"):
         raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
     if state is not None and init is not None:

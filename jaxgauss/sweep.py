@@ -28,7 +28,7 @@ from jaxgauss.estimators import (
     Estimator,
     welford,
 )
-from jaxgauss.fit import Trace, init_carry, scan_batches
+from jaxgauss.fit import Trace, check_int, init_carry, scan_batches
 from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
 from jaxgauss.streams import sample
 
@@ -284,12 +284,6 @@ def _pad(x: jax.Array, size: int) -> jax.Array:
     return jnp.concatenate([x, jnp.repeat(x[-1:], size - x.shape[0], axis=0)])
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _as_grid(grid: Any) -> Grid:
     """Validate the grid: an array (K,) or a dict of equal-length arrays (K,), as NumPy."""
 
@@ -424,17 +418,17 @@ def sweep(
     dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype
     truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
     d = truth.mean.shape[0]
-    n_steps = _check_int("n_steps", n_steps, 1)
+    n_steps = check_int("n_steps", n_steps, 1)
     if n_steps <= d:
         raise ValueError(
             f"n_steps ({n_steps}) must exceed the dimension d = {d}: the MLE reference of "
             "d rows or fewer is singular"
         )
-    num_seeds = _check_int("seeds", seeds, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    trace_every = _check_int("trace_every", trace_every, 0)
+    num_seeds = check_int("seeds", seeds, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    trace_every = check_int("trace_every", trace_every, 0)
     if chunk_steps is not None:
-        chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
+        chunk_steps = check_int("chunk_steps", chunk_steps, 1)
     if n_steps % batch_size:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of batch_size ({batch_size})")
     if n_steps >= 2**31:
