@@ -90,7 +90,9 @@ def _fit(args: argparse.Namespace) -> int:
     mean, cov = np.asarray(res.estimate.mean), np.asarray(res.estimate.cov)
     diverged = int(res.diverged_at)
     with np.printoptions(precision=6, suppress=False, linewidth=120):
-        print(f"method {args.method}, n = {res.n_rows} rows ({res.n_skipped} skipped), dtype {mean.dtype}")
+        print(
+            f"method {args.method}, n = {res.n_rows} rows ({res.n_skipped} skipped), dtype {mean.dtype}"
+        )
         if diverged >= 0:
             print(f"diverged at row {diverged}: the estimate is the last valid one before it")
         print(f"mean:\n{mean}\ncov:\n{cov}")
@@ -241,7 +243,9 @@ def _parser() -> argparse.ArgumentParser:
         "MLE, explains the failure and writes a PNG of error against step.",
     )
     demo.add_argument("--out", default="jaxgauss-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--steps", type=int, default=100_000, help="stream length (default: %(default)s)")
+    demo.add_argument(
+        "--steps", type=int, default=100_000, help="stream length (default: %(default)s)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
 
@@ -259,12 +263,28 @@ def _parser() -> argparse.ArgumentParser:
         choices=list(METHODS),
         help="estimator (default: %(default)s, the exact maximum-likelihood estimate)",
     )
-    fit.add_argument("--lr", type=float, help="learning rate of gradient methods; for natural, a constant step (default 1/t)")
+    fit.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of gradient methods; for natural, a constant step (default 1/t)",
+    )
     fit.add_argument("--half-life", type=float, help="half-life in rows, for --method exponential")
-    fit.add_argument("--parameterization", default="cholesky", choices=list(PARAMETERIZATIONS), help="for gradient methods (default: %(default)s)")
-    fit.add_argument("--batch-size", type=int, default=1, help="rows per update (default: %(default)s)")
+    fit.add_argument(
+        "--parameterization",
+        default="cholesky",
+        choices=list(PARAMETERIZATIONS),
+        help="for gradient methods (default: %(default)s)",
+    )
+    fit.add_argument(
+        "--batch-size", type=int, default=1, help="rows per update (default: %(default)s)"
+    )
     fit.add_argument("--chunk", type=int, default=None, help="rows read per chunk (default: 65536)")
-    fit.add_argument("--nan-policy", choices=["raise", "skip"], default="raise", help="rows with NaN or inf: stop with an error naming the row, or skip and count them (default: %(default)s)")
+    fit.add_argument(
+        "--nan-policy",
+        choices=["raise", "skip"],
+        default="raise",
+        help="rows with NaN or inf: stop with an error naming the row, or skip and count them (default: %(default)s)",
+    )
     fit.add_argument("--float64", action="store_true", help="compute in float64 (default: float32)")
     fit.add_argument("--out", help="write the result as JSON (keys mean, cov, n, method, ...)")
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")

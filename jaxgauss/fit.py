@@ -7,7 +7,6 @@ its inputs in Python first.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from functools import partial
@@ -110,6 +109,37 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, blk: jax.Array) -> FitC
     return jax.lax.cond(carry.diverged_at < 0, live, frozen, carry)
 
 
+def _scan_pieces(
+    estimator: Estimator,
+    carry: FitCarry,
+    pieces: jax.Array,
+    truth: Gaussian | None,
+    traced: bool,
+) -> tuple[FitCarry, Trace | None]:
+    """The scans over data already shaped into pieces: (units, block, b, d), or with
+    ``traced`` (snapshots, units per snapshot, block, b, d), one snapshot per row of
+    the leading axis. Shaping the data before the jit boundary lets each step read
+    its block in place (a reshape inside the program made XLA copy all the data)."""
+    block = pieces.shape[-3]
+
+    def step(c, blk):
+        if block > 1:
+            return _blocked_step(estimator, c, blk), None
+        return _guarded_step(estimator, c, blk[0]), None
+
+    if not traced:
+        return jax.lax.scan(step, carry, pieces)[0], None
+
+    def snapshot(c, blks):
+        c, _ = jax.lax.scan(step, c, blks)
+        est = estimator.estimate(c.state)
+        kl = None if truth is None else kl_divergence(truth, est)
+        return c, (c.rows, est, kl)
+
+    carry, (rows, est, kl) = jax.lax.scan(snapshot, carry, pieces)
+    return carry, Trace(rows, est, kl)
+
+
 def scan_batches(
     estimator: Estimator,
     carry: FitCarry,
@@ -129,56 +159,40 @@ def scan_batches(
         raise ValueError("block > 1 needs a rowwise estimator")
     if trace_every and trace_every % block:
         raise ValueError(f"block ({block}) must divide trace_every ({trace_every})")
-
-    def unit(c, blk):
-        return (
-            _blocked_step(estimator, c, blk) if block > 1 else _guarded_step(estimator, c, blk[0])
-        )
-
-    def step(c, blk):
-        return unit(c, blk), None
-
-    n_units = batches.shape[0] // block
-    units = batches[: n_units * block].reshape((n_units, block) + batches.shape[1:])
-    trace = None
-    if trace_every == 0:
-        carry, _ = jax.lax.scan(step, carry, units)
-    else:
-        per_snap = trace_every // block
-        n_snap = n_units // per_snap
-        head = units[: n_snap * per_snap].reshape((n_snap, per_snap) + units.shape[1:])
-
-        def snapshot(c, blks):
-            c, _ = jax.lax.scan(step, c, blks)
-            est = estimator.estimate(c.state)
-            kl = None if truth is None else kl_divergence(truth, est)
-            return c, (c.rows, est, kl)
-
-        carry, (rows, est, kl) = jax.lax.scan(snapshot, carry, head)
-        carry, _ = jax.lax.scan(step, carry, units[n_snap * per_snap :])
-        trace = Trace(rows, est, kl)
-    rest = batches[n_units * block :]
+    per_piece = trace_every or block
+    n_head = (batches.shape[0] // per_piece) * per_piece
+    shape = (-1, trace_every // block, block) if trace_every else (-1, block)
+    head = batches[:n_head].reshape(shape + batches.shape[1:])
+    carry, trace = _scan_pieces(estimator, carry, head, truth, bool(trace_every))
+    rest = batches[n_head:]
     if rest.shape[0]:
-        carry, _ = jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), carry, rest)
+        carry, _ = _scan_pieces(estimator, carry, rest[:, None], truth, False)
     return carry, trace
 
 
-@partial(jax.jit, static_argnames=("estimator", "trace_every", "block"))
-def _run(estimator, carry, batches, truth, trace_every, block):
-    return scan_batches(estimator, carry, batches, truth, trace_every, block)
+@partial(jax.jit, static_argnames=("estimator", "traced"))
+def _run(estimator, carry, pieces, truth, traced):
+    return _scan_pieces(estimator, carry, pieces, truth, traced)
 
 
-DEFAULT_BLOCK_ROWS = 512
+def default_block_rows() -> int:
+    """Rows per compiled step for rowwise estimators on the current backend: one Gram
+    matmul must be large enough to hide each step's fixed cost (measured in
+    benchmarks/results/profile.md: ~4096 rows on a CPU, tens of thousands on a GPU)."""
+    return 4096 if jax.default_backend() == "cpu" else 65_536
 
 
 def _block_updates(estimator: Estimator, batch_size: int, trace_every: int, block_rows) -> int:
     """Updates per compiled step: 1, or for rowwise estimators about ``block_rows``
-    rows' worth, cut to a divisor of ``trace_every`` so snapshots fall on block edges."""
+    rows' worth; with a trace, the largest divisor of ``trace_every`` not above that,
+    so snapshots fall on block edges."""
     if not estimator.rowwise:
         return 1
-    rows = DEFAULT_BLOCK_ROWS if block_rows is None else block_rows
+    rows = default_block_rows() if block_rows is None else block_rows
     k = max(1, rows // batch_size)
-    return math.gcd(k, trace_every) if trace_every else k
+    if trace_every:
+        k = max(q for q in range(1, min(k, trace_every) + 1) if trace_every % q == 0)
+    return k
 
 
 class DataError(ValueError):
@@ -226,14 +240,17 @@ def _float_dtype(dtype: Any) -> Any:
     return jnp.zeros(()).dtype
 
 
-def _finite_rows(chunk: Any) -> np.ndarray:
-    if isinstance(chunk, jax.Array):
-        return np.asarray(jnp.all(jnp.isfinite(chunk), axis=1))
-    return (
-        np.isfinite(chunk).all(axis=1)
-        if jnp.issubdtype(chunk.dtype, jnp.inexact)
-        else np.ones(len(chunk), bool)
-    )
+@jax.jit
+def _any_nonfinite(rows: jax.Array) -> jax.Array:
+    return ~jnp.all(jnp.isfinite(rows))
+
+
+def _nonfinite_rows(rows: jax.Array) -> np.ndarray:
+    """Indices of the rows with NaN or ±inf: one fused check on the device, and a
+    row-by-row look only when that finds something."""
+    if not bool(_any_nonfinite(rows)):
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(rows), axis=1)))
 
 
 class _Feeder:
@@ -241,9 +258,8 @@ class _Feeder:
 
     Rows are buffered until a full chunk of ``size`` rows (a multiple of the
     indivisible ``unit``) is ready; each full chunk is one call of the same compiled
-    program. At the end, the ragged rest is cut into power-of-two numbers of units
-    and then of batches, so at most about log₂ of the chunk size distinct shapes are
-    ever compiled; a final batch of fewer than ``batch_size`` rows is one short update.
+    program. At the end, the ragged rest is cut into power-of-two pieces (``close``),
+    so at most about 2 log₂ of the chunk size distinct shapes are ever compiled.
     """
 
     def __init__(self, estimator, carry, batch_size, trace_every, block, truth, size):
@@ -256,11 +272,10 @@ class _Feeder:
         self.traces: list[Trace] = []
 
     def _run(self, rows: jax.Array, trace_every: int, block: int) -> None:
-        batches = rows.reshape(-1, self.batch_size, rows.shape[1])
-        self.carry, trace = _run(
-            self.estimator, self.carry, batches, self.truth, trace_every, block
-        )
-        if trace is not None and trace.rows.shape[0]:
+        shape = (-1, trace_every // block, block) if trace_every else (-1, block)
+        pieces = rows.reshape(shape + (self.batch_size, rows.shape[1]))
+        self.carry, trace = _run(self.estimator, self.carry, pieces, self.truth, bool(trace_every))
+        if trace is not None:
             self.traces.append(trace)
 
     def _take(self) -> jax.Array:
@@ -285,21 +300,26 @@ class _Feeder:
                 self.push(rows[done:])
 
     def close(self) -> None:
-        """Apply whatever is buffered: the end of the stream."""
+        """Apply whatever is buffered: the end of the stream. Whole units go in
+        power-of-two counts; the rest (fewer than one unit) in power-of-two numbers
+        of batches, each as one block for rowwise estimators."""
         if not self.n_pending:
             return
         rows, done = self._take(), 0
-        for piece, trace_every, block in (
-            (self.unit, self.trace_every, self.block),
-            (self.batch_size, 0, 1),
-        ):
-            count = (rows.shape[0] - done) // piece
-            for bit in reversed(range(count.bit_length())):
-                if count >> bit & 1:
-                    self._run(rows[done : done + (piece << bit)], trace_every, block)
-                    done += piece << bit
+        units = rows.shape[0] // self.unit
+        for bit in reversed(range(units.bit_length())):
+            if units >> bit & 1:
+                self._run(rows[done : done + (self.unit << bit)], self.trace_every, self.block)
+                done += self.unit << bit
+        batches = (rows.shape[0] - done) // self.batch_size
+        for bit in reversed(range(batches.bit_length())):
+            if batches >> bit & 1:
+                block = 1 << bit if self.block > 1 else 1
+                self._run(rows[done : done + (self.batch_size << bit)], 0, block)
+                done += self.batch_size << bit
         if done < rows.shape[0]:
-            self.carry, _ = _run(self.estimator, self.carry, rows[None, done:], self.truth, 0, 1)
+            short = rows[None, None, done:]  # one update of fewer than batch_size rows
+            self.carry, _ = _run(self.estimator, self.carry, short, self.truth, False)
 
     def trace(self, like: Gaussian) -> Trace | None:
         if not self.trace_every:
@@ -378,7 +398,8 @@ def fit(
       state: an estimator state from an earlier ``FitResult.state`` to continue from.
       block_rows: for rowwise estimators (``welford``, ``exponential``,
         ``natural_gradient``), about how many rows each compiled step applies at once
-        as one Gram matmul (None: 512; 1: update by update). The result equals the
+        as one Gram matmul (None: ``default_block_rows()``, 4096 on a CPU and 65 536 on
+        accelerators; 1: update by update). The result equals the
         update-by-update one to rounding, the guard and trace included: a rejected
         block is replayed update by update. Ignored for other estimators.
       chunk_rows: rows per chunk read from a file or sliced from an array (None:
@@ -456,14 +477,14 @@ def fit(
             if chunk.shape[0] == 0:
                 continue
             feeder = feeder or start(chunk)
-            finite = _finite_rows(chunk)
-            bad = np.flatnonzero(~finite)
+            rows = jnp.asarray(chunk, dtype)
+            bad = _nonfinite_rows(rows)
             if bad.size and nan_policy == "raise":
-                feeder.push(jnp.asarray(chunk[: bad[0]], dtype))
+                feeder.push(rows[: bad[0]])
                 feeder.close()
                 row = seen + int(bad[0])
                 raise DataError(
-                    f"data row {row} is not finite ({np.asarray(chunk[bad[0]]).tolist()}); "
+                    f"data row {row} is not finite ({np.asarray(rows[bad[0]]).tolist()}); "
                     f"the {row} rows before it were estimated: the error's .result holds "
                     "them (or pass nan_policy='skip' to drop such rows)",
                     row,
@@ -471,9 +492,9 @@ def fit(
                 )
             if bad.size:
                 skipped.extend((seen + bad).tolist())
-                chunk = chunk[finite]
-            seen += len(finite)
-            feeder.push(jnp.asarray(chunk, dtype))
+                rows = jnp.delete(rows, bad, axis=0)
+            seen += chunk.shape[0]
+            feeder.push(rows)
             if progress:
                 _report(seen, total, started)
         if feeder is None:

@@ -62,9 +62,15 @@ def _natural_log_factor(m: jax.Array, g: jax.Array) -> jax.Array:
 def _natural_gradient(name: str, params: Params, grads: Params) -> Params:
     m, g = params.matrix, grads.matrix
     if name == "covariance":
-        # F⁻¹ on (μ, Σ): (Σ g_μ, 2 Σ G Σ); symmetrised so the iterate stays exactly
-        # symmetric (and an asymmetric G acts through its symmetric part).
-        return Params(m @ grads.mean, _symmetric(2.0 * m @ g @ m))
+        # F⁻¹ on (μ, Σ): (Σ g_μ, 2 Σ G Σ), applied through Σ's Cholesky factor. G
+        # carries Σ⁻¹ twice (it came from solves with this same factor); L (Lᵀ G L) Lᵀ
+        # undoes those solves, while matmuls with Σ itself lose Σ's small eigenvalues
+        # once κ(Σ) ≳ 10⁷ (float64). Symmetrised so the iterate stays exactly symmetric
+        # (an asymmetric G acts through its symmetric part).
+        chol = jnp.linalg.cholesky(m)
+        return Params(
+            chol @ (chol.T @ grads.mean), _symmetric(2.0 * chol @ (chol.T @ g @ chol) @ chol.T)
+        )
     if name == "cholesky":
         chol = _log_diag_to_tri(m)
         return Params(chol @ (chol.T @ grads.mean), _natural_log_factor(m, g))
@@ -95,20 +101,28 @@ def fisher_preconditioner(
     * "precision" (Σ⁻¹ = U Uᵀ): the same formula with U, and U⁻ᵀ U⁻¹ g_μ.
     * "diagonal" (s = log σ²): (σ² g_μ, 2 g_s).
 
-    No (d²)×(d²) matrix and no inverse is formed: matmuls and, for the precision's
-    mean, triangular solves. The map is linear, so the sign convention of the incoming
-    gradient (optax minimises the negative log-likelihood) passes through. For the
+    No (d²)×(d²) matrix and no inverse is formed: matmuls, plus a Cholesky factor of Σ
+    for "covariance" and two triangular solves for the precision's mean. The map is
+    linear, so the sign convention of the incoming gradient (optax minimises the
+    negative log-likelihood) passes through. For the
     negative log-likelihood of one row y, with r = y − μ, the output is
     −(r, r rᵀ − Σ) pulled back: ``optax.sgd(a)`` after it takes the natural step
     μ ← μ + a r, Σ ← Σ + a (r rᵀ − Σ) (exactly so on "covariance"; on the other
     parameterisations to first order, see ``covariance_retraction``).
 
-    Choosing the step: with ``jaxgauss.schedules.robbins_monro(1/(n₀ + 1), 1.0, n₀ + 1)``
-    the step is a_t = 1/(t + n₀) and the iterate is the running mean and covariance
-    of the data with the initial Gaussian counted as n₀ extra rows, so its bias after
-    n rows is about n₀ (Σ₀ − Σ)/n. Take n₀ = 1 unless the initial guess is worth more;
-    an init far off the data's scale (Σ₀ ≫ Σ) costs a bias n₀ Σ₀/n that only more data
-    removes.
+    Choosing the step: ``jaxgauss.schedules.robbins_monro(1/(n₀ + 1), 1.0, n₀ + 1)``
+    gives a_t = 1/(t + n₀) at update t = 1, 2, …, and then
+
+      μ_n = (n₀ μ₀ + Σₜ yₜ)/(n + n₀),      Σ_n = (n₀ Σ₀ + Σₜ rₜ rₜᵀ)/(n + n₀):
+
+    the running moments with the initial Gaussian counted as n₀ extra rows (rₜ is
+    taken against the running mean, which adds about Σ log(n)/n). The init's bias
+    after n rows is n₀ (Σ₀ − Σ)/(n + n₀): n₀ is the number of rows the initial guess
+    is worth. Take n₀ = 1 for an uninformed init (the offset 2 of
+    ``robbins_monro(0.5, 1.0, 2.0)``), larger n₀ for a trusted prior (a previous fit on
+    n₀ rows). An init far off the data's scale (Σ₀ ≫ Σ) leaves a bias n₀ Σ₀/n that only
+    more data removes; n₀ < 1 shrinks it, but the first d iterates are then nearly
+    singular (weight n₀/(t + n₀) on Σ₀ in the directions no row has spanned yet).
 
     Args:
       parameterization: "covariance", "cholesky", "precision" or "diagonal" (or a
@@ -134,15 +148,11 @@ def fisher_preconditioner(
     if name not in ("covariance", "cholesky", "precision", "diagonal"):
         raise ValueError(f"no closed-form Fisher information for parameterization {name!r}")
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
     def update_fn(updates, state, params=None):
         params = _require_params(params, "fisher_preconditioner")
         return _natural_gradient(name, params, Params(*updates)), state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def covariance_retraction(
@@ -189,10 +199,6 @@ def covariance_retraction(
     """
     param = get_parameterization(parameterization)
 
-    def init_fn(params):
-        del params
-        return optax.EmptyState()
-
     def update_fn(updates, state, params=None):
         params = _require_params(params, "covariance_retraction")
         updates = Params(*updates)
@@ -204,4 +210,4 @@ def covariance_retraction(
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), retracted, updates)
         return out, state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -224,7 +224,7 @@ def test_blocked_path_guard_finds_the_exact_row(name):
     ys = np.array(_data(1500, d=2, dtype=jnp.float32))
     ys[700] = 1e30
     est = ROWWISE[name]()
-    fast = jg.fit(est, ys)
+    fast = jg.fit(est, ys, block_rows=256)  # rows 512..767 are one rejected block
     step = jg.fit(est, ys, block_rows=1)
     assert int(fast.diverged_at) == int(step.diverged_at) == 700
     assert int(fast.state.count) == 700
@@ -283,6 +283,12 @@ def test_long_stream_compiles_a_bounded_number_of_shapes():
         jg.fit(est, ys[:n], chunk_rows=256)
     # One program for full 256-row chunks plus at most one per power of two below it.
     assert _run._cache_size() - before <= 1 + 8
+    # A rowwise estimator's tail goes in power-of-two blocks too: at most 2·log₂ shapes.
+    before = _run._cache_size()
+    welford = jg.welford()
+    for n in (1000, 1777, 2500, 4999):
+        jg.fit(welford, ys[:n], chunk_rows=1024)
+    assert _run._cache_size() - before <= 1 + 2 * 10
 
 
 def test_nan_row_raises_with_the_result_so_far():

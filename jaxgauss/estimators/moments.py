@@ -86,35 +86,46 @@ def _row_numbers(count: jax.Array, b: int) -> jax.Array:
     return count + jnp.arange(1, b + 1, dtype=jnp.int32)
 
 
-def _absorb(
-    mean: jax.Array, cov: jax.Array, batch: jax.Array, steps: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Apply the rows y₁…y_b of ``batch`` (b, d) with steps a₁…a_b, as b single-row
-    updates would, in one weighted Gram matmul.
-
-    Unrolling the recursion, the old state keeps weight c = Πᵢ (1 − aᵢ) and row i gets
-    wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + W = 1 with W = Σᵢ wᵢ; then (Chan et al.'s
-    pairwise formula)
-
-      μ' = μ + Σᵢ wᵢ (yᵢ − μ),
-      Σ' = Σ − W Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ.
-    """
-    # The products come from sums of log1p(−aⱼ): in float32 a product of rounded
-    # factors 1 − 1/t is biased (for t ~ 10⁶ every factor in a block rounds the same
-    # way), which shrank Σ by ~1 % over 10⁷ rows. log1p(−1) = −inf gives c = 0 exactly.
+def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The weights that b single-row steps a₁…a_b give: the old state keeps
+    c = Πᵢ (1 − aᵢ) and row i gets wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + Σᵢ wᵢ = 1."""
+    # Sums of log1p(−aⱼ), not products: in float32 a product of rounded factors
+    # 1 − 1/t is biased (for t ~ 10⁶ every factor in a block rounds the same way),
+    # which shrank Σ by ~1 % over 10⁷ rows. log1p(−1) = −inf gives c = 0 exactly.
     log_suffix = jnp.cumsum(jnp.log1p(-steps)[::-1])[::-1]  # Σ_{j≥i} log(1 − aⱼ)
     keep = jnp.exp(log_suffix[0])
     weights = steps * jnp.exp(jnp.append(log_suffix[1:], jnp.zeros((), steps.dtype)))
+    return keep, weights
+
+
+def _absorb(
+    mean: jax.Array, cov: jax.Array, batch: jax.Array, keep: jax.Array, weights: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Apply the rows yᵢ of ``batch`` (b, d) with the old state's weight c = ``keep``
+    and row weights wᵢ (``weights``: (b,), or one scalar for all rows), as the b
+    single-row updates would, in one Gram matmul (Chan et al.'s pairwise formula):
+
+      μ' = μ + Σᵢ wᵢ (yᵢ − μ),
+      Σ' = Σ − W Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ,   W = Σᵢ wᵢ.
+    """
+    uniform = jnp.ndim(weights) == 0
+    rows = batch.shape[0]
+
+    def weighted_sum(x):  # Σᵢ wᵢ xᵢ
+        return weights * jnp.sum(x, axis=0) if uniform else weights @ x
+
     # Increment form: the old state decays by subtracting W·old, rounded entry by entry,
     # not by multiplying with a rounded factor c; only small differences are rounded,
     # so float32 stays accurate when |μ| is large next to the spread. c = 0 (a first
     # row with no prior) drops the old state exactly, however large it was.
     forget = keep == 0
-    new_mean = jnp.where(forget, weights @ batch, mean + weights @ (batch - mean))
+    new_mean = jnp.where(forget, weighted_sum(batch), mean + weighted_sum(batch - mean))
     dev = batch - new_mean
     drift = mean - new_mean
-    old = jnp.where(forget, 0, cov - jnp.sum(weights) * cov)
-    new_cov = old + keep * jnp.outer(drift, drift) + (weights[:, None] * dev).T @ dev
+    total = weights * rows if uniform else jnp.sum(weights)
+    gram = weights * (dev.T @ dev) if uniform else (dev.T * weights) @ dev
+    old = jnp.where(forget, 0, cov - total * cov)
+    new_cov = old + keep * jnp.outer(drift, drift) + gram
     return new_mean, 0.5 * (new_cov + new_cov.T)
 
 
@@ -172,8 +183,11 @@ def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator
         )
 
     def update(state: WelfordState, batch: jax.Array) -> WelfordState:
-        rows = _row_numbers(state.count, batch.shape[0]).astype(state.mean.dtype)
-        mean, cov = _absorb(state.mean, state.cov, batch, 1 / (rows + state.prior_weight))
+        # Steps 1/(n + 1), …, 1/(n + b) with n = t + n₀ weigh every row 1/(n + b)
+        # and the old state n/(n + b): exact weights, no products needed.
+        n = state.count.astype(state.mean.dtype) + state.prior_weight
+        keep = n / (n + batch.shape[0])
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]))
         return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight)
 
     def estimate(state: WelfordState) -> Gaussian:
@@ -272,8 +286,8 @@ def _moments_estimator(steps: Callable[[jax.Array, int, jnp.dtype], jax.Array]) 
         return MomentsState(g0.mean, g0.cov, jnp.zeros((), jnp.int32))
 
     def update(state: MomentsState, batch: jax.Array) -> MomentsState:
-        a = steps(state.count, batch.shape[0], state.mean.dtype)
-        mean, cov = _absorb(state.mean, state.cov, batch, a)
+        keep, weights = _step_weights(steps(state.count, batch.shape[0], state.mean.dtype))
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, weights)
         return MomentsState(mean, cov, state.count + batch.shape[0])
 
     def estimate(state: MomentsState) -> Gaussian:
