@@ -89,7 +89,7 @@ def breakdown(data: jax.Array, repeats: int) -> dict:
       the floor of any blocked update at this block size;
     * XLA X.T @ X: one jitted Gram matrix of all rows.
     """
-    block = default_block_rows()
+    block = min(default_block_rows(), data.shape[0])  # tiny smoke runs: one block
     n = data.shape[0] // block * block
     x = data[:n]
     d = x.shape[1]
