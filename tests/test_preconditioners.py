@@ -277,3 +277,36 @@ def test_question_setup_converges():
         assert np.all(diverged_at == -1)
         band = (abs(cov0 - 1.0) + np.log(n) + 1.0) / (n + 1) + 5.0 * np.sqrt(2.0 / n)
         np.testing.assert_array_less(np.abs(np.asarray(est.cov[:, 0, 0]) - 1.0), band)
+
+
+# --- scale invariance, measured with sweep (issue: "the best learning rate moves") ----------
+
+
+def test_fisher_best_step_is_scale_free_while_plain_sgds_moves():
+    """Data scaled by √s (Σ·s) with the initial guess scaled alike: the natural gradient
+    is equivariant, so the Fisher-preconditioned chain sees the same problem at every
+    scale and its best c in a_t = c/(t + 1) (``make_method("fisher-sgd")``) is the same
+    grid value, within 1.1 of the MLE (asymptotically c²/(2c − 1) = 1 at c = 1). The
+    Euclidean gradient on Σ scales like 1/s, so plain SGD's best constant step moves
+    with s² (from Σ₀ = 0.001 the question's method jumped to Σ ≈ 500 for the same
+    reason)."""
+    base = jg.streams.random_truth(jax.random.key(7), 2, 10.0, dtype=jnp.float64)
+    fisher = jg.make_method("fisher-sgd", "covariance")
+    plain = jg.make_method("sgd", "covariance")
+    c_grid = np.array([0.6, 0.8, 1.0, 1.25, 1.6])
+    lr_grid = np.logspace(-9, 5, 15)
+    best_c, best_lr = {}, {}
+    for s in (1e-3, 1.0, 1e3):
+        truth = jg.Gaussian(base.mean * np.sqrt(s), base.cov * s)
+        init = jg.Gaussian(jnp.zeros(2), s * jnp.eye(2))
+        kw = dict(truth=truth, init=init, n_steps=4000, seeds=16, key=jax.random.key(3))
+        res = jg.sweep(fisher, c_grid, **kw)
+        best_c[s] = res.best()
+        median = res.stats()[0][res.best_index()]
+        print(f"scale {s:g}: fisher-sgd best c = {best_c[s]}, median efficiency {median:.3f}")
+        assert median <= 1.1
+        assert int(np.sum(np.asarray(res.diverged_at) >= 0)) == 0
+        best_lr[s] = jg.sweep(plain, lr_grid, **kw).best()
+        print(f"scale {s:g}: plain sgd best learning rate = {best_lr[s]:.0e}")
+    assert best_c[1e-3] == best_c[1.0] == best_c[1e3]
+    assert best_lr[1e3] / best_lr[1e-3] >= 1e4  # orders of magnitude (theory: s², 10¹²)

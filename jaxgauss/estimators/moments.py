@@ -103,30 +103,28 @@ def _absorb(
 ) -> tuple[jax.Array, jax.Array]:
     """Apply the rows yᵢ of ``batch`` (b, d) with the old state's weight c = ``keep``
     and row weights wᵢ (``weights``: (b,), or one scalar for all rows), as the b
-    single-row updates would, in one Gram matmul (Chan et al.'s pairwise formula):
+    single-row updates would, in one Gram matmul of shifted rows eᵢ = yᵢ − μ:
 
-      μ' = μ + Σᵢ wᵢ (yᵢ − μ),
-      Σ' = Σ − W Σ + c (μ − μ')(μ − μ')ᵀ + Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ,   W = Σᵢ wᵢ.
+      s = Σᵢ wᵢ eᵢ,    μ' = μ + s,    Σ' = Σ − W Σ + Σᵢ wᵢ eᵢ eᵢᵀ − s sᵀ,   W = Σᵢ wᵢ,
+
+    which is Chan et al.'s pairwise formula (c Σ + c (μ − μ')(μ − μ')ᵀ +
+    Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ with c = 1 − W) rearranged so the rows are read once.
     """
     uniform = jnp.ndim(weights) == 0
-    rows = batch.shape[0]
-
-    def weighted_sum(x):  # Σᵢ wᵢ xᵢ
-        return weights * jnp.sum(x, axis=0) if uniform else weights @ x
-
-    # Increment form: the old state decays by subtracting W·old, rounded entry by entry,
-    # not by multiplying with a rounded factor c; only small differences are rounded,
-    # so float32 stays accurate when |μ| is large next to the spread. c = 0 (a first
-    # row with no prior) drops the old state exactly, however large it was.
+    # c = 0 (a first row with no prior) drops the old state exactly, however large it
+    # was: the rows are then shifted by the batch's first row instead of the old mean.
     forget = keep == 0
-    new_mean = jnp.where(forget, weighted_sum(batch), mean + weighted_sum(batch - mean))
-    dev = batch - new_mean
-    drift = mean - new_mean
-    total = weights * rows if uniform else jnp.sum(weights)
-    gram = weights * (dev.T @ dev) if uniform else (dev.T * weights) @ dev
+    shift = jnp.where(forget, batch[0], mean)
+    e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
+    if uniform:
+        s, gram, total = weights * jnp.sum(e, axis=0), weights * (e.T @ e), weights * e.shape[0]
+    else:
+        s, gram, total = weights @ e, (e.T * weights) @ e, jnp.sum(weights)
+    # Increment form: the old state decays by subtracting W·Σ, rounded entry by entry,
+    # not by multiplying with a rounded factor c.
     old = jnp.where(forget, 0, cov - total * cov)
-    new_cov = old + keep * jnp.outer(drift, drift) + gram
-    return new_mean, 0.5 * (new_cov + new_cov.T)
+    new_cov = old + gram - jnp.outer(s, s)
+    return shift + s, 0.5 * (new_cov + new_cov.T)
 
 
 def _check_nonnegative(name: str, value) -> None:
