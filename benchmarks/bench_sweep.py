@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import optax
 
 import jaxgauss as jg
+from jaxgauss.bench import machine_info, time_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NUM_GRID, NUM_SEEDS = 256, 16
@@ -53,21 +50,6 @@ CASES = [
 ]
 
 
-def _median_time(fn, repeats=REPEATS):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _first_call(fn):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
 def bench_case(d: int, parameterization: str, n_steps: int) -> dict:
     truth = jg.streams.random_truth(jax.random.key(1), d, 10.0)
     lrs = np.geomspace(1e-4, 1e-2, NUM_GRID)
@@ -79,8 +61,7 @@ def bench_case(d: int, parameterization: str, n_steps: int) -> dict:
     def run_sweep():
         return jg.sweep(make, lrs, truth=truth, n_steps=n_steps, seeds=NUM_SEEDS).final_kl
 
-    sweep_first = _first_call(run_sweep)
-    sweep_time = _median_time(run_sweep)
+    sweep = time_call(run_sweep, REPEATS)
 
     est = jg.gradient_ascent(
         optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), parameterization
@@ -100,23 +81,23 @@ def bench_case(d: int, parameterization: str, n_steps: int) -> dict:
     def run_loop():
         return [jg.fit(est, data[s], state=states[k]).estimate for k, s in loop_cells]
 
-    loop_first = _first_call(lambda: jg.fit(est, data[0], state=states[0]).estimate)
-    loop_time = _median_time(run_loop, repeats=3)
+    one_fit = time_call(lambda: jg.fit(est, data[0], state=states[0]).estimate, 1)
+    loop = time_call(run_loop, 3)
 
-    sweep_rate = configs * n_steps / sweep_time
-    loop_rate = LOOP_CONFIGS * n_steps / loop_time
+    sweep_rate = configs * n_steps / sweep.seconds
+    loop_rate = LOOP_CONFIGS * n_steps / loop.seconds
     return {
         "d": d,
         "parameterization": parameterization,
         "grid": NUM_GRID,
         "seeds": NUM_SEEDS,
         "n_steps": n_steps,
-        "sweep_seconds": sweep_time,
-        "sweep_compile_seconds": sweep_first - sweep_time,
+        "sweep_seconds": sweep.seconds,
+        "sweep_compile_seconds": sweep.compile_seconds,
         "sweep_config_updates_per_s": sweep_rate,
         "loop_configs_timed": LOOP_CONFIGS,
-        "loop_seconds": loop_time,
-        "loop_compile_seconds": loop_first - loop_time / LOOP_CONFIGS,
+        "loop_seconds": loop.seconds,
+        "loop_compile_seconds": one_fit.compile_seconds,
         "loop_config_updates_per_s": loop_rate,
         "speedup": sweep_rate / loop_rate,
     }
@@ -153,27 +134,6 @@ def bench_memory() -> dict:
     }
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "optax": optax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "dtype": "float32",
-    }
-
-
 def _loads(loads) -> str:
     return ", ".join(f"{x:.1f}" for x in loads)
 
@@ -184,7 +144,7 @@ def _markdown(result: dict) -> str:
         "# Sweep throughput",
         "",
         f"`python -m benchmarks.bench_sweep` on {m['cpu']} ({m['cpu_count']} CPUs), backend "
-        f"{m['backend']}, jax {m['jax']}, float32. K × S = {NUM_GRID} × {NUM_SEEDS} "
+        f"{m['backend']} ({m['device_kind']}), jax {m['versions']['jax']}, float32. K × S = {NUM_GRID} × {NUM_SEEDS} "
         "configurations of `gradient_ascent(optax.sgd(lr), parameterization)`; the loop is "
         f"one cached `jaxgauss.fit` per configuration (timed on {LOOP_CONFIGS}). Medians of "
         "repeats after a warm-up. Compile = the first call's extra time over a steady call "
@@ -216,7 +176,12 @@ def _markdown(result: dict) -> str:
 
 def main() -> None:
     # Load averages before and after: other processes on a small machine skew timings.
-    result = {"machine": _machine(), "load_before": os.getloadavg(), "cases": [], "memory": None}
+    result = {
+        "machine": machine_info(),
+        "load_before": os.getloadavg(),
+        "cases": [],
+        "memory": None,
+    }
     for d, parameterization, n_steps in CASES:
         case = bench_case(d, parameterization, n_steps)
         print(
