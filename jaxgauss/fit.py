@@ -81,63 +81,73 @@ def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> Fi
     return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
 
 
-def _blocked_step(estimator: Estimator, carry: FitCarry, blk: jax.Array) -> FitCarry:
-    """k updates (blk: (k, b, d)) of a rowwise estimator as ONE update on k·b rows.
+def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int) -> FitCarry:
+    """k updates of b rows each (``rows``: (k·b, d)) of a rowwise estimator as ONE
+    update on all k·b rows.
 
     A rowwise update of many rows equals the single-row updates to rounding, so the
     whole block is applied at once (one Gram matmul). Only if that result is rejected
     is the block replayed update by update, so that ``diverged_at`` names the exact
     row and the state stops at the exact last valid update.
     """
-    k, b, d = blk.shape
+    n = rows.shape[0]
 
     def one_by_one(c):
-        return jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), c, blk)[0]
+        batches = rows.reshape(n // b, b, rows.shape[1])
+        return jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), c, batches)[0]
 
     def live(c):
-        new = estimator.update(c.state, blk.reshape(k * b, d))
+        new = estimator.update(c.state, rows)
         return jax.lax.cond(
             estimator.is_valid(new),
-            lambda c: FitCarry(new, c.diverged_at, c.rows + k * b),
+            lambda c: FitCarry(new, c.diverged_at, c.rows + n),
             one_by_one,
             c,
         )
 
     def frozen(c):
-        return c._replace(rows=c.rows + k * b)
+        return c._replace(rows=c.rows + n)
 
     return jax.lax.cond(carry.diverged_at < 0, live, frozen, carry)
 
 
-def _scan_pieces(
+def _scan_rows(
     estimator: Estimator,
     carry: FitCarry,
-    pieces: jax.Array,
+    rows: jax.Array,
     truth: Gaussian | None,
-    traced: bool,
+    batch_size: int,
+    block: int,
+    trace_every: int,
 ) -> tuple[FitCarry, Trace | None]:
-    """The scans over data already shaped into pieces: (units, block, b, d), or with
-    ``traced`` (snapshots, units per snapshot, block, b, d), one snapshot per row of
-    the leading axis. Shaping the data before the jit boundary lets each step read
-    its block in place (a reshape inside the program made XLA copy all the data)."""
-    block = pieces.shape[-3]
+    """The scans over ``rows`` (m, d), m a multiple of ``batch_size·block`` (and of
+    ``batch_size·trace_every`` when tracing): each step applies ``block`` updates of
+    ``batch_size`` rows; with ``trace_every`` a snapshot follows every that many updates.
 
-    def step(c, blk):
+    The rows are regrouped here, inside the program, into 3-D (or with a trace 4-D)
+    pieces whose last two axes are a block's rows and d: a reshape XLA does in place
+    (one with a unit batch axis, (…, k, 1, d), made it copy all the data).
+    """
+    d = rows.shape[1]
+    step_rows = batch_size * block
+
+    def step(c, piece):
         if block > 1:
-            return _blocked_step(estimator, c, blk), None
-        return _guarded_step(estimator, c, blk[0]), None
+            return _blocked_step(estimator, c, piece, batch_size), None
+        return _guarded_step(estimator, c, piece), None
 
-    if not traced:
-        return jax.lax.scan(step, carry, pieces)[0], None
+    if not trace_every:
+        return jax.lax.scan(step, carry, rows.reshape(-1, step_rows, d))[0], None
 
-    def snapshot(c, blks):
-        c, _ = jax.lax.scan(step, c, blks)
+    def snapshot(c, pieces):
+        c, _ = jax.lax.scan(step, c, pieces)
         est = estimator.estimate(c.state)
         kl = None if truth is None else kl_divergence(truth, est)
         return c, (c.rows, est, kl)
 
-    carry, (rows, est, kl) = jax.lax.scan(snapshot, carry, pieces)
-    return carry, Trace(rows, est, kl)
+    pieces = rows.reshape(-1, trace_every // block, step_rows, d)
+    carry, (snap_rows, est, kl) = jax.lax.scan(snapshot, carry, pieces)
+    return carry, Trace(snap_rows, est, kl)
 
 
 def scan_batches(
@@ -159,20 +169,18 @@ def scan_batches(
         raise ValueError("block > 1 needs a rowwise estimator")
     if trace_every and trace_every % block:
         raise ValueError(f"block ({block}) must divide trace_every ({trace_every})")
-    per_piece = trace_every or block
-    n_head = (batches.shape[0] // per_piece) * per_piece
-    shape = (-1, trace_every // block, block) if trace_every else (-1, block)
-    head = batches[:n_head].reshape(shape + batches.shape[1:])
-    carry, trace = _scan_pieces(estimator, carry, head, truth, bool(trace_every))
-    rest = batches[n_head:]
-    if rest.shape[0]:
-        carry, _ = _scan_pieces(estimator, carry, rest[:, None], truth, False)
+    u, b, d = batches.shape
+    n_head = (u // (trace_every or block)) * (trace_every or block)
+    rows = batches.reshape(u * b, d)
+    carry, trace = _scan_rows(estimator, carry, rows[: n_head * b], truth, b, block, trace_every)
+    if n_head < u:
+        carry, _ = _scan_rows(estimator, carry, rows[n_head * b :], truth, b, 1, 0)
     return carry, trace
 
 
-@partial(jax.jit, static_argnames=("estimator", "traced"))
-def _run(estimator, carry, pieces, truth, traced):
-    return _scan_pieces(estimator, carry, pieces, truth, traced)
+@partial(jax.jit, static_argnames=("estimator", "batch_size", "block", "trace_every"))
+def _run(estimator, carry, rows, truth, batch_size, block, trace_every):
+    return _scan_rows(estimator, carry, rows, truth, batch_size, block, trace_every)
 
 
 def default_block_rows() -> int:
@@ -271,10 +279,11 @@ class _Feeder:
         self.n_pending = 0
         self.traces: list[Trace] = []
 
-    def _run(self, rows: jax.Array, trace_every: int, block: int) -> None:
-        shape = (-1, trace_every // block, block) if trace_every else (-1, block)
-        pieces = rows.reshape(shape + (self.batch_size, rows.shape[1]))
-        self.carry, trace = _run(self.estimator, self.carry, pieces, self.truth, bool(trace_every))
+    def _run(self, rows: jax.Array, trace_every: int, block: int, batch_size=None) -> None:
+        b = batch_size or self.batch_size
+        self.carry, trace = _run(
+            self.estimator, self.carry, rows, self.truth, b, block, trace_every
+        )
         if trace is not None:
             self.traces.append(trace)
 
@@ -318,8 +327,8 @@ class _Feeder:
                 self._run(rows[done : done + (self.batch_size << bit)], 0, block)
                 done += self.batch_size << bit
         if done < rows.shape[0]:
-            short = rows[None, None, done:]  # one update of fewer than batch_size rows
-            self.carry, _ = _run(self.estimator, self.carry, short, self.truth, False)
+            # one update of fewer than batch_size rows
+            self._run(rows[done:], 0, 1, batch_size=rows.shape[0] - done)
 
     def trace(self, like: Gaussian) -> Trace | None:
         if not self.trace_every:
