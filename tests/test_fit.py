@@ -122,6 +122,7 @@ def test_dtype_follows_data():
     assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
     assert jg.fit(est, _data(5, dtype=jnp.float64)).estimate.cov.dtype == jnp.float64
     assert jg.fit(est, np.arange(10).reshape(5, 2)).estimate.cov.dtype == jnp.float64
+    assert jg.fit(est, np.ones((5, 2), np.float16)).estimate.cov.dtype == jnp.float32
 
 
 def test_float64_data_without_x64_gives_float32():
@@ -130,7 +131,10 @@ def test_float64_data_without_x64_gives_float32():
         "r = jg.fit(jg.gradient_ascent(optax.sgd(0.01)), np.ones((4, 2)));"
         "print(r.estimate.cov.dtype)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # -W error: NumPy's float64 data must not warn about the truncation on every call
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "float32"
 
 
