@@ -125,9 +125,7 @@ def _csv_cell_error(line: str, row: int, line_no: int) -> ValueError:
     for col, cell in enumerate(line.rstrip("\r\n").split(",")):
         if not cell.strip():
             return ValueError(f"CSV row {row} (line {line_no}) column {col} is empty")
-        try:
-            float(cell)
-        except ValueError:
+        if not _is_number(cell):
             return ValueError(
                 f"CSV row {row} (line {line_no}) column {col} is not a number: {cell.strip()!r}"
             )
@@ -147,12 +145,12 @@ def read_csv_chunks(path: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator
         first = next(lines, None)
         if first is None:
             raise ValueError(f"{path} has no rows")
-        try:
-            [float(c) for c in first[1].split(",")]
+        numbers = [_is_number(c) for c in first[1].split(",")]
+        if all(numbers):
             pending: Iterable = itertools.chain([first], lines)
-        except ValueError:
-            if any(_is_number(c) for c in first[1].split(",")):
-                raise _csv_cell_error(first[1], 0, first[0]) from None
+        elif any(numbers):
+            raise _csv_cell_error(first[1], 0, first[0])
+        else:
             pending = lines  # a header
         row = 0
         width = None

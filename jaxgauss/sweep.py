@@ -162,14 +162,7 @@ def grid_product(**axes: Any) -> dict[str, np.ndarray]:
     """
     if not axes:
         raise ValueError("grid_product needs at least one named axis")
-    values = {}
-    for name, v in axes.items():
-        arr = np.asarray(v)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(
-                f"grid_product axis {name!r} must be a non-empty 1-D list, got shape {arr.shape}"
-            )
-        values[name] = arr
+    values = {name: _grid_axis(f"grid_product axis {name!r}", v) for name, v in axes.items()}
     combos = list(itertools.product(*(range(len(v)) for v in values.values())))
     return {name: v[[c[i] for c in combos]] for i, (name, v) in enumerate(values.items())}
 
@@ -284,28 +277,29 @@ def _pad(x: jax.Array, size: int) -> jax.Array:
     return jnp.concatenate([x, jnp.repeat(x[-1:], size - x.shape[0], axis=0)])
 
 
+def _grid_axis(name: str, v: Any) -> np.ndarray:
+    """One axis of a grid as NumPy: a non-empty 1-D array of finite real numbers."""
+    arr = np.asarray(v)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} has non-finite values")
+    return arr
+
+
 def _as_grid(grid: Any) -> Grid:
     """Validate the grid: an array (K,) or a dict of equal-length arrays (K,), as NumPy."""
-
-    def one(name: str, v: Any) -> np.ndarray:
-        arr = np.asarray(v)
-        if arr.ndim != 1 or arr.size == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} has non-finite values")
-        return arr
-
     if isinstance(grid, Mapping):
         if not grid:
             raise ValueError("grid is an empty dict")
-        out = {str(k): one(f"grid[{k!r}]", v) for k, v in grid.items()}
+        out = {str(k): _grid_axis(f"grid[{k!r}]", v) for k, v in grid.items()}
         sizes = {k: v.shape[0] for k, v in out.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"the grid's arrays must have equal lengths, got {sizes}")
         return out
-    return one("grid", grid)
+    return _grid_axis("grid", grid)
 
 
 def _chunk_rows(chunk_steps: int | None, n_steps: int, unit: int, bytes_per_row: int) -> int:
