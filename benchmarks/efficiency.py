@@ -48,7 +48,7 @@ class Method(NamedTuple):
 
 
 def _methods() -> tuple[Method, ...]:
-    methods = [
+    return (
         Method("welford()", jg.welford),
         Method("natural_gradient()", jg.natural_gradient),
         Method(
@@ -65,25 +65,13 @@ def _methods() -> tuple[Method, ...]:
             "the question: sgd(0.002), covariance",
             lambda: jg.gradient_ascent(optax.sgd(0.002), "covariance"),
         ),
-    ]
-    fisher = getattr(jg, "fisher_preconditioner", None)
-    if fisher is not None:
-        # Step 1/(t + 1): the running moments with N(0, I) counted as one row. The
-        # retraction (where it exists) takes that step exactly in (μ, Σ).
-        retraction = getattr(jg, "covariance_retraction", None)
-        tail = () if retraction is None else (retraction("cholesky"),)
-        methods.append(
-            Method(
-                "Fisher-preconditioned SGD, step 1/(t + 1)"
-                + (", retracted" if tail else "")
-                + ", cholesky",
-                lambda: jg.gradient_ascent(
-                    optax.chain(fisher("cholesky"), optax.sgd(robbins_monro(0.5, 1.0, 2.0)), *tail),
-                    "cholesky",
-                ),
-            )
-        )
-    return tuple(methods)
+        Method(
+            # make_method's "fisher-sgd": step c/(t + 1) with c = 1 (the running moments
+            # with N(0, I) counted as one row), taken exactly in (μ, Σ) by the retraction.
+            "Fisher-preconditioned SGD, step 1/(t + 1), retracted, cholesky",
+            lambda: jg.make_method("fisher-sgd", "cholesky")(1.0),
+        ),
+    )
 
 
 def row_counts(d: int, max_rows: int) -> list[int]:
