@@ -7,7 +7,7 @@ efficiency(n) = mean over seeds of KL(truth ‖ estimate after n rows)
 1 matches the maximum-likelihood estimate (the Cramér–Rao bound, to first order);
 larger is worse. Every method sees the same S streams per condition number (common
 random numbers): the rows are drawn once, each method runs over them as a ``vmap``
-over seeds of ``fit``'s scan (``jaxgauss.fit.scan_batches``) with a snapshot every
+over seeds of ``fit``'s scan (``jaxgauss.scan_batches``) with a snapshot every
 10·d rows (the moment estimators, like ``fit``'s blocked path, apply those 10·d rows
 as one update), and the KL divergences and the batch MLE are computed afterwards in
 float64. Condition numbers up to 10⁴ run in float32; above, in float64, where float32
@@ -30,7 +30,7 @@ import optax
 
 import jaxgauss as jg
 from jaxgauss import bench
-from jaxgauss.fit import init_carry, scan_batches
+from jaxgauss import init_carry, scan_batches
 from jaxgauss.schedules import robbins_monro
 
 DIM = 5

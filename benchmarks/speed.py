@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import peers as P
 from jaxgauss import Gaussian, bench, fit, welford
-from jaxgauss.fit import default_block_rows, init_carry, scan_batches
+from jaxgauss import default_block_rows, init_carry, scan_batches
 
 SKIPPED = "skipped (not installed)"
 

@@ -16,7 +16,16 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss.fit import DataError, FitResult, Trace, fit
+from jaxgauss._fit import (
+    DataError,
+    FitCarry,
+    FitResult,
+    Trace,
+    default_block_rows,
+    fit,
+    init_carry,
+    scan_batches,
+)
 from jaxgauss.gaussian import (
     Gaussian,
     check_gaussian,
@@ -28,7 +37,7 @@ from jaxgauss.gaussian import (
 )
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
-from jaxgauss.sweep import SweepResult, grid_product, sweep
+from jaxgauss._sweep import SweepResult, grid_product, sweep
 
 __version__ = "0.1.0"
 
@@ -36,6 +45,7 @@ __all__ = [
     "METHODS",
     "AveragedState",
     "DataError",
+    "FitCarry",
     "Estimator",
     "FitResult",
     "Gaussian",
@@ -51,12 +61,14 @@ __all__ = [
     "checkpoint",
     "cookbook_gradients",
     "covariance_retraction",
+    "default_block_rows",
     "exponential",
     "fisher_preconditioner",
     "fit",
     "get_parameterization",
     "gradient_ascent",
     "grid_product",
+    "init_carry",
     "is_spd",
     "kl_divergence",
     "log_likelihood",
@@ -65,6 +77,7 @@ __all__ = [
     "mle",
     "natural_gradient",
     "parameterizations",
+    "scan_batches",
     "schedules",
     "streams",
     "sweep",

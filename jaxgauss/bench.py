@@ -32,7 +32,7 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss.fit import fit
+from jaxgauss._fit import fit
 from jaxgauss.streams import random_truth, sample
 
 __all__ = [

@@ -60,7 +60,7 @@ def _fit(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
     from jaxgauss import checkpoint
-    from jaxgauss.fit import DataError, fit
+    from jaxgauss._fit import DataError, fit
     from jaxgauss.gaussian import Gaussian
 
     if not os.path.exists(args.file):
@@ -124,7 +124,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from jaxgauss.estimators import make_method
     from jaxgauss.streams import random_truth
-    from jaxgauss.sweep import sweep
+    from jaxgauss._sweep import sweep
 
     if not 0 < args.lr_min <= args.lr_max:
         raise ValueError(f"need 0 < --lr-min <= --lr-max, got {args.lr_min} and {args.lr_max}")

@@ -24,7 +24,7 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss.fit import fit
+from jaxgauss._fit import fit
 from jaxgauss.gaussian import Gaussian, kl_divergence
 
 __all__ = ["DemoRow", "run_demo", "format_table"]

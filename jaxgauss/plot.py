@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from jaxgauss.sweep import SweepResult
+    from jaxgauss._sweep import SweepResult
 
 __all__ = ["require_matplotlib", "plot_kl_traces", "plot_sweep_heatmap"]
 

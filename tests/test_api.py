@@ -24,7 +24,16 @@ def test_all_names_import():
 
 
 def test_submodules_have_all():
-    for mod in ["gaussian", "parameterizations", "streams", "fit", "estimators"]:
+    for mod in ["gaussian", "parameterizations", "streams", "_fit", "_sweep", "estimators"]:
         m = importlib.import_module(f"jaxgauss.{mod}")
         for name in m.__all__:
             assert hasattr(m, name), (mod, name)
+
+
+def test_functions_do_not_shadow_public_modules():
+    # jg.fit and jg.sweep are the functions; their modules are private, and the
+    # building blocks a user needs for their own lax.scan are exported at the top.
+    assert callable(jg.fit) and callable(jg.sweep)
+    for name in ["FitCarry", "init_carry", "scan_batches", "default_block_rows"]:
+        assert name in jg.__all__
+    assert jg.scan_batches.__module__ == "jaxgauss._fit"

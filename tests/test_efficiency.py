@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import jaxgauss as jg
-from jaxgauss.fit import init_carry, scan_batches
+from jaxgauss import init_carry, scan_batches
 
 SEEDS = 16
 

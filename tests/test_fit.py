@@ -278,7 +278,7 @@ def _ragged(n):
 
 
 def test_long_stream_compiles_a_bounded_number_of_shapes():
-    from jaxgauss.fit import _run
+    from jaxgauss._fit import _run
 
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     ys = np.asarray(_data(5000, d=2))

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jaxgauss as jg
-from jaxgauss.fit import init_carry, scan_batches
+from jaxgauss import init_carry, scan_batches
 from jaxgauss.schedules import robbins_monro
 
 NAMES = ["covariance", "cholesky", "precision", "diagonal"]

@@ -18,7 +18,7 @@ import pytest
 
 import jaxgauss as jg
 from jaxgauss.estimators import METHODS, make_method
-from jaxgauss.sweep import SweepResult, grid_product, sweep
+from jaxgauss import SweepResult, grid_product, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = jnp.float64

@@ -46,7 +46,7 @@ def _fisher_sgd(lr: jax.Array, parameterization: str) -> Estimator:
     return gradient_ascent(optimizer, parameterization)
 
 
-# name -> (learning rate, parameterization) -> Estimator; names as in DESIGN.md.
+# name -> (learning rate, parameterization) -> Estimator; the names used by the CLI, sweep and demo.
 METHODS: dict[str, Callable[[jax.Array, str], Estimator]] = {
     "welford": lambda lr, p: welford(),
     "natural": lambda lr, p: natural_gradient(lr),

@@ -1,7 +1,7 @@
 """``sweep``: hyperparameters × seeds in one compiled program, sharded across devices.
 
 The K grid values × S seeds of a sweep are one ``vmap`` of ``fit``'s scan
-(``jaxgauss.fit.scan_batches``, its guarded step and traces), wrapped in a
+(``jaxgauss.scan_batches``, its guarded step and traces), wrapped in a
 ``jax.shard_map`` over a (k, s) mesh of all ``jax.devices()``. The stream is long, so
 it runs in chunks: one jitted chunk program is called again and again with the
 carry passed between calls. Inside it each seed's rows for the chunk are drawn once,
@@ -28,7 +28,7 @@ from jaxgauss.estimators import (
     Estimator,
     welford,
 )
-from jaxgauss.fit import Trace, check_int, init_carry, scan_batches
+from jaxgauss._fit import Trace, check_int, init_carry, scan_batches
 from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
 from jaxgauss.streams import sample
 
