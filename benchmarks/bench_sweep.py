@@ -66,7 +66,7 @@ def bench_case(d: int, parameterization: str, n_steps: int) -> dict:
     est = jg.gradient_ascent(
         optax.inject_hyperparams(optax.sgd)(learning_rate=0.0), parameterization
     )
-    g0 = jg.Gaussian(jnp.zeros(d), jnp.eye(d))
+    g0 = jg.Gaussian.standard(d)
     state0 = est.init(g0)
     keys = jax.random.split(jax.random.key(0), NUM_SEEDS)
     data = [jax.block_until_ready(jg.streams.sample(k, truth, n_steps)) for k in keys]

@@ -91,7 +91,7 @@ def _snapshots(est: jg.Estimator, ys: jax.Array, every: int) -> tuple[jg.Gaussia
     """Estimates every ``every`` rows (S, m, …) and the first rejected row (S,) of
     ``est`` on each seed's rows ``ys`` (S, n, d), from N(0, I)."""
     d = ys.shape[-1]
-    g0 = jg.Gaussian(jnp.zeros(d, ys.dtype), jnp.eye(d, dtype=ys.dtype))
+    g0 = jg.Gaussian.standard(d, ys.dtype)
 
     # Moment estimators apply ``every`` rows per step, as ``fit``'s blocked path does.
     block = every if est.rowwise else 1

@@ -154,7 +154,7 @@ def jax_jit_loop(rows: np.ndarray) -> Callable[[], Any]:
     d = rows.shape[1]
     est = gradient_ascent(optax.sgd(LEARNING_RATE), "precision")
     step = jax.jit(est.update)
-    state0 = est.init(Gaussian(jnp.zeros(d, rows.dtype), jnp.eye(d, dtype=rows.dtype)))
+    state0 = est.init(Gaussian.standard(d, rows.dtype))
 
     def run():
         state = state0

@@ -94,7 +94,7 @@ def breakdown(data: jax.Array, repeats: int) -> dict:
     x = data[:n]
     d = x.shape[1]
     est = welford()
-    state0 = est.init(Gaussian(jnp.zeros(d, x.dtype), jnp.eye(d, dtype=x.dtype)))
+    state0 = est.init(Gaussian.standard(d, x.dtype))
     batches, blocks = x.reshape(n, 1, d), x.reshape(-1, block, d)
 
     guarded = jax.jit(lambda b: scan_batches(est, init_carry(state0), b, block=block)[0])

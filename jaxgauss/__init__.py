@@ -1,6 +1,17 @@
 """jaxgauss: online estimation of a Gaussian's mean and covariance in JAX."""
 
 from jaxgauss import checkpoint, parameterizations, schedules, streams
+from jaxgauss._fit import (
+    DataError,
+    FitCarry,
+    FitResult,
+    Trace,
+    default_block_rows,
+    fit,
+    init_carry,
+    scan_batches,
+)
+from jaxgauss._sweep import SweepResult, grid_product, sweep
 from jaxgauss.estimators import (
     METHODS,
     AveragedState,
@@ -16,16 +27,6 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss._fit import (
-    DataError,
-    FitCarry,
-    FitResult,
-    Trace,
-    default_block_rows,
-    fit,
-    init_carry,
-    scan_batches,
-)
 from jaxgauss.gaussian import (
     Gaussian,
     check_gaussian,
@@ -37,7 +38,6 @@ from jaxgauss.gaussian import (
 )
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
-from jaxgauss._sweep import SweepResult, grid_product, sweep
 
 __version__ = "0.1.0"
 

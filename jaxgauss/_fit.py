@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgauss._checks import Score, check_int, check_score, check_truth
 from jaxgauss.estimators.base import Estimator
 from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
 from jaxgauss.streams import read_chunks
@@ -28,13 +28,21 @@ class Trace(NamedTuple):
 
     Attributes:
       rows: (m,) int32, data rows consumed when each snapshot was taken.
-      estimate: a ``Gaussian`` with a leading (m,) axis.
-      kl: (m,) KL(truth ‖ estimate), or None when no truth was given.
+      estimate: the estimate with a leading (m,) axis (a stacked ``Gaussian`` for
+        Gaussian estimators).
+      score: (m,) ``score(truth, estimate)`` (KL(truth ‖ estimate) by default), or
+        None when no truth was given.
     """
 
     rows: jax.Array
-    estimate: Gaussian
-    kl: jax.Array | None
+    estimate: Any
+    score: jax.Array | None
+
+    @property
+    def kl(self) -> jax.Array | None:
+        """The score under its default name: KL(truth ‖ estimate) unless ``fit`` or
+        ``sweep`` was given another ``score``."""
+        return self.score
 
 
 class FitResult(NamedTuple):
@@ -70,6 +78,26 @@ class FitCarry(NamedTuple):
 def init_carry(state: Any) -> FitCarry:
     """A fresh carry around an estimator state."""
     return FitCarry(state, jnp.array(-1, jnp.int32), jnp.array(0, jnp.int32))
+
+
+class ScanPlan(NamedTuple):
+    """What a compiled scan over rows does, fixed at trace time (hashable, so it is
+    the static argument of the jitted program).
+
+    Attributes:
+      estimator: the ``Estimator``.
+      batch_size: rows per update.
+      block: updates applied per scan step (> 1 only for rowwise estimators).
+      trace_every: a snapshot every this many updates (0: none); a multiple of block.
+      score: ``score(truth, estimate) -> scalar`` recorded in snapshots when a truth
+        is given.
+    """
+
+    estimator: Estimator
+    batch_size: int = 1
+    block: int = 1
+    trace_every: int = 0
+    score: Score = kl_divergence
 
 
 def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> FitCarry:
@@ -112,13 +140,7 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
 
 
 def _scan_rows(
-    estimator: Estimator,
-    carry: FitCarry,
-    rows: jax.Array,
-    truth: Gaussian | None,
-    batch_size: int,
-    block: int,
-    trace_every: int,
+    plan: ScanPlan, carry: FitCarry, rows: jax.Array, truth: Any
 ) -> tuple[FitCarry, Trace | None]:
     """The scans over ``rows`` (m, d), m a multiple of ``batch_size·block`` (and of
     ``batch_size·trace_every`` when tracing): each step applies ``block`` updates of
@@ -128,42 +150,54 @@ def _scan_rows(
     pieces whose last two axes are a block's rows and d: a reshape XLA does in place
     (one with a unit batch axis, (…, k, 1, d), made it copy all the data).
     """
+    est, b, block = plan.estimator, plan.batch_size, plan.block
     d = rows.shape[1]
-    step_rows = batch_size * block
 
     def step(c, piece):
         if block > 1:
-            return _blocked_step(estimator, c, piece, batch_size), None
-        return _guarded_step(estimator, c, piece), None
+            return _blocked_step(est, c, piece, b), None
+        return _guarded_step(est, c, piece), None
 
-    if not trace_every:
-        return jax.lax.scan(step, carry, rows.reshape(-1, step_rows, d))[0], None
+    if not plan.trace_every:
+        return jax.lax.scan(step, carry, rows.reshape(-1, b * block, d))[0], None
 
     def snapshot(c, pieces):
         c, _ = jax.lax.scan(step, c, pieces)
-        est = estimator.estimate(c.state)
-        kl = None if truth is None else kl_divergence(truth, est)
-        return c, (c.rows, est, kl)
+        estimate = est.estimate(c.state)
+        score = None if truth is None else plan.score(truth, estimate)
+        return c, (c.rows, estimate, score)
 
-    pieces = rows.reshape(-1, trace_every // block, step_rows, d)
-    carry, (snap_rows, est, kl) = jax.lax.scan(snapshot, carry, pieces)
-    return carry, Trace(snap_rows, est, kl)
+    pieces = rows.reshape(-1, plan.trace_every // block, b * block, d)
+    carry, (snap_rows, estimate, score) = jax.lax.scan(snapshot, carry, pieces)
+    return carry, Trace(snap_rows, estimate, score)
 
 
 def scan_batches(
     estimator: Estimator,
     carry: FitCarry,
     batches: jax.Array,
-    truth: Gaussian | None = None,
+    truth: Any = None,
     trace_every: int = 0,
     block: int = 1,
+    score: Score = kl_divergence,
 ) -> tuple[FitCarry, Trace | None]:
     """Apply the guarded update to each batch of ``batches`` (u, b, d) in a ``lax.scan``.
 
-    Pure and un-jitted. With ``trace_every = k > 0`` a snapshot is taken after every
-    k updates (u // k snapshots). With ``block > 1`` (only for rowwise estimators;
-    it must divide ``trace_every``) each scan step applies ``block`` updates at once;
-    the result agrees with ``block=1`` to rounding, guard and trace included.
+    Pure and un-jitted: the building block for running an estimator inside your own
+    ``jit``/``vmap`` (``fit`` and ``sweep`` are built on it). With ``trace_every = k > 0``
+    a snapshot is taken after every k updates (u // k snapshots), recording
+    ``score(truth, estimate)`` when ``truth`` is given. With ``block > 1`` (only for
+    rowwise estimators; it must divide ``trace_every``) each scan step applies
+    ``block`` updates at once; the result agrees with ``block=1`` to rounding, guard
+    and trace included.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> est = jg.welford()
+      >>> carry = jg.init_carry(est.init(jg.Gaussian.standard(1, jnp.float32)))
+      >>> carry, trace = jg.scan_batches(est, carry, jnp.arange(6.0).reshape(3, 2, 1), trace_every=1)
+      >>> trace.rows.tolist(), trace.estimate.mean[:, 0].tolist(), int(carry.diverged_at)
+      ([2, 4, 6], [0.5, 1.5, 2.5], -1)
     """
     if block > 1 and not estimator.rowwise:
         raise ValueError("block > 1 needs a rowwise estimator")
@@ -172,15 +206,14 @@ def scan_batches(
     u, b, d = batches.shape
     n_head = (u // (trace_every or block)) * (trace_every or block)
     rows = batches.reshape(u * b, d)
-    carry, trace = _scan_rows(estimator, carry, rows[: n_head * b], truth, b, block, trace_every)
+    plan = ScanPlan(estimator, b, block, trace_every, score)
+    carry, trace = _scan_rows(plan, carry, rows[: n_head * b], truth)
     if n_head < u:
-        carry, _ = _scan_rows(estimator, carry, rows[n_head * b :], truth, b, 1, 0)
+        carry, _ = _scan_rows(ScanPlan(estimator, b), carry, rows[n_head * b :], truth)
     return carry, trace
 
 
-@partial(jax.jit, static_argnames=("estimator", "batch_size", "block", "trace_every"))
-def _run(estimator, carry, rows, truth, batch_size, block, trace_every):
-    return _scan_rows(estimator, carry, rows, truth, batch_size, block, trace_every)
+_run = jax.jit(_scan_rows, static_argnames="plan")
 
 
 def default_block_rows() -> int:
@@ -212,10 +245,31 @@ class DataError(ValueError):
         estimated is lost (continue with ``fit(..., state=err.result.state)``).
     """
 
-    def __init__(self, message: str, row: int, result: FitResult):
+    def __init__(self, message: str, row: int, result: FitResult | None = None):
         super().__init__(message)
         self.row = row
         self.result = result
+
+
+def _plan(estimator, batch_size, trace_every, block_rows, score) -> ScanPlan:
+    """Validate the run's settings and fix the compiled scan's shape."""
+    if not isinstance(estimator, Estimator):
+        raise ValueError(f"estimator must be a jaxgauss Estimator, got {type(estimator).__name__}")
+    batch_size = check_int("batch_size", batch_size, 1)
+    trace_every = check_int("trace_every", trace_every, 0)
+    if block_rows is not None:
+        block_rows = check_int("block_rows", block_rows, 1)
+    block = _block_updates(estimator, batch_size, trace_every, block_rows)
+    return ScanPlan(estimator, batch_size, block, trace_every, check_score(score))
+
+
+def _check_source_options(chunk_rows, nan_policy, init, state) -> None:
+    if chunk_rows is not None:
+        check_int("chunk_rows", chunk_rows, 1)
+    if nan_policy not in ("raise", "skip"):
+        raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+    if state is not None and init is not None:
+        raise ValueError("pass either init (a fresh start) or state (a continuation), not both")
 
 
 def _check_chunk(chunk: Any, d: int | None, offset: int) -> Any:
@@ -250,6 +304,26 @@ def _float_dtype(dtype: Any) -> Any:
     return jax.dtypes.canonicalize_dtype(wide)
 
 
+def _check_state(estimator: Estimator, state: Any, d: int, dtype: Any) -> None:
+    """A continuation state must have the structure, shapes and dtypes this estimator
+    gives for d-column data of this dtype."""
+    like = jax.eval_shape(estimator.init, Gaussian.standard(d, dtype))
+    got, want = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(like)
+    if got != want:
+        raise ValueError(
+            f"state does not belong to this estimator: it has structure {got}, "
+            f"the estimator's states have {want}"
+        )
+    for leaf, spec in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(like)):
+        shape, leaf_dtype = jnp.shape(leaf), jnp.result_type(leaf)
+        if shape != spec.shape or leaf_dtype != spec.dtype:
+            raise ValueError(
+                f"state has a leaf of shape {shape} and dtype {leaf_dtype} where {d}-column "
+                f"{jnp.dtype(dtype).name} data need {spec.shape} and {spec.dtype}: was it "
+                "saved from data of another width or precision?"
+            )
+
+
 @jax.jit
 def _any_nonfinite(rows: jax.Array) -> jax.Array:
     return ~jnp.all(jnp.isfinite(rows))
@@ -264,7 +338,8 @@ def _nonfinite_rows(rows: jax.Array) -> np.ndarray:
 
 
 class _Feeder:
-    """Regroups incoming rows into compiled pieces of fixed shapes and applies them.
+    """One fit in progress: regroups incoming rows into compiled pieces of fixed
+    shapes, applies them, and assembles the ``FitResult``.
 
     Rows are buffered until a full chunk of ``size`` rows (a multiple of the
     indivisible ``unit``) is ready; each full chunk is one call of the same compiled
@@ -272,20 +347,17 @@ class _Feeder:
     so at most about 2 log₂ of the chunk size distinct shapes are ever compiled.
     """
 
-    def __init__(self, estimator, carry, batch_size, trace_every, block, truth, size):
-        self.estimator, self.carry, self.truth = estimator, carry, truth
-        self.batch_size, self.trace_every, self.block = batch_size, trace_every, block
-        self.unit = batch_size * (trace_every or block)  # rows per indivisible piece
+    def __init__(self, plan: ScanPlan, carry: FitCarry, truth: Any, size: int | None):
+        self.plan, self.carry, self.truth = plan, carry, truth
+        self.unit = plan.batch_size * (plan.trace_every or plan.block)  # indivisible piece
         self.size = None if size is None else self.unit * max(1, size // self.unit)
         self.pending: list[jax.Array] = []
         self.n_pending = 0
         self.traces: list[Trace] = []
+        self.skipped: list[int] = []  # rows dropped by nan_policy="skip", as given
 
-    def _run(self, rows: jax.Array, trace_every: int, block: int, batch_size=None) -> None:
-        b = batch_size or self.batch_size
-        self.carry, trace = _run(
-            self.estimator, self.carry, rows, self.truth, b, block, trace_every
-        )
+    def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
+        self.carry, trace = _run(plan, self.carry, rows, self.truth)
         if trace is not None:
             self.traces.append(trace)
 
@@ -305,7 +377,7 @@ class _Feeder:
             rows = self._take()
             done = 0
             while rows.shape[0] - done >= size:
-                self._run(rows[done : done + size], self.trace_every, self.block)
+                self._run(rows[done : done + size], self.plan)
                 done += size
             if done < rows.shape[0]:
                 self.push(rows[done:])
@@ -320,26 +392,42 @@ class _Feeder:
         units = rows.shape[0] // self.unit
         for bit in reversed(range(units.bit_length())):
             if units >> bit & 1:
-                self._run(rows[done : done + (self.unit << bit)], self.trace_every, self.block)
+                self._run(rows[done : done + (self.unit << bit)], self.plan)
                 done += self.unit << bit
-        batches = (rows.shape[0] - done) // self.batch_size
+        b = self.plan.batch_size
+        batches = (rows.shape[0] - done) // b
         for bit in reversed(range(batches.bit_length())):
             if batches >> bit & 1:
-                block = 1 << bit if self.block > 1 else 1
-                self._run(rows[done : done + (self.batch_size << bit)], 0, block)
-                done += self.batch_size << bit
+                block = 1 << bit if self.plan.block > 1 else 1
+                self._run(
+                    rows[done : done + (b << bit)], self.plan._replace(block=block, trace_every=0)
+                )
+                done += b << bit
         if done < rows.shape[0]:
             # one update of fewer than batch_size rows
-            self._run(rows[done:], 0, 1, batch_size=rows.shape[0] - done)
+            self._run(rows[done:], ScanPlan(self.plan.estimator, rows.shape[0] - done))
 
-    def trace(self, like: Gaussian) -> Trace | None:
-        if not self.trace_every:
+    def _trace(self, like: Any) -> Trace | None:
+        if not self.plan.trace_every:
             return None
-        if not self.traces:
-            empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
-            kl = None if self.truth is None else jnp.zeros((0,), like.mean.dtype)
-            return Trace(jnp.zeros((0,), jnp.int32), empty, kl)
-        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *self.traces)
+        if self.traces:
+            return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *self.traces)
+        empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
+        score = (
+            None
+            if self.truth is None
+            else jnp.zeros((0,), jax.tree_util.tree_leaves(like)[0].dtype)
+        )
+        return Trace(jnp.zeros((0,), jnp.int32), empty, score)
+
+    def result(self) -> FitResult:
+        carry = self.carry
+        estimate = self.plan.estimator.estimate(carry.state)
+        diverged = carry.diverged_at
+        if self.skipped and int(diverged) >= 0:
+            diverged = jnp.asarray(_original_row(int(diverged), self.skipped), jnp.int32)
+        trace = self._trace(estimate)
+        return FitResult(estimate, carry.state, diverged, trace, int(carry.rows), len(self.skipped))
 
 
 def _original_row(kept: int, skipped: list[int]) -> int:
@@ -351,12 +439,74 @@ def _original_row(kept: int, skipped: list[int]) -> int:
     return row
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """Boundary check of an integer argument (``fit``'s and ``sweep``'s): a clear
-    ValueError for bools, floats and values below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+class _Stream:
+    """The steps of one ``fit`` over a chunked source: start at the first chunk (the
+    data fix d and the dtype), screen each chunk for non-finite rows, feed it."""
+
+    def __init__(self, plan, *, init, state, truth, size, nan_policy):
+        self.plan, self.init, self.state, self.truth = plan, init, state, truth
+        self.size, self.nan_policy = size, nan_policy
+        self.feeder: _Feeder | None = None
+        self.d = self.dtype = None
+        self.seen = 0  # rows read, skipped ones included
+
+    def _start(self, first: Any) -> _Feeder:
+        d, dtype = first.shape[1], _float_dtype(first.dtype)
+        truth = None if self.truth is None else check_truth(self.truth, self.plan.score, d, dtype)
+        state = self.state
+        if state is None:
+            init = Gaussian.standard(d, dtype) if self.init is None else self.init
+            check_gaussian(init, d)
+            state = self.plan.estimator.init(init.astype(dtype))
+        else:
+            _check_state(self.plan.estimator, state, d, dtype)
+        self.d, self.dtype = d, dtype
+        return _Feeder(self.plan, init_carry(state), truth, self.size)
+
+    def _screen(self, rows: jax.Array) -> jax.Array:
+        """The finite rows of a chunk: non-finite ones are dropped and counted
+        ("skip"), or end the fit with a ``DataError`` after the rows before them."""
+        bad = _nonfinite_rows(rows)
+        if not bad.size:
+            return rows
+        if self.nan_policy == "raise":
+            self.feeder.push(rows[: bad[0]])
+            row = self.seen + int(bad[0])
+            raise DataError(
+                f"data row {row} is not finite ({np.asarray(rows[bad[0]]).tolist()}); "
+                f"the {row} rows before it were estimated: the error's .result holds "
+                "them (or pass nan_policy='skip' to drop such rows)",
+                row,
+            )
+        self.feeder.skipped.extend((self.seen + bad).tolist())
+        return jnp.delete(rows, bad, axis=0)
+
+    def feed(self, chunk: Any) -> None:
+        chunk = _check_chunk(chunk, self.d, self.seen)
+        if chunk.shape[0] == 0:
+            return
+        self.feeder = self.feeder or self._start(chunk)
+        rows = self._screen(jnp.asarray(chunk, self.dtype))
+        self.seen += chunk.shape[0]
+        self.feeder.push(rows)
+
+    def result(self) -> FitResult:
+        if self.feeder is None:
+            raise ValueError("data is empty: no rows")
+        self.feeder.close()
+        return self.feeder.result()
+
+    def partial_result(self) -> FitResult | None:
+        """After an error: the fit of every row read before it (None if none was).
+        Rows already buffered are applied; if that fails too, the last applied state
+        stands."""
+        if self.feeder is None:
+            return None
+        try:
+            self.feeder.close()
+        except Exception:
+            pass
+        return self.feeder.result()
 
 
 def fit(
@@ -366,12 +516,13 @@ def fit(
     *,
     batch_size: int = 1,
     trace_every: int = 0,
-    truth: Gaussian | None = None,
+    truth: Any = None,
     state: Any = None,
     block_rows: int | None = None,
     chunk_rows: int | None = None,
     nan_policy: str = "raise",
     progress: bool = False,
+    score: Score | None = None,
 ) -> FitResult:
     """Run ``estimator`` over the rows of ``data`` in jit-compiled ``lax.scan`` calls.
 
@@ -387,6 +538,12 @@ def fit(
     Chunks are regrouped into pieces of fixed shapes with the state carried between
     compiled calls, so the result equals one in-memory ``fit`` and a stream compiles
     at most a handful of shapes, whatever its length.
+
+    Nothing estimated is lost on an error: any exception raised while the rows are
+    read or applied (a non-finite row, a bad CSV cell, a chunk of another width, an
+    exception from your iterator, ``KeyboardInterrupt``) propagates as itself with
+    ``.result`` attached: the ``FitResult`` of every row read before it (None if no
+    row had been read). Continue with ``fit(..., state=err.result.state)``.
 
     Compilations are cached per (estimator object, shapes, dtypes, trace_every):
     calling ``fit`` again with the same estimator and data shape does not recompile.
@@ -404,8 +561,8 @@ def fit(
         given (passing both is an error).
       batch_size: rows per update, ≥ 1.
       trace_every: take a snapshot every this many updates (0: no trace).
-      truth: a ``Gaussian``; with ``trace_every``, the trace records
-        KL(truth ‖ estimate).
+      truth: what the trace's ``score`` is measured against: a ``Gaussian`` for the
+        default score, or whatever a given ``score`` takes (e.g. held-out rows).
       state: an estimator state from an earlier ``FitResult.state`` to continue from.
       block_rows: for rowwise estimators (``welford``, ``exponential``,
         ``natural_gradient``), about how many rows each compiled step applies at once
@@ -420,6 +577,9 @@ def fit(
         or "skip" (the row is dropped and counted in ``n_skipped``; indices such as
         ``diverged_at`` still refer to the data as given).
       progress: print rows done and throughput to stderr after each chunk.
+      score: ``score(truth, estimate) -> scalar`` recorded in the trace (None:
+        ``kl_divergence``, KL(truth ‖ estimate)). Pass the same function object on
+        every call to reuse the compilation.
 
     Returns:
       A ``FitResult`` (estimate, state, diverged_at, trace, n_rows, n_skipped).
@@ -427,94 +587,35 @@ def fit(
     Raises:
       ValueError: data not 2-D, empty, non-numeric, with inconsistent columns, or
         with a non-finite row (a ``DataError``); ``init`` or ``truth`` of the wrong
-        shape, non-finite, asymmetric or not positive definite; ``batch_size < 1``;
-        ``trace_every < 0``; an unknown ``nan_policy``.
+        shape, non-finite, asymmetric or not positive definite; a ``state`` of another
+        estimator or shape; ``batch_size < 1``; ``trace_every < 0``; an unknown
+        ``nan_policy``.
 
     Example:
       >>> import jax, optax, jaxgauss as jg
-      >>> ys = jg.streams.sample(jax.random.key(0), jg.Gaussian(jax.numpy.zeros(1), jax.numpy.eye(1)), 100)
+      >>> ys = jg.streams.sample(jax.random.key(0), jg.Gaussian.standard(1), 100)
       >>> res = jg.fit(jg.gradient_ascent(optax.sgd(0.002), "covariance"), ys, trace_every=10)
       >>> res.trace.rows.tolist()[:3], int(res.diverged_at), res.n_rows
       ([10, 20, 30], -1, 100)
     """
-    if not isinstance(estimator, Estimator):
-        raise ValueError(f"estimator must be a jaxgauss Estimator, got {type(estimator).__name__}")
-    batch_size = check_int("batch_size", batch_size, 1)
-    trace_every = check_int("trace_every", trace_every, 0)
-    if block_rows is not None:
-        block_rows = check_int("block_rows", block_rows, 1)
-    if chunk_rows is not None:
-        chunk_rows = check_int("chunk_rows", chunk_rows, 1)
-    if nan_policy not in ("raise", "skip"):
-        raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
-    if state is not None and init is not None:
-        raise ValueError("pass either init (a fresh start) or state (a continuation), not both")
-
-    chunks, total, target = read_chunks(data, chunk_rows)
-    block = _block_updates(estimator, batch_size, trace_every, block_rows)
-    feeder = None
-    seen = 0  # rows read, skipped ones included
-    skipped: list[int] = []
-    d = dtype = None
+    plan = _plan(estimator, batch_size, trace_every, block_rows, score)
+    _check_source_options(chunk_rows, nan_policy, init, state)
+    chunks, total, size = read_chunks(data, chunk_rows)
+    stream = _Stream(plan, init=init, state=state, truth=truth, size=size, nan_policy=nan_policy)
     started = time.perf_counter()
-
-    def result() -> FitResult:
-        carry = feeder.carry
-        est = estimator.estimate(carry.state)
-        diverged = carry.diverged_at
-        if skipped and int(diverged) >= 0:
-            diverged = jnp.asarray(_original_row(int(diverged), skipped), jnp.int32)
-        trace = feeder.trace(est)
-        return FitResult(est, carry.state, diverged, trace, int(carry.rows), len(skipped))
-
-    def start(first: Any) -> _Feeder:
-        nonlocal d, dtype, truth, init, state
-        d, dtype = first.shape[1], _float_dtype(first.dtype)
-        if truth is not None:
-            check_gaussian(truth, d, name="truth")
-            truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
-        if state is None:
-            if init is None:
-                init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
-            check_gaussian(init, d)
-            g0 = Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype))
-            state = estimator.init(g0)
-        carry = init_carry(state)
-        return _Feeder(estimator, carry, batch_size, trace_every, block, truth, target)
-
     try:
         for chunk in chunks:
-            chunk = _check_chunk(chunk, d, seen)
-            if chunk.shape[0] == 0:
-                continue
-            feeder = feeder or start(chunk)
-            rows = jnp.asarray(chunk, dtype)
-            bad = _nonfinite_rows(rows)
-            if bad.size and nan_policy == "raise":
-                feeder.push(rows[: bad[0]])
-                feeder.close()
-                row = seen + int(bad[0])
-                raise DataError(
-                    f"data row {row} is not finite ({np.asarray(rows[bad[0]]).tolist()}); "
-                    f"the {row} rows before it were estimated: the error's .result holds "
-                    "them (or pass nan_policy='skip' to drop such rows)",
-                    row,
-                    result(),
-                )
-            if bad.size:
-                skipped.extend((seen + bad).tolist())
-                rows = jnp.delete(rows, bad, axis=0)
-            seen += chunk.shape[0]
-            feeder.push(rows)
+            stream.feed(chunk)
             if progress:
-                _report(seen, total, started)
-        if feeder is None:
-            raise ValueError("data is empty: no rows")
-        feeder.close()
+                _report(stream.seen, total, started)
+        return stream.result()
+    except BaseException as err:
+        if getattr(err, "result", None) is None:
+            err.result = stream.partial_result()
+        raise
     finally:
         if progress:
             print(file=sys.stderr)
-    return result()
 
 
 def _report(done: int, total: int | None, started: float) -> None:

@@ -24,12 +24,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgauss._checks import check_int, check_score
+from jaxgauss._fit import Trace, init_carry, scan_batches
 from jaxgauss.estimators import (
     Estimator,
     welford,
 )
-from jaxgauss._fit import Trace, check_int, init_carry, scan_batches
-from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
+from jaxgauss.gaussian import Gaussian, check_gaussian
 from jaxgauss.streams import sample
 
 __all__ = ["SweepResult", "sweep", "grid_product"]
@@ -189,70 +190,78 @@ def _tile(tree: Any, n: int) -> Any:
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
 
 
+class _ChunkPlan(NamedTuple):
+    """What the compiled programs do (hashable: their static argument).
+
+    Attributes:
+      make_estimator: grid value → ``Estimator``.
+      mesh: the (k, s) device mesh.
+      num_seeds: S padded to a multiple of the mesh's seed axis.
+      num_updates: updates per configuration in one chunk.
+      batch_size: rows per update.
+      trace_every: a snapshot every this many updates (0: none).
+      score: ``score(truth, estimate) -> scalar``, the yardstick.
+    """
+
+    make_estimator: Callable[[Any], Estimator]
+    mesh: Mesh
+    num_seeds: int
+    num_updates: int
+    batch_size: int
+    trace_every: int
+    score: Callable[[Any, Any], jax.Array]
+
+
 @functools.partial(jax.jit, static_argnames=("make_estimator", "mesh", "num_seeds"))
-def _init_program(make_estimator, mesh, num_seeds, grid, g0):
+def _init_program(*, make_estimator, mesh, num_seeds, grid, g0):
     """Carries (K_pad, S_pad) of ``init_carry(est.init(g0))`` and welford states (S_pad,)."""
     s_local = num_seeds // mesh.shape["s"]
 
     def local(grid):
-        carry = jax.vmap(lambda h: _tile(init_carry(make_estimator(h).init(g0)), s_local))(grid)
-        return carry, _tile(welford().init(g0), s_local)
+        init = lambda h: _tile(init_carry(make_estimator(h).init(g0)), s_local)  # noqa: E731
+        return jax.vmap(init)(grid), _tile(welford().init(g0), s_local)
 
     specs = dict(in_specs=(P("k"),), out_specs=(P("k", "s"), P("s")))
     return jax.shard_map(local, mesh=mesh, **specs)(grid)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("make_estimator", "mesh", "num_updates", "batch_size", "trace_every"),
-    donate_argnames=("carry", "mle_state"),
-)
-def _chunk_program(
-    make_estimator,
-    mesh,
-    num_updates,
-    batch_size,
-    trace_every,
-    carry,
-    mle_state,
-    grid,
-    keys,
-    truth,
-    start,
-):
-    """``num_updates`` guarded updates of every (grid value, seed), from data row ``start``.
+@functools.partial(jax.jit, static_argnames=("plan",), donate_argnames=("carry", "mle_state"))
+def _chunk_program(plan: _ChunkPlan, *, carry, mle_state, grid, keys, truth, start):
+    """``plan.num_updates`` guarded updates of every (grid value, seed), from data row
+    ``start``.
 
     Returns the new carry and welford states, then (replicated on every device) the
-    estimates, KL(truth ‖ estimate), diverged_at, KL(truth ‖ MLE) and the chunk's
-    trace KL.
+    estimates, score(truth, estimate), diverged_at, score(truth, MLE) and the chunk's
+    trace scores.
     """
+    n_rows = plan.num_updates * plan.batch_size
 
     def local(carry, mle_state, grid, keys, truth, start):
-        ys = jax.vmap(lambda k: _rows(k, truth, start, num_updates * batch_size))(keys)
+        ys = jax.vmap(lambda k: _rows(k, truth, start, n_rows))(keys)
         mle_state = jax.vmap(welford().update)(mle_state, ys)
-        ys = ys.reshape(ys.shape[0], num_updates, batch_size, ys.shape[-1])
+        ys = ys.reshape(ys.shape[0], plan.num_updates, plan.batch_size, ys.shape[-1])
 
         def one(h, c, y):
-            est = make_estimator(h)
-            c, trace = scan_batches(est, c, y, truth, trace_every)
+            est = plan.make_estimator(h)
+            c, trace = scan_batches(est, c, y, truth, plan.trace_every, score=plan.score)
             estimate = est.estimate(c.state)
-            trace_kl = None if trace is None else trace.kl
-            return c, estimate, kl_divergence(truth, estimate), trace_kl
+            trace_score = None if trace is None else trace.score
+            return c, estimate, plan.score(truth, estimate), trace_score
 
         # Outer vmap over grid values (data shared), inner over seeds (data per seed).
         run = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, 0, None))
-        carry, estimate, final_kl, trace_kl = run(grid, carry, ys)
-        mle_kl = kl_divergence(truth, jax.vmap(welford().estimate)(mle_state))
-        return carry, mle_state, estimate, final_kl, carry.diverged_at, mle_kl, trace_kl
+        carry, estimate, final, trace_score = run(grid, carry, ys)
+        mle = jax.vmap(lambda s: plan.score(truth, welford().estimate(s)))(mle_state)
+        return carry, mle_state, estimate, final, carry.diverged_at, mle, trace_score
 
     ks = P("k", "s")
     out = jax.shard_map(
         local,
-        mesh=mesh,
+        mesh=plan.mesh,
         in_specs=(ks, P("s"), P("k"), P("s"), P(), P()),
         out_specs=(ks, P("s"), ks, ks, ks, P("s"), ks),
     )(carry, mle_state, grid, keys, truth, start)
-    return out[:2] + _replicated(mesh, out[2:])
+    return out[:2] + _replicated(plan.mesh, out[2:])
 
 
 # --- the driver -----------------------------------------------------------------------
@@ -302,24 +311,49 @@ def _as_grid(grid: Any) -> Grid:
     return _grid_axis("grid", grid)
 
 
-def _chunk_rows(chunk_steps: int | None, n_steps: int, unit: int, bytes_per_row: int) -> int:
-    """Rows per chunk: a multiple of ``unit`` (batch_size × trace_every), or n_steps."""
+class _Layout(NamedTuple):
+    """How a sweep is laid out: the mesh, the padded grid and seed counts, the chunk."""
+
+    mesh: Mesh
+    num_grid: int
+    num_seeds: int
+    grid_pad: int
+    seeds_pad: int
+    chunk_rows: int
+
+
+def _layout(
+    num_grid: int, num_seeds: int, *, d: int, dtype, n_steps: int, unit: int, chunk_steps
+) -> _Layout:
+    """Lay the K × S configurations out on a mesh of all devices (padding both axes
+    to fit it) and pick the chunk: a multiple of ``unit`` (batch_size × trace_every)
+    rows, or all ``n_steps``; None picks one whose rows take about 64 MiB per device."""
+    mesh = _mesh(num_grid, num_seeds)
+    grid_pad = -(-num_grid // mesh.shape["k"]) * mesh.shape["k"]
+    seeds_pad = -(-num_seeds // mesh.shape["s"]) * mesh.shape["s"]
+    bytes_per_row = (seeds_pad // mesh.shape["s"]) * (d * jnp.dtype(dtype).itemsize + 16)
     if chunk_steps is None:
-        cap = max(1, _CHUNK_BYTES // bytes_per_row // unit)
-        if cap * unit >= n_steps:
-            return n_steps
-        # Prefer a size that cuts the stream into equal chunks: then every chunk is
-        # the same compiled program.
-        units = n_steps // unit
-        exact = [u for u in range(cap, cap // 2, -1) if units % u == 0 and units * unit == n_steps]
-        return (exact[0] if exact else cap) * unit
-    if chunk_steps >= n_steps:
-        return n_steps
-    if chunk_steps % unit:
+        chunk = _default_chunk(n_steps, unit, bytes_per_row)
+    elif chunk_steps >= n_steps:
+        chunk = n_steps
+    elif chunk_steps % unit:
         raise ValueError(
             f"chunk_steps ({chunk_steps}) must be a multiple of batch_size × trace_every ({unit})"
         )
-    return chunk_steps
+    else:
+        chunk = chunk_steps
+    return _Layout(mesh, num_grid, num_seeds, grid_pad, seeds_pad, chunk)
+
+
+def _default_chunk(n_steps: int, unit: int, bytes_per_row: int) -> int:
+    cap = max(1, _CHUNK_BYTES // bytes_per_row // unit)
+    if cap * unit >= n_steps:
+        return n_steps
+    # Prefer a size that cuts the stream into equal chunks: then every chunk is the
+    # same compiled program.
+    units = n_steps // unit
+    exact = [u for u in range(cap, cap // 2, -1) if units % u == 0 and units * unit == n_steps]
+    return (exact[0] if exact else cap) * unit
 
 
 def _progress(done: int, total: int, start: float) -> None:
@@ -346,6 +380,7 @@ def sweep(
     trace_every: int = 0,
     chunk_steps: int | None = None,
     progress: bool = False,
+    score: Callable[[Any, Any], jax.Array] | None = None,
 ) -> SweepResult:
     """Run ``make_estimator(h)`` for every grid value h on ``seeds`` synthetic streams.
 
@@ -388,6 +423,10 @@ def sweep(
       chunk_steps: rows per chunk, a multiple of batch_size × trace_every; None
         picks one so that a chunk's rows take about 64 MiB.
       progress: print a progress bar over chunks to stderr.
+      score: the yardstick ``score(truth, estimate) -> scalar`` (None:
+        ``kl_divergence``, KL(truth ‖ estimate)); ``final_kl``, ``mle_kl``,
+        ``efficiency`` and the trace then hold this score (and its ratio to the
+        MLE's). Pass the same function object to reuse the compilation.
 
     Returns:
       A ``SweepResult``.
@@ -407,90 +446,134 @@ def sweep(
     """
     if not callable(make_estimator):
         raise ValueError(f"make_estimator must be callable, got {type(make_estimator).__name__}")
+    score = check_score(score)
     check_gaussian(truth, name="truth")
     dtype = jnp.asarray(truth.mean).dtype
-    dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype
-    truth = Gaussian(jnp.asarray(truth.mean, dtype), jnp.asarray(truth.cov, dtype))
-    d = truth.mean.shape[0]
+    truth = truth.astype(dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype)
+    d, dtype = truth.mean.shape[0], truth.mean.dtype
+    n_steps, batch_size = _check_steps(n_steps, batch_size, d)
+    num_seeds = check_int("seeds", seeds, 1)
+    trace_every = check_int("trace_every", trace_every, 0)
+    if chunk_steps is not None:
+        chunk_steps = check_int("chunk_steps", chunk_steps, 1)
+    init = Gaussian.standard(d, dtype) if init is None else init
+    check_gaussian(init, d)
+    key = _check_key(key)
+    grid = _as_grid(grid)
+    num_grid = jax.tree_util.tree_leaves(grid)[0].shape[0]
+
+    layout = _layout(
+        num_grid,
+        num_seeds,
+        d=d,
+        dtype=dtype,
+        n_steps=n_steps,
+        unit=batch_size * max(trace_every, 1),
+        chunk_steps=chunk_steps,
+    )
+    plan = _ChunkPlan(
+        make_estimator=make_estimator,
+        mesh=layout.mesh,
+        num_seeds=layout.seeds_pad,
+        num_updates=layout.chunk_rows // batch_size,
+        batch_size=batch_size,
+        trace_every=trace_every,
+        score=score,
+    )
+    # Floating grid values are traced in the data's dtype; the result keeps them as given.
+    grid_pad = jax.tree_util.tree_map(
+        lambda x: _pad(
+            jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else None), layout.grid_pad
+        ),
+        grid,
+    )
+    keys = _pad(jax.random.split(key, num_seeds), layout.seeds_pad)
+    outputs = _run_chunks(
+        plan,
+        layout,
+        n_steps=n_steps,
+        grid=grid_pad,
+        keys=keys,
+        truth=truth,
+        init=init.astype(dtype),
+        progress=progress,
+    )
+    return _assemble(grid, layout, plan, outputs)
+
+
+def _check_steps(n_steps: Any, batch_size: Any, d: int) -> tuple[int, int]:
     n_steps = check_int("n_steps", n_steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     if n_steps <= d:
         raise ValueError(
             f"n_steps ({n_steps}) must exceed the dimension d = {d}: the MLE reference of "
             "d rows or fewer is singular"
         )
-    num_seeds = check_int("seeds", seeds, 1)
-    batch_size = check_int("batch_size", batch_size, 1)
-    trace_every = check_int("trace_every", trace_every, 0)
-    if chunk_steps is not None:
-        chunk_steps = check_int("chunk_steps", chunk_steps, 1)
     if n_steps % batch_size:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of batch_size ({batch_size})")
     if n_steps >= 2**31:
         raise ValueError(f"n_steps must be < 2**31 (int32 row counters), got {n_steps}")
-    if init is None:
-        init = Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
-    check_gaussian(init, d)
-    init = Gaussian(jnp.asarray(init.mean, dtype), jnp.asarray(init.cov, dtype))
+    return n_steps, batch_size
+
+
+def _check_key(key: Any) -> jax.Array:
     key = jax.random.key(0) if key is None else key
     if not isinstance(key, jax.Array) or key.shape not in ((), (2,)):
         raise ValueError(f"key must be one PRNG key such as jax.random.key(0), got {key!r}")
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
-    grid = _as_grid(grid)
-    num_grid = jax.tree_util.tree_leaves(grid)[0].shape[0]
+    return key
 
-    mesh = _mesh(num_grid, num_seeds)
-    k_pad = -(-num_grid // mesh.shape["k"]) * mesh.shape["k"]
-    # Floating grid values are traced in the data's dtype; the result keeps them as given.
-    grid_pad = jax.tree_util.tree_map(
-        lambda x: _pad(
-            jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else None), k_pad
-        ),
-        grid,
+
+def _run_chunks(plan: _ChunkPlan, layout: _Layout, *, n_steps, grid, keys, truth, init, progress):
+    """The chunk loop: the carry passes from one compiled chunk to the next; a
+    shorter last chunk compiles once more. Returns the last chunk's outputs and the
+    trace scores of every chunk."""
+    carry, mle_state = _init_program(
+        make_estimator=plan.make_estimator,
+        mesh=plan.mesh,
+        num_seeds=plan.num_seeds,
+        grid=grid,
+        g0=init,
     )
-    s_pad = -(-num_seeds // mesh.shape["s"]) * mesh.shape["s"]
-    keys = _pad(jax.random.split(key, num_seeds), s_pad)
-    bytes_per_row = (s_pad // mesh.shape["s"]) * (d * jnp.dtype(dtype).itemsize + 16)
-    chunk = _chunk_rows(chunk_steps, n_steps, batch_size * max(trace_every, 1), bytes_per_row)
-
-    carry, mle_state = _init_program(make_estimator, mesh, s_pad, grid_pad, init)
-    starts = range(0, n_steps, chunk)
-    trace_kls = []
+    starts = range(0, n_steps, layout.chunk_rows)
+    trace_scores = []
     t0 = time.perf_counter()
     for i, start in enumerate(starts):
-        rows = min(chunk, n_steps - start)
-        carry, mle_state, estimate, final_kl, diverged_at, mle_kl, trace_kl = _chunk_program(
-            make_estimator,
-            mesh,
-            rows // batch_size,
-            batch_size,
-            trace_every,
-            carry,
-            mle_state,
-            grid_pad,
-            keys,
-            truth,
-            jnp.asarray(start, jnp.int32),
+        rows = min(layout.chunk_rows, n_steps - start)
+        chunk_plan = plan._replace(num_updates=rows // plan.batch_size)
+        carry, mle_state, *out = _chunk_program(
+            chunk_plan,
+            carry=carry,
+            mle_state=mle_state,
+            grid=grid,
+            keys=keys,
+            truth=truth,
+            start=jnp.asarray(start, jnp.int32),
         )
-        if trace_every:
-            trace_kls.append(trace_kl[:num_grid, :num_seeds])
+        trace_scores.append(out[-1])
         if progress:
-            jax.block_until_ready(final_kl)
+            jax.block_until_ready(out[1])
             _progress(i + 1, len(starts), t0)
+    return out[:-1], trace_scores
 
-    final_kl = final_kl[:num_grid, :num_seeds]
-    mle_kl = mle_kl[:num_seeds]
+
+def _assemble(grid: Grid, layout: _Layout, plan: _ChunkPlan, outputs) -> SweepResult:
+    """Drop the padding and stack the chunks' traces into a ``SweepResult``."""
+    (estimate, final, diverged_at, mle), trace_scores = outputs
+    k, s = layout.num_grid, layout.num_seeds
+    final, mle = final[:k, :s], mle[:s]
     trace = None
-    if trace_every:
-        kl = jnp.concatenate(trace_kls, axis=-1)
-        rows = batch_size * trace_every * jnp.arange(1, kl.shape[-1] + 1, dtype=jnp.int32)
-        trace = Trace(rows, None, kl)
+    if plan.trace_every:
+        scores = jnp.concatenate([t[:k, :s] for t in trace_scores], axis=-1)
+        step = plan.batch_size * plan.trace_every
+        trace = Trace(step * jnp.arange(1, scores.shape[-1] + 1, dtype=jnp.int32), None, scores)
     return SweepResult(
         grid=grid,
-        final_kl=final_kl,
-        diverged_at=diverged_at[:num_grid, :num_seeds],
-        estimate=jax.tree_util.tree_map(lambda x: x[:num_grid, :num_seeds], estimate),
-        mle_kl=mle_kl,
-        efficiency=final_kl / mle_kl,
+        final_kl=final,
+        diverged_at=diverged_at[:k, :s],
+        estimate=jax.tree_util.tree_map(lambda x: x[:k, :s], estimate),
+        mle_kl=mle,
+        efficiency=final / mle,
         trace=trace,
     )

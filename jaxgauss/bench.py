@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import optax
 
+from jaxgauss._fit import fit
 from jaxgauss.estimators import (
     Estimator,
     exponential,
@@ -32,7 +33,6 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss._fit import fit
 from jaxgauss.streams import random_truth, sample
 
 __all__ = [

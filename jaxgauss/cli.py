@@ -70,7 +70,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.resume:
         d = _data_dim(args.file)
         dtype = jnp.zeros(()).dtype
-        like = est.init(Gaussian(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype)))
+        like = est.init(Gaussian.standard(d, dtype))
         state = checkpoint.load(args.resume, like, name=args.method)
     try:
         res = fit(
@@ -122,9 +122,9 @@ def _sweep(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
+    from jaxgauss._sweep import sweep
     from jaxgauss.estimators import make_method
     from jaxgauss.streams import random_truth
-    from jaxgauss._sweep import sweep
 
     if not 0 < args.lr_min <= args.lr_max:
         raise ValueError(f"need 0 < --lr-min <= --lr-max, got {args.lr_min} and {args.lr_max}")

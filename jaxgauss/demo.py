@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from jaxgauss import schedules, streams
+from jaxgauss._fit import fit
 from jaxgauss.estimators import (
     Estimator,
     averaged,
@@ -24,7 +25,6 @@ from jaxgauss.estimators import (
     natural_gradient,
     welford,
 )
-from jaxgauss._fit import fit
 from jaxgauss.gaussian import Gaussian, kl_divergence
 
 __all__ = ["DemoRow", "run_demo", "format_table"]

@@ -7,7 +7,7 @@ log-determinants come from the factor's diagonal (log det Σ = 2 Σᵢ log Lᵢ�
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +42,25 @@ class Gaussian(NamedTuple):
     mean: jax.Array
     cov: jax.Array
 
+    @classmethod
+    def standard(cls, d: int, dtype: Any = None) -> Gaussian:
+        """N(0, I) in dimension ``d`` (dtype: JAX's default float when None).
 
-def _half_log_2pi(d: int) -> float:
+        Example:
+          >>> import jaxgauss as jg
+          >>> jg.Gaussian.standard(2).cov.tolist()
+          [[1.0, 0.0], [0.0, 1.0]]
+        """
+        dtype = jnp.zeros(()).dtype if dtype is None else dtype
+        return cls(jnp.zeros(d, dtype), jnp.eye(d, dtype=dtype))
+
+    def astype(self, dtype: Any) -> Gaussian:
+        """The same Gaussian with both fields as JAX arrays of ``dtype``."""
+        return Gaussian(jnp.asarray(self.mean, dtype), jnp.asarray(self.cov, dtype))
+
+
+def half_log_2pi(d: int) -> float:
+    """½ d log 2π: the normalising constant of a d-dimensional Gaussian log-density."""
     return 0.5 * d * math.log(2.0 * math.pi)
 
 
@@ -68,7 +85,7 @@ def log_likelihood(g: Gaussian, y: jax.Array) -> jax.Array:
     r = jnp.asarray(y) - g.mean
     z = solve_triangular(chol, r[..., None], lower=True)[..., 0]
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return -0.5 * jnp.sum(z**2, axis=-1) - half_logdet - _half_log_2pi(g.mean.shape[-1])
+    return -0.5 * jnp.sum(z**2, axis=-1) - half_logdet - half_log_2pi(g.mean.shape[-1])
 
 
 def cookbook_gradients(g: Gaussian, y: jax.Array) -> Gaussian:
@@ -155,6 +172,8 @@ def check_gaussian(g: Gaussian, d: int | None = None, *, name: str = "init") -> 
       ValueError: naming the problem: shapes, dimension ``d`` mismatch, non-finite
         entries, an asymmetric or non-positive-definite covariance.
     """
+    if not isinstance(g, Gaussian):
+        raise ValueError(f"{name} must be a jaxgauss Gaussian(mean, cov), got {type(g).__name__}")
     mean = np.asarray(g.mean)
     cov = np.asarray(g.cov)
     if mean.ndim != 1:

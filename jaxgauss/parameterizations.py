@@ -16,7 +16,6 @@ holds logarithms, so any real matrix is a valid point.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from jaxgauss.gaussian import Gaussian, is_spd, log_likelihood
+from jaxgauss.gaussian import Gaussian, half_log_2pi, is_spd, log_likelihood
 
 __all__ = ["Params", "Parameterization", "PARAMETERIZATIONS", "get_parameterization"]
 
@@ -56,10 +55,6 @@ class Parameterization(NamedTuple):
     to_gaussian: Callable[[Params], Gaussian]
     log_likelihood: Callable[[Params, jax.Array], jax.Array]
     is_valid: Callable[[Params], jax.Array]
-
-
-def _half_log_2pi(d: int) -> float:
-    return 0.5 * d * math.log(2.0 * math.pi)
 
 
 def _log_diag_to_tri(m: jax.Array) -> jax.Array:
@@ -115,7 +110,7 @@ def _chol_ll(p: Params, y: jax.Array) -> jax.Array:
     r = jnp.asarray(y) - p.mean
     z = solve_triangular(chol, r.reshape(-1, r.shape[-1]).T, lower=True)
     quad = jnp.sum(z**2, axis=0).reshape(r.shape[:-1])
-    return -0.5 * quad - jnp.sum(jnp.diagonal(p.matrix)) - _half_log_2pi(p.mean.shape[-1])
+    return -0.5 * quad - jnp.sum(jnp.diagonal(p.matrix)) - half_log_2pi(p.mean.shape[-1])
 
 
 # --- precision: Σ⁻¹ = U Uᵀ, log-diagonal -------------------------------------------
@@ -155,7 +150,7 @@ def _prec_ll(p: Params, y: jax.Array) -> jax.Array:
     return (
         -0.5 * jnp.sum(z**2, axis=-1)
         + jnp.sum(jnp.diagonal(p.matrix))
-        - _half_log_2pi(p.mean.shape[-1])
+        - half_log_2pi(p.mean.shape[-1])
     )
 
 
@@ -180,7 +175,7 @@ def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
     return (
         -0.5 * jnp.sum(r**2 * jnp.exp(-p.matrix), axis=-1)
         - 0.5 * jnp.sum(p.matrix)
-        - _half_log_2pi(p.mean.shape[-1])
+        - half_log_2pi(p.mean.shape[-1])
     )
 
 

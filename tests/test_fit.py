@@ -342,3 +342,39 @@ def test_integer_and_csv_errors(tmp_path):
         jg.fit(jg.welford(), str(tmp_path / "ys.parquet"))
     with pytest.raises(ValueError, match="have 3 columns, earlier rows 2"):
         jg.fit(jg.welford(), iter([np.ones((4, 2)), np.ones((4, 3))]))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the source broke"), KeyboardInterrupt()])
+def test_any_error_keeps_the_fit_of_every_earlier_row(error):
+    """An exception from the user's iterator (or Ctrl-C) propagates as itself, with the
+    fit of every row read before it attached: a KeyboardInterrupt stays one, so
+    ``except Exception`` cannot swallow it."""
+    ys = np.array(_data(90, d=2))
+
+    def chunks():
+        yield ys[:40]
+        yield ys[40:70]
+        raise error
+
+    with pytest.raises(type(error)) as info:
+        jg.fit(jg.welford(), chunks(), chunk_rows=32)
+    res = info.value.result
+    assert res.n_rows == 70
+    np.testing.assert_allclose(res.estimate.cov, np.cov(ys[:70].T, bias=True), rtol=1e-10)
+    # a width change is a ValueError carrying the rows before it; nothing read: None
+    with pytest.raises(ValueError, match="have 3 columns") as info:
+        jg.fit(jg.welford(), iter([ys[:10], np.ones((4, 3))]))
+    assert info.value.result.n_rows == 10
+    with pytest.raises(ValueError, match="must be 2-D") as info:
+        jg.fit(jg.welford(), iter([np.ones(3)]))
+    assert info.value.result is None
+
+
+def test_state_of_another_estimator_or_width_is_refused():
+    state = jg.fit(jg.welford(), _data(20, d=3)).state
+    with pytest.raises(ValueError, match="state has a leaf of shape"):
+        jg.fit(jg.welford(), _data(20, d=2), state=state)
+    with pytest.raises(ValueError, match="does not belong to this estimator"):
+        jg.fit(jg.gradient_ascent(optax.sgd(0.1)), _data(20, d=3), state=state)
+    with pytest.raises(ValueError, match="init must be a jaxgauss Gaussian"):
+        jg.fit(jg.welford(), _data(20, d=3), init=(jnp.zeros(3), jnp.eye(3)))
