@@ -29,8 +29,7 @@ import numpy as np
 import optax
 
 import jaxgauss as jg
-from jaxgauss import bench
-from jaxgauss import init_carry, scan_batches
+from jaxgauss import bench, init_carry, scan_batches
 from jaxgauss.schedules import robbins_monro
 
 DIM = 5

@@ -18,7 +18,6 @@ from contextlib import AbstractContextManager as ContextManager
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import peers as P
-from jaxgauss import Gaussian, bench, fit, welford
-from jaxgauss import default_block_rows, init_carry, scan_batches
+from jaxgauss import Gaussian, bench, default_block_rows, fit, init_carry, scan_batches, welford
 
 SKIPPED = "skipped (not installed)"
 

@@ -17,8 +17,8 @@ import optax
 import pytest
 
 import jaxgauss as jg
-from jaxgauss.estimators import METHODS, make_method
 from jaxgauss import SweepResult, grid_product, sweep
+from jaxgauss.estimators import METHODS, make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = jnp.float64
