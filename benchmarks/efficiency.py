@@ -104,17 +104,6 @@ def _snapshots(est: jg.Estimator, ys: jax.Array, every: int) -> tuple[jg.Gaussia
     return jax.vmap(one)(ys)
 
 
-def _kl(truth: jg.Gaussian, estimates: jg.Gaussian) -> np.ndarray:
-    """KL(truth ‖ each estimate) in float64."""
-    with jax.enable_x64(True):
-        as64 = partial(jnp.asarray, dtype=jnp.float64)
-        return np.asarray(
-            jg.kl_divergence(
-                jax.tree_util.tree_map(as64, truth), jax.tree_util.tree_map(as64, estimates)
-            )
-        )
-
-
 def run_condition(
     condition: float,
     d: int,
@@ -137,14 +126,17 @@ def run_condition(
         ys = jax.vmap(lambda k: jg.streams.sample(k, truth, counts[-1]))(keys)
         with jax.enable_x64(True):
             ys64 = jnp.asarray(ys, jnp.float64)
-            mle_kl = np.stack([_kl(truth, jax.vmap(jg.mle)(ys64[:, :n])) for n in counts], axis=1)
+            mle_kl = np.stack(
+                [jg.kl_divergence_float64(truth, jax.vmap(jg.mle)(ys64[:, :n])) for n in counts],
+                axis=1,
+            )
         picks = np.asarray(counts) // every - 1
         results = []
         for method in methods:
             est = estimators.setdefault((method.name, dtype), method.make())
             snaps, diverged_at = _snapshots(est, ys, every)
             picked = jax.tree_util.tree_map(lambda x: x[:, picks], snaps)
-            kl = _kl(truth, picked)  # (S, len(counts))
+            kl = jg.kl_divergence_float64(truth, picked)  # (S, len(counts))
             results.append(
                 {
                     "method": method.name,

@@ -5,8 +5,8 @@ For each dimension d the same float32 rows are timed through jaxgauss's own case
 the timing helper ``jaxgauss.bench.time_call`` (a warm-up call, then the median of
 repeats, ``block_until_ready``). Slow implementations are timed on fewer rows; the
 unit is data rows per second. A blocked ``fit`` is also broken down into the layers
-it is made of (``breakdown``), which explains where its time goes. The targets of
-issue 5 are evaluated on the ratios of one run.
+it is made of (``breakdown``), which explains where its time goes. The speed targets
+(``TARGETS``) are evaluated on the ratios of one run.
 """
 
 from __future__ import annotations

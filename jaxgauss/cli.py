@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from jaxgauss.estimators import METHODS
+from jaxgauss.estimators.registry import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
 __all__ = ["main"]
@@ -21,23 +21,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_estimator(args: argparse.Namespace):
-    from jaxgauss.estimators import exponential, make_method, natural_gradient, welford
+def _hyperparameters(args: argparse.Namespace) -> dict:
+    """The hyperparameters given on the command line, by name (None: not given)."""
+    return {h.name: getattr(args, h.name) for m in METHODS.values() for h in m.hyperparameters}
 
-    if args.method == "welford":
-        return welford()
-    if args.method == "natural":
-        return natural_gradient(args.lr)
-    if args.method == "exponential":
-        if args.half_life is None:
-            raise ValueError("--method exponential needs --half-life ROWS")
-        return exponential(args.half_life)
-    if args.lr is None:
-        raise ValueError(
-            f"--method {args.method} needs --lr (jaxgauss sweep finds a good one), "
-            "or use --method welford for the exact MLE"
+
+def _fit_estimator(args: argparse.Namespace):
+    return get_method(args.method)(args.parameterization, **_hyperparameters(args))
+
+
+def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
+    """One option per hyperparameter named in the registry, its help saying which
+    methods take it and what it means for each."""
+    group = parser.add_argument_group("method hyperparameters (generated from the registry)")
+    records: dict[str, list] = {}
+    for method in METHODS.values():
+        for h in method.hyperparameters:
+            records.setdefault(h.name, []).append((method.name, h))
+    for name, uses in records.items():
+        first = uses[0][1]
+        meaning = "; ".join(
+            f"{', '.join(m for m, x in uses if x.help == h.help)}: {h.help}"
+            for h in {x.help: x for _, x in uses}.values()
         )
-    return make_method(args.method, args.parameterization)(args.lr)
+        group.add_argument(
+            first.flag,
+            *sorted({a for _, h in uses for a in h.aliases}),
+            dest=name,
+            type=int if first.integer else float,
+            default=None,
+            help=meaning,
+        )
 
 
 def _data_dim(path: str) -> int:
@@ -126,18 +140,33 @@ def _sweep(args: argparse.Namespace) -> int:
     from jaxgauss.estimators import make_method
     from jaxgauss.streams import random_truth
 
-    if not 0 < args.lr_min <= args.lr_max:
-        raise ValueError(f"need 0 < --lr-min <= --lr-max, got {args.lr_min} and {args.lr_max}")
-    if args.num_lr < 1:
-        raise ValueError(f"--num-lr must be >= 1, got {args.num_lr}")
+    methods = [get_method(m) for m in dict.fromkeys(args.method)]
+    swept = {m.swept for m in methods}
+    if len(swept) > 1:
+        raise ValueError(
+            "the methods of one sweep must vary the same hyperparameter; these vary "
+            + ", ".join(f"{m.name}: {m.swept}" for m in methods)
+            + " (sweep them in separate calls)"
+        )
+    low, high = methods[0].swept_hyperparameter().grid
+    low = low if args.grid_min is None else args.grid_min
+    high = high if args.grid_max is None else args.grid_max
+    if not 0 < low <= high:
+        raise ValueError(f"need 0 < --grid-min <= --grid-max, got {low} and {high}")
+    if args.num_grid < 1:
+        raise ValueError(f"--num-grid must be >= 1, got {args.num_grid}")
     if args.steps < 1 or args.batch_size < 1 or args.steps % args.batch_size:
         raise ValueError(
             f"--steps ({args.steps}) must be a positive multiple of --batch-size ({args.batch_size})"
         )
-    makers = {m: make_method(m, args.parameterization) for m in dict.fromkeys(args.method)}
+    grid = np.geomspace(low, high, args.num_grid)
+    for m in methods:
+        m.swept_hyperparameter().check(low, m.name)
+        m.swept_hyperparameter().check(high, m.name)
+    makers = {m.name: make_method(m.name, args.parameterization) for m in methods}
+    swept = swept.pop().replace("_", " ")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lrs = np.geomspace(args.lr_min, args.lr_max, args.num_lr)
     key_truth, key_stream = jax.random.split(jax.random.key(args.seed))
     truth = random_truth(key_truth, args.dim, args.condition)
     # Up to 20 equal chunks, so the progress bar moves and one program serves them all.
@@ -149,7 +178,7 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{name}:", file=sys.stderr)
         res = sweep(
             make,
-            lrs,
+            grid,
             truth=truth,
             n_steps=args.steps,
             seeds=args.seeds,
@@ -169,19 +198,18 @@ def _sweep(args: argparse.Namespace) -> int:
             continue
         median = float(res.stats()[0][k])
         if best is None or median < best[2]:
-            best = (name, float(lrs[k]), median)
+            best = (name, float(grid[k]), median)
     if best is None:
-        print("\nbest: none (every learning rate diverged on some seed)")
+        print(f"\nbest: none (every {swept} diverged on some seed)")
     else:
-        print(
-            f"\nbest: {best[0]} with learning rate {best[1]:.4g} (median efficiency {best[2]:.4g})"
-        )
+        print(f"\nbest: {best[0]} with {swept} {best[1]:.4g} (median efficiency {best[2]:.4g})")
 
     names = list(results)
     np.savez(
         out / "sweep.npz",
         methods=np.array(names),
-        learning_rates=lrs,
+        grid=grid,
+        hyperparameter=np.array(swept),
         final_kl=np.stack([np.asarray(results[n].final_kl) for n in names]),
         diverged_at=np.stack([np.asarray(results[n].diverged_at) for n in names]),
         efficiency=np.stack([np.asarray(results[n].efficiency) for n in names]),
@@ -261,14 +289,10 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         default="welford",
         choices=list(METHODS),
-        help="estimator (default: %(default)s, the exact maximum-likelihood estimate)",
+        help="estimator (default: %(default)s, the exact maximum-likelihood estimate): "
+        + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
-    fit.add_argument(
-        "--lr",
-        type=float,
-        help="learning rate of gradient methods; for natural, a constant step (default 1/t)",
-    )
-    fit.add_argument("--half-life", type=float, help="half-life in rows, for --method exponential")
+    _add_hyperparameter_options(fit)
     fit.add_argument(
         "--parameterization",
         default="cholesky",
@@ -304,8 +328,8 @@ def _parser() -> argparse.ArgumentParser:
         "--method",
         nargs="+",
         default=["sgd"],
-        help="one or more of welford, natural, exponential, sgd, adam, averaged-sgd, "
-        "fisher-sgd (default: %(default)s)",
+        help=f"one or more of {', '.join(METHODS)}, varying the same hyperparameter "
+        "(default: %(default)s)",
     )
     sweep.add_argument(
         "--parameterization",
@@ -314,13 +338,25 @@ def _parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     sweep.add_argument(
-        "--lr-min", type=float, default=1e-4, help="smallest learning rate (default: %(default)s)"
+        "--grid-min",
+        "--lr-min",
+        type=float,
+        help="smallest value of the swept hyperparameter (default: the method's range: "
+        + "; ".join(
+            f"{m.name} {m.swept} {m.swept_hyperparameter().grid[0]:g}..{m.swept_hyperparameter().grid[1]:g}"
+            for m in METHODS.values()
+        )
+        + ")",
     )
     sweep.add_argument(
-        "--lr-max", type=float, default=1e-1, help="largest learning rate (default: %(default)s)"
+        "--grid-max", "--lr-max", type=float, help="largest value of the swept hyperparameter"
     )
     sweep.add_argument(
-        "--num-lr", type=int, default=10, help="log-spaced learning rates (default: %(default)s)"
+        "--num-grid",
+        "--num-lr",
+        type=int,
+        default=10,
+        help="log-spaced values of the swept hyperparameter (default: %(default)s)",
     )
     sweep.add_argument(
         "--seeds", type=int, default=16, help="streams per learning rate (default: %(default)s)"

@@ -19,6 +19,7 @@ __all__ = [
     "log_likelihood",
     "cookbook_gradients",
     "kl_divergence",
+    "kl_divergence_float64",
     "mle",
     "is_spd",
     "check_gaussian",
@@ -140,6 +141,21 @@ def kl_divergence(p: Gaussian, q: Gaussian) -> jax.Array:
     d = p.mean.shape[-1]
     trace = jnp.sum(m**2, axis=(-2, -1))
     return 0.5 * (trace + jnp.sum(z**2, axis=-1) - d + logdet_q - logdet_p)
+
+
+def kl_divergence_float64(p: Gaussian, q: Gaussian) -> np.ndarray:
+    """``kl_divergence(p, q)`` computed in float64 whatever the x64 setting, as NumPy:
+    the yardstick for references (demo, benchmarks), where float32 rounding of a
+    near-zero KL would dominate it.
+
+    Example:
+      >>> import jaxgauss as jg
+      >>> p = jg.Gaussian.standard(2)
+      >>> float(jg.kl_divergence_float64(p, jg.Gaussian(p.mean, 2 * p.cov)))  # log 2 − ½
+      0.193147...
+    """
+    with jax.enable_x64(True):
+        return np.asarray(kl_divergence(p.astype(jnp.float64), q.astype(jnp.float64)))
 
 
 def mle(ys: jax.Array) -> Gaussian:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 from jaxgauss.gaussian import Gaussian, half_log_2pi, is_spd, log_likelihood
 
@@ -48,6 +48,9 @@ class Parameterization(NamedTuple):
         "covariance") that the parameters map to a finite, positive-definite
         Gaussian. Only "covariance" can leave the SPD cone; the others can still
         overflow (a log-diagonal entry beyond the float's exponent range).
+      fisher_inverse: (Params θ, gradient g in θ) -> F(θ)⁻¹ g, the Gaussian's Fisher
+        metric pulled back to θ and inverted in closed form (the derivations are in
+        ``jaxgauss.preconditioners``); None where no closed form is known.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Parameterization(NamedTuple):
     to_gaussian: Callable[[Params], Gaussian]
     log_likelihood: Callable[[Params, jax.Array], jax.Array]
     is_valid: Callable[[Params], jax.Array]
+    fisher_inverse: Callable[[Params, Params], Params] | None = None
 
 
 def _log_diag_to_tri(m: jax.Array) -> jax.Array:
@@ -68,6 +72,24 @@ def _tri_to_log_diag(chol: jax.Array) -> jax.Array:
 
 def _symmetric(a: jax.Array) -> jax.Array:
     return 0.5 * (a + a.T)
+
+
+def _natural_log_factor(m: jax.Array, g: jax.Array) -> jax.Array:
+    """Natural gradient for a lower factor T with log-diagonal ``m`` (A = T Tᵀ).
+
+    With T = tril(m, −1) + diag(exp(diag m)) and dT = T X (X lower triangular),
+    dA = T (X + Xᵀ) Tᵀ and the Gaussian's Fisher metric ½ tr(A⁻¹ dA A⁻¹ dA) equals
+    ‖X + Xᵀ‖²_F / 2 = Σ_{i>j} X_ij² + 2 Σ_i X_ii²: diagonal in X. The gradient g in
+    ``m`` pulls back to G_T (diagonal divided by T_ii), pairs with X as tril(Tᵀ G_T),
+    and the metric's inverse halves that diagonal: X = Φ(Tᵀ G_T). Back in ``m``,
+    dm = tril(T X, −1) + diag(X) (dT_ii = T_ii dm_ii = T_ii X_ii).
+    """
+    t = _log_diag_to_tri(m)
+    g_t = jnp.tril(g, -1) + jnp.diag(jnp.diagonal(g) * jnp.exp(-jnp.diagonal(m)))
+    h = t.T @ g_t  # its lower triangle depends only on tril(g_t)
+    x_diag = 0.5 * jnp.diagonal(h)
+    x = jnp.tril(h, -1) + jnp.diag(x_diag)
+    return jnp.tril(t @ x, -1) + jnp.diag(x_diag)
 
 
 # --- covariance: the question's raw Σ ------------------------------------------------
@@ -89,6 +111,18 @@ def _cov_valid(p: Params) -> jax.Array:
     return is_spd(p.matrix)
 
 
+def _cov_fisher_inverse(p: Params, g: Params) -> Params:
+    # F⁻¹ on (μ, Σ): (Σ g_μ, 2 Σ G Σ), applied through Σ's Cholesky factor. G carries
+    # Σ⁻¹ twice (it came from solves with this same factor); L (Lᵀ G L) Lᵀ undoes those
+    # solves, while matmuls with Σ itself lose Σ's small eigenvalues once κ(Σ) ≳ 10⁷
+    # (float64). Symmetrised so the iterate stays exactly symmetric (an asymmetric G
+    # acts through its symmetric part).
+    chol = jnp.linalg.cholesky(p.matrix)
+    return Params(
+        chol @ (chol.T @ g.mean), _symmetric(2.0 * chol @ (chol.T @ g.matrix @ chol) @ chol.T)
+    )
+
+
 # --- cholesky: Σ = L Lᵀ, log-diagonal ------------------------------------------------
 
 
@@ -103,6 +137,11 @@ def _chol_to(p: Params) -> Gaussian:
 
 def _chol_valid(p: Params) -> jax.Array:
     return jnp.all(jnp.isfinite(_chol_to(p).cov))
+
+
+def _chol_fisher_inverse(p: Params, g: Params) -> Params:
+    chol = _log_diag_to_tri(p.matrix)
+    return Params(chol @ (chol.T @ g.mean), _natural_log_factor(p.matrix, g.matrix))
 
 
 def _chol_ll(p: Params, y: jax.Array) -> jax.Array:
@@ -144,6 +183,13 @@ def _prec_valid(p: Params) -> jax.Array:
     return _exp_in_range(jnp.diagonal(p.matrix))
 
 
+def _prec_fisher_inverse(p: Params, g: Params) -> Params:
+    # Σ g_μ = (U Uᵀ)⁻¹ g_μ by two triangular solves; the factor's part is matmuls only
+    # (the metric of Λ = U Uᵀ has the same form as that of Σ).
+    u = _log_diag_to_tri(p.matrix)
+    return Params(cho_solve((u, True), g.mean), _natural_log_factor(p.matrix, g.matrix))
+
+
 def _prec_ll(p: Params, y: jax.Array) -> jax.Array:
     u = _log_diag_to_tri(p.matrix)
     z = (jnp.asarray(y) - p.mean) @ u
@@ -170,6 +216,11 @@ def _diag_valid(p: Params) -> jax.Array:
     return _exp_in_range(p.matrix)
 
 
+def _diag_fisher_inverse(p: Params, g: Params) -> Params:
+    # F = diag(1/σ²) for μ and ½ I for s = log σ².
+    return Params(jnp.exp(p.matrix) * g.mean, 2.0 * g.matrix)
+
+
 def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
     r = jnp.asarray(y) - p.mean
     return (
@@ -180,10 +231,18 @@ def _diag_ll(p: Params, y: jax.Array) -> jax.Array:
 
 
 PARAMETERIZATIONS: dict[str, Parameterization] = {
-    "covariance": Parameterization("covariance", _cov_from, _cov_to, _cov_ll, _cov_valid),
-    "cholesky": Parameterization("cholesky", _chol_from, _chol_to, _chol_ll, _chol_valid),
-    "precision": Parameterization("precision", _prec_from, _prec_to, _prec_ll, _prec_valid),
-    "diagonal": Parameterization("diagonal", _diag_from, _diag_to, _diag_ll, _diag_valid),
+    "covariance": Parameterization(
+        "covariance", _cov_from, _cov_to, _cov_ll, _cov_valid, _cov_fisher_inverse
+    ),
+    "cholesky": Parameterization(
+        "cholesky", _chol_from, _chol_to, _chol_ll, _chol_valid, _chol_fisher_inverse
+    ),
+    "precision": Parameterization(
+        "precision", _prec_from, _prec_to, _prec_ll, _prec_valid, _prec_fisher_inverse
+    ),
+    "diagonal": Parameterization(
+        "diagonal", _diag_from, _diag_to, _diag_ll, _diag_valid, _diag_fisher_inverse
+    ),
 }
 
 

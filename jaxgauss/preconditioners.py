@@ -17,14 +17,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-from jax.scipy.linalg import cho_solve
 
 from jaxgauss.estimators.base import all_finite
 from jaxgauss.gaussian import Gaussian
 from jaxgauss.parameterizations import (
     Parameterization,
     Params,
-    _log_diag_to_tri,
     _symmetric,
     get_parameterization,
 )
@@ -39,48 +37,6 @@ def _require_params(params: Params | None, name: str) -> Params:
             "(jaxgauss.gradient_ascent passes them)"
         )
     return params
-
-
-def _natural_log_factor(m: jax.Array, g: jax.Array) -> jax.Array:
-    """Natural gradient for a lower factor T with log-diagonal ``m`` (A = T Tᵀ).
-
-    With T = tril(m, −1) + diag(exp(diag m)) and dT = T X (X lower triangular),
-    dA = T (X + Xᵀ) Tᵀ and the Gaussian's Fisher metric ½ tr(A⁻¹ dA A⁻¹ dA) equals
-    ‖X + Xᵀ‖²_F / 2 = Σ_{i>j} X_ij² + 2 Σ_i X_ii²: diagonal in X. The gradient g in
-    ``m`` pulls back to G_T (diagonal divided by T_ii), pairs with X as tril(Tᵀ G_T),
-    and the metric's inverse halves that diagonal: X = Φ(Tᵀ G_T). Back in ``m``,
-    dm = tril(T X, −1) + diag(X) (dT_ii = T_ii dm_ii = T_ii X_ii).
-    """
-    t = _log_diag_to_tri(m)
-    g_t = jnp.tril(g, -1) + jnp.diag(jnp.diagonal(g) * jnp.exp(-jnp.diagonal(m)))
-    h = t.T @ g_t  # its lower triangle depends only on tril(g_t)
-    x_diag = 0.5 * jnp.diagonal(h)
-    x = jnp.tril(h, -1) + jnp.diag(x_diag)
-    return jnp.tril(t @ x, -1) + jnp.diag(x_diag)
-
-
-def _natural_gradient(name: str, params: Params, grads: Params) -> Params:
-    m, g = params.matrix, grads.matrix
-    if name == "covariance":
-        # F⁻¹ on (μ, Σ): (Σ g_μ, 2 Σ G Σ), applied through Σ's Cholesky factor. G
-        # carries Σ⁻¹ twice (it came from solves with this same factor); L (Lᵀ G L) Lᵀ
-        # undoes those solves, while matmuls with Σ itself lose Σ's small eigenvalues
-        # once κ(Σ) ≳ 10⁷ (float64). Symmetrised so the iterate stays exactly symmetric
-        # (an asymmetric G acts through its symmetric part).
-        chol = jnp.linalg.cholesky(m)
-        return Params(
-            chol @ (chol.T @ grads.mean), _symmetric(2.0 * chol @ (chol.T @ g @ chol) @ chol.T)
-        )
-    if name == "cholesky":
-        chol = _log_diag_to_tri(m)
-        return Params(chol @ (chol.T @ grads.mean), _natural_log_factor(m, g))
-    if name == "precision":
-        # Σ g_μ = (U Uᵀ)⁻¹ g_μ by two triangular solves; the factor's part is matmuls
-        # only (the metric of Λ = U Uᵀ has the same form as that of Σ).
-        u = _log_diag_to_tri(m)
-        return Params(cho_solve((u, True), grads.mean), _natural_log_factor(m, g))
-    # diagonal: F = diag(1/σ²) for μ and ½ I for s = log σ².
-    return Params(jnp.exp(m) * grads.mean, 2.0 * g)
 
 
 def fisher_preconditioner(
@@ -126,7 +82,7 @@ def fisher_preconditioner(
 
     Args:
       parameterization: "covariance", "cholesky", "precision" or "diagonal" (or a
-        ``Parameterization`` of one of those names).
+        ``Parameterization`` with a ``fisher_inverse``).
 
     Returns:
       An ``optax.GradientTransformation`` with an empty state; its ``update`` needs
@@ -144,13 +100,12 @@ def fisher_preconditioner(
       ([1.0], [[2.5]])
     """
     param = get_parameterization(parameterization)
-    name = param.name
-    if name not in ("covariance", "cholesky", "precision", "diagonal"):
-        raise ValueError(f"no closed-form Fisher information for parameterization {name!r}")
+    if param.fisher_inverse is None:
+        raise ValueError(f"no closed-form Fisher information for parameterization {param.name!r}")
 
     def update_fn(updates, state, params=None):
         params = _require_params(params, "fisher_preconditioner")
-        return _natural_gradient(name, params, Params(*updates)), state
+        return param.fisher_inverse(params, Params(*updates)), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 

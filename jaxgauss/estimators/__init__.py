@@ -11,7 +11,7 @@ from jaxgauss.estimators.moments import (
     natural_gradient,
     welford,
 )
-from jaxgauss.estimators.registry import METHODS, make_method
+from jaxgauss.estimators.registry import METHODS, Hyperparameter, Method, get_method, make_method
 
 __all__ = [
     "Estimator",
@@ -27,5 +27,8 @@ __all__ = [
     "natural_gradient",
     "welford",
     "METHODS",
+    "Hyperparameter",
+    "Method",
+    "get_method",
     "make_method",
 ]

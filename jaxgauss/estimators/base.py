@@ -20,9 +20,15 @@ class Estimator(NamedTuple):
     ``optax.GradientTransformation``.
 
     Attributes:
-      init: ``init(g0: Gaussian) -> state``.
+      init: ``init(g0: Gaussian) -> state``. The state is a pytree of arrays whose
+        structure, shapes and dtypes ``update`` keeps (the scan carries it); counters
+        are scalar integer arrays.
       update: ``update(state, batch) -> state`` for a batch of rows (b, d), b ≥ 1.
-      estimate: ``estimate(state) -> Gaussian``.
+      estimate: ``estimate(state) -> estimate``: a ``Gaussian`` for the estimators of
+        one Gaussian; any pytree of arrays otherwise (a Student-t, a mixture). The
+        drivers only stack it (traces) and hand it to a ``score(truth, estimate)``
+        (``fit``'s and ``sweep``'s yardstick, KL for a ``Gaussian``), so an estimator
+        with another estimate needs no driver change, only a score that reads it.
       is_valid: ``is_valid(state) -> bool array``; what ``fit``'s divergence guard
         checks after every update.
       rowwise: True when ``update(state, batch)`` equals b single-row updates to
@@ -35,7 +41,7 @@ class Estimator(NamedTuple):
 
     init: Callable[[Gaussian], State]
     update: Callable[[State, jax.Array], State]
-    estimate: Callable[[State], Gaussian]
+    estimate: Callable[[State], Any]
     is_valid: Callable[[State], jax.Array]
     rowwise: bool = False
 

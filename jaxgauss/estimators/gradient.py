@@ -40,8 +40,8 @@ def gradient_ascent(
     passes the current θ to ``optimizer.update`` (for transformations that need it,
     such as ``jaxgauss.fisher_preconditioner``).
 
-    With ``optax.sgd(α)`` and ``parameterization="covariance"`` this is exactly the
-    question's update, with r = y − μ:
+    With ``optax.sgd(α)`` and ``parameterization="covariance"`` the update of one row
+    is, with r = y − μ (the Matrix Cookbook gradients):
 
       μ ← μ + α Σ⁻¹ r,      Σ ← Σ − ½ α (Σ⁻¹ − Σ⁻¹ r rᵀ Σ⁻¹),
 

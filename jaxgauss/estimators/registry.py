@@ -1,17 +1,21 @@
-"""The method names shared by the command line, ``sweep`` and the benchmarks.
+"""The method registry: one record per named method, shared by the command line,
+``sweep``, the demo, checkpoints and the benchmarks.
 
-Each name maps a learning rate (possibly traced) and a parameterisation to an
-``Estimator``: the one place where "sgd", "fisher-sgd", … are defined.
+A ``Method`` names its hyperparameters (``Hyperparameter`` records: keyword, CLI
+flag, default, valid range); the CLI's ``fit`` and ``sweep`` options, their help and
+``make_method`` are generated from these records, so adding an estimator is its own
+file plus one entry in ``METHODS``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from numbers import Real
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jaxgauss.estimators.averaged import averaged
@@ -22,55 +26,261 @@ from jaxgauss.parameterizations import get_parameterization
 from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
 from jaxgauss.schedules import robbins_monro
 
-__all__ = ["METHODS", "make_method"]
+__all__ = ["Hyperparameter", "Method", "METHODS", "get_method", "make_method"]
 
 
-def _exponential(lr: jax.Array, parameterization: str) -> Estimator:
-    # Forgetting a fraction a of the old moments per row is a half-life of
-    # ln 2 / −ln(1 − a) rows.
-    return exponential(-math.log(2.0) / jnp.log1p(-lr))
+class Hyperparameter(NamedTuple):
+    """One named hyperparameter of a method.
+
+    Attributes:
+      name: the keyword the method's ``build`` takes, e.g. "learning_rate".
+      flag: the command-line flag, e.g. "--lr".
+      help: what it means, for ``--help``.
+      default: the value when not given; None means required (or, where ``optional``,
+        the method's own default behaviour).
+      low: values must be > low (``low_inclusive``: ≥ low).
+      high: values must be ≤ high.
+      low_inclusive: whether ``low`` itself is allowed.
+      optional: None is a valid value (e.g. ``natural``'s default step 1/t).
+      integer: values must be whole numbers.
+      grid: the (low, high) range a sweep spans by default (log-spaced).
+      aliases: older flag spellings still accepted.
+    """
+
+    name: str
+    flag: str
+    help: str
+    default: float | None = None
+    low: float = 0.0
+    high: float = math.inf
+    low_inclusive: bool = False
+    optional: bool = False
+    integer: bool = False
+    grid: tuple[float, float] = (1e-4, 1e-1)
+    aliases: tuple[str, ...] = ()
+
+    def check(self, value: Any, method: str) -> None:
+        """Raise a ValueError naming the method, the flag and the valid range when a
+        concrete ``value`` lies outside it (traced values are not checked)."""
+        if value is None or not isinstance(value, Real):
+            return
+        if self.integer and value != int(value):
+            raise ValueError(
+                f"{method}: {self.flag} {self.name} must be a whole number, got {value:g}"
+            )
+        above = value >= self.low if self.low_inclusive else value > self.low
+        if not (above and value <= self.high):
+            lo = "[" if self.low_inclusive else "("
+            hi = "]" if math.isfinite(self.high) else ")"
+            raise ValueError(
+                f"{method}: {self.flag} {self.name} must be in {lo}{self.low:g}, {self.high:g}{hi}, "
+                f"got {value:g}"
+            )
 
 
-def _fisher_sgd(lr: jax.Array, parameterization: str) -> Estimator:
-    # Step a_t = c/(t + 1) with c = lr: robbins_monro(c/2, power=1, offset=2). c = 1
-    # weighs the initial guess as one pseudo-row; the asymptotic efficiency is
-    # c²/(2c − 1) for c > ½, whatever the data's scale.
-    # The retraction takes the natural step in (μ, Σ), where it is a convex
-    # combination, and maps it back exactly: without it a first-order step in
-    # log-factor coordinates overshoots on far-out rows (tests/test_preconditioners.py).
+class Method(NamedTuple):
+    """A named method: how to build its estimator and what it takes.
+
+    Attributes:
+      name: the name used everywhere ("welford", "sgd", …).
+      summary: one line for ``--help``.
+      build: ``build(parameterization, **hyperparameters) -> Estimator``.
+      hyperparameters: the ``Hyperparameter`` records ``build`` takes.
+      swept: the hyperparameter a sweep varies (None: the method has none; a sweep
+        then runs it once per grid value, identically).
+      uses_parameterization: whether ``parameterization`` matters (gradient methods).
+    """
+
+    name: str
+    summary: str
+    build: Callable[..., Estimator]
+    hyperparameters: tuple[Hyperparameter, ...] = ()
+    swept: str | None = None
+    uses_parameterization: bool = False
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """All hyperparameters of this method from ``given`` (name → value, None or
+        absent meaning "not given") and the defaults, range-checked.
+
+        Raises:
+          ValueError: a name this method does not take, a required one missing, or a
+            value out of range (the message names the method and the flag).
+        """
+        known = {h.name: h for h in self.hyperparameters}
+        extra = [n for n, v in given.items() if v is not None and n not in known]
+        if extra:
+            takes = ", ".join(h.flag for h in self.hyperparameters) or "no hyperparameters"
+            raise ValueError(
+                f"method {self.name} does not take {', '.join(extra)}; it takes {takes}"
+            )
+        values = {}
+        for h in self.hyperparameters:
+            value = given.get(h.name)
+            value = h.default if value is None else value
+            if value is None and not h.optional:
+                raise ValueError(f"method {self.name} needs {h.flag} ({h.help})")
+            h.check(value, self.name)
+            values[h.name] = value
+        return values
+
+    def swept_hyperparameter(self) -> Hyperparameter | None:
+        """The record of ``swept`` (None when the method has nothing to sweep)."""
+        return next((h for h in self.hyperparameters if h.name == self.swept), None)
+
+    def __call__(self, parameterization: str = "cholesky", **hyperparameters: Any) -> Estimator:
+        """Build the estimator from named hyperparameters (checked by ``resolve``)."""
+        return self.build(parameterization, **self.resolve(hyperparameters))
+
+
+_LR = Hyperparameter(
+    "learning_rate", "--lr", "the optimizer's step size", aliases=("--learning-rate",)
+)
+
+
+def _fisher_sgd(parameterization: str, learning_rate: jax.Array) -> Estimator:
+    # Step a_t = c/(t + 1) with c = learning_rate: robbins_monro(c/2, power=1, offset=2).
+    # c = 1 weighs the initial guess as one pseudo-row; the asymptotic efficiency is
+    # c²/(2c − 1) for c > ½, whatever the data's scale. The retraction takes the
+    # natural step in (μ, Σ), where it is a convex combination, and maps it back
+    # exactly: without it a first-order step in log-factor coordinates overshoots on
+    # far-out rows (tests/test_preconditioners.py).
     optimizer = optax.chain(
         fisher_preconditioner(parameterization),
-        optax.sgd(robbins_monro(lr / 2, power=1.0, offset=2.0)),
+        optax.sgd(robbins_monro(learning_rate / 2, power=1.0, offset=2.0)),
         covariance_retraction(parameterization),
     )
     return gradient_ascent(optimizer, parameterization)
 
 
-# name -> (learning rate, parameterization) -> Estimator; the names used by the CLI, sweep and demo.
-METHODS: dict[str, Callable[[jax.Array, str], Estimator]] = {
-    "welford": lambda lr, p: welford(),
-    "natural": lambda lr, p: natural_gradient(lr),
-    "exponential": _exponential,
-    "sgd": lambda lr, p: gradient_ascent(optax.sgd(lr), p),
-    "adam": lambda lr, p: gradient_ascent(optax.adam(lr), p),
-    "averaged-sgd": lambda lr, p: averaged(gradient_ascent(optax.sgd(lr), p)),
-    "fisher-sgd": _fisher_sgd,
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "welford",
+            "exact streaming mean and covariance: the running maximum-likelihood estimate",
+            lambda p, prior_weight: welford(prior_weight=prior_weight),
+            (
+                Hyperparameter(
+                    "prior_weight",
+                    "--prior-weight",
+                    "the initial Gaussian's weight in rows",
+                    default=0.0,
+                    low_inclusive=True,
+                    grid=(0.1, 100.0),
+                ),
+            ),
+            swept="prior_weight",
+        ),
+        Method(
+            "natural",
+            "natural-gradient step in expectation parameters (default 1/t: the exact MLE)",
+            lambda p, learning_rate: natural_gradient(learning_rate),
+            (
+                Hyperparameter(
+                    "learning_rate",
+                    "--lr",
+                    "a constant step in (0, 1] (default: 1/t, the running MLE)",
+                    high=1.0,
+                    optional=True,
+                    aliases=("--learning-rate",),
+                ),
+            ),
+            swept="learning_rate",
+        ),
+        Method(
+            "exponential",
+            "exponentially forgetting moments, for drifting streams",
+            lambda p, half_life: exponential(half_life),
+            (
+                Hyperparameter(
+                    "half_life",
+                    "--half-life",
+                    "rows after which a row's weight halves",
+                    grid=(10.0, 1e4),
+                ),
+            ),
+            swept="half_life",
+        ),
+        Method(
+            "sgd",
+            "stochastic gradient ascent on the log-likelihood (optax.sgd)",
+            lambda p, learning_rate: gradient_ascent(optax.sgd(learning_rate), p),
+            (_LR,),
+            swept="learning_rate",
+            uses_parameterization=True,
+        ),
+        Method(
+            "adam",
+            "gradient ascent with optax.adam",
+            lambda p, learning_rate: gradient_ascent(optax.adam(learning_rate), p),
+            (_LR,),
+            swept="learning_rate",
+            uses_parameterization=True,
+        ),
+        Method(
+            "averaged-sgd",
+            "Polyak–Ruppert average of SGD iterates",
+            lambda p, learning_rate, start: averaged(
+                gradient_ascent(optax.sgd(learning_rate), p), start=int(start)
+            ),
+            (
+                _LR,
+                Hyperparameter(
+                    "start",
+                    "--start",
+                    "burn-in updates left out of the average",
+                    default=0,
+                    low_inclusive=True,
+                    integer=True,
+                ),
+            ),
+            swept="learning_rate",
+            uses_parameterization=True,
+        ),
+        Method(
+            "fisher-sgd",
+            "SGD with the Fisher preconditioner and retraction, step c/(t + 1)",
+            _fisher_sgd,
+            (
+                Hyperparameter(
+                    "learning_rate",
+                    "--lr",
+                    "the factor c of the step c/(t + 1); 1 is the natural choice at any scale",
+                    default=1.0,
+                    grid=(0.5, 2.0),
+                    aliases=("--learning-rate",),
+                ),
+            ),
+            swept="learning_rate",
+            uses_parameterization=True,
+        ),
+    )
 }
+
+
+def get_method(name: str) -> Method:
+    """The ``Method`` record of a name.
+
+    Raises:
+      ValueError: an unknown name (the message lists the known ones).
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
 
 
 @functools.cache
 def make_method(name: str, parameterization: str = "cholesky") -> Callable[[jax.Array], Estimator]:
-    """A ``make_estimator`` for ``sweep`` from a method name and a learning rate.
+    """A ``make_estimator`` for ``sweep``: the method's swept hyperparameter → estimator.
 
     The same arguments return the same function, so repeated sweeps reuse its
-    compilation.
-
-    The learning rate means: the optax step size for "sgd", "adam" and
-    "averaged-sgd"; the factor c of the Fisher-preconditioned step a_t = c/(t + 1)
-    for "fisher-sgd" (c = 1 is the natural choice, whatever the data's scale); the
-    constant step a of "natural"; the forgetting rate a of
-    "exponential" (half-life ln 2 / −ln(1 − a) rows); "welford" ignores it. The
-    parameterisation applies to the gradient methods.
+    compilation. The value is the method's ``swept`` hyperparameter (see ``METHODS``):
+    the optax step size for "sgd", "adam" and "averaged-sgd"; the factor c of the
+    Fisher-preconditioned step c/(t + 1) for "fisher-sgd"; the constant step of
+    "natural"; the half-life in rows of "exponential"; the prior weight of
+    "welford". Other hyperparameters take their defaults; the parameterisation applies
+    to the gradient methods.
 
     Raises:
       ValueError: an unknown method or parameterisation.
@@ -81,12 +291,11 @@ def make_method(name: str, parameterization: str = "cholesky") -> Callable[[jax.
       >>> type(make(0.01)).__name__
       'Estimator'
     """
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    method = get_method(name)
     get_parameterization(parameterization)
-    method = METHODS[name]
+    fixed = {h.name: h.default for h in method.hyperparameters if h.name != method.swept}
 
-    def make_estimator(lr: jax.Array) -> Estimator:
-        return method(lr, parameterization)
+    def make_estimator(value: jax.Array) -> Estimator:
+        return method.build(parameterization, **fixed, **{method.swept: value})
 
     return make_estimator
