@@ -208,3 +208,34 @@ def test_resume_is_checked_against_the_run(tmp_path, table):
         out = _jaxgauss(*args, *(extra if "--lr" in extra else [*extra, "--lr", "0.01"]))
         assert out.returncode == 2 and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_keeps_the_rows_done(tmp_path):
+    # Ctrl-C mid-fit: exit status 130, and the checkpoint holds the rows done so far.
+    import signal
+
+    from jaxgauss import checkpoint
+
+    np.save(tmp_path / "long.npy", np.random.default_rng(2).normal(size=(400_000, 2)))
+    ck = tmp_path / "ck.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxgauss", "fit", str(tmp_path / "long.npy")]
+        + ["--chunk", "256"]
+        + ["--checkpoint", str(ck)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        seen = b""
+        while b" rows " not in seen:  # the first progress line: the fit is running
+            byte = proc.stderr.read(1)
+            assert byte, seen
+            seen += byte
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in err
+    rows = checkpoint.info(ck)["rows"]
+    assert 0 < rows < 400_000
