@@ -422,6 +422,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from jaxgauss import bench
 
+    _check_out_name(args.out)
     for name in ("rows", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
