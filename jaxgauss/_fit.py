@@ -296,9 +296,13 @@ def _check_chunk(chunk: Any, d: int | None, offset: int) -> Any:
 
 def _float_dtype(dtype: Any) -> Any:
     """The working dtype: float32, or float64 for float64 data when x64 is enabled.
-    Integers and narrower floats (float16, bfloat16: too coarse for running moments)
-    become float32 or JAX's default float."""
-    wide = jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else float
+    Integers, booleans and narrower floats (float16, bfloat16: too coarse for running
+    moments) become float32, with or without x64."""
+    wide = (
+        jnp.promote_types(dtype, jnp.float32)
+        if jnp.issubdtype(dtype, jnp.floating)
+        else jnp.float32
+    )
     # canonicalize_dtype maps float64 to float32 without x64, silently: NumPy's
     # default float64 data must not warn on every call.
     return jax.dtypes.canonicalize_dtype(wide)

@@ -185,6 +185,16 @@ def _replicated(mesh: Mesh, tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, P()))
 
 
+def _check_made(make_estimator: Any, grid: Any) -> None:
+    """``make_estimator`` must return an ``Estimator``: checked in Python on the first
+    grid value, before anything is traced."""
+    made = make_estimator(jax.tree_util.tree_map(lambda x: x[0], grid))
+    if not isinstance(made, Estimator):
+        raise ValueError(
+            f"make_estimator must return a jaxgauss Estimator, got {type(made).__name__}"
+        )
+
+
 def _tile(tree: Any, n: int) -> Any:
     """Stack n copies of every leaf along a new leading axis."""
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
@@ -460,6 +470,7 @@ def sweep(
     check_gaussian(init, d)
     key = _check_key(key)
     grid = _as_grid(grid)
+    _check_made(make_estimator, grid)
     num_grid = jax.tree_util.tree_leaves(grid)[0].shape[0]
 
     layout = _layout(

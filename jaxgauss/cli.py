@@ -14,9 +14,22 @@ from jaxgauss.parameterizations import PARAMETERIZATIONS
 __all__ = ["main"]
 
 
+def _check_out_name(value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise ValueError("--out must name a file or folder, got an empty string")
+
+
+def _check_folder(out: str) -> None:
+    """An output folder may exist, but not as a file."""
+    _check_out_name(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder: choose another name")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from jaxgauss.demo import run_demo
 
+    _check_folder(args.out)
     run_demo(out=args.out, steps=args.steps, seed=args.seed)
     return 0
 
@@ -24,10 +37,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _hyperparameters(args: argparse.Namespace) -> dict:
     """The hyperparameters given on the command line, by name (None: not given)."""
     return {h.name: getattr(args, h.name) for m in METHODS.values() for h in m.hyperparameters}
-
-
-def _fit_estimator(args: argparse.Namespace):
-    return get_method(args.method)(args.parameterization, **_hyperparameters(args))
 
 
 def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
@@ -54,14 +63,130 @@ def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _data_dim(path: str) -> int:
-    from jaxgauss.streams import read_chunks
+def method_config(args: argparse.Namespace) -> dict:
+    """The settings that rebuild the estimator: the method, its hyperparameters (given
+    or default, checked against the registry: one a method does not take is refused,
+    not ignored) and, for gradient methods, the parameterisation. What a checkpoint
+    stores and a resume must match."""
+    method = get_method(args.method)
+    config = {"method": method.name, **method.resolve(_hyperparameters(args))}
+    if method.uses_parameterization:
+        config["parameterization"] = args.parameterization or "cholesky"
+    elif args.parameterization is not None:
+        raise ValueError(
+            f"method {method.name} does not take --parameterization (gradient methods do)"
+        )
+    return config
 
-    chunks, _, _ = read_chunks(path, chunk_rows=1)
-    first = next(iter(chunks), None)
-    if first is None or np.ndim(first) != 2:
-        raise ValueError(f"{path} holds no rows of shape (n, d)")
-    return first.shape[1]
+
+def _build_estimator(config: dict):
+    method = get_method(config["method"])
+    hyper = {k: v for k, v in config.items() if k not in ("method", "parameterization")}
+    return method.build(config.get("parameterization", "cholesky"), **hyper)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before reading anything, an output that would overwrite an input
+    (also through links) or another output."""
+    from jaxgauss.checkpoint import _npz_path
+
+    _check_out_name(args.out)
+    if args.checkpoint is not None and not args.checkpoint.strip():
+        raise ValueError("--checkpoint must name a file, got an empty string")
+    inputs = {"FILE": args.file if args.file != "-" else None, "--resume": args.resume}
+    outputs = {"--out": args.out}
+    if args.checkpoint:
+        outputs["--checkpoint"] = str(_npz_path(args.checkpoint))
+    for out_name, out in outputs.items():
+        for in_name, src in inputs.items():
+            if out and src and _same_file(out, src):
+                if (out_name, in_name) == ("--checkpoint", "--resume"):
+                    continue  # replacing the checkpoint resumed from is the point
+                raise ValueError(
+                    f"{out_name} {out} is the same file as {in_name} {src}: refusing to overwrite it"
+                )
+    if args.out and args.checkpoint and _same_file(args.out, outputs["--checkpoint"]):
+        raise ValueError(f"--out and --checkpoint name the same file {args.out}")
+
+
+class _Tap:
+    """The data's chunks as they pass into ``fit``: checks the width against a
+    resumed state and remembers the last chunk (its raw values, for messages)."""
+
+    def __init__(self, chunks, d: int | None, name: str):
+        self.chunks, self.d, self.name = iter(chunks), d, name
+        self.last, self.start, self.seen = None, 0, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        chunk = next(self.chunks)
+        if self.d is not None and np.ndim(chunk) == 2 and np.shape(chunk)[1] != self.d:
+            raise ValueError(
+                f"{self.name} has {np.shape(chunk)[1]} columns, the resumed state has d = {self.d}"
+            )
+        self.last, self.start = chunk, self.seen
+        self.seen += np.shape(chunk)[0] if np.ndim(chunk) else 0
+        return chunk
+
+    def raw_row(self, row: int):
+        if self.last is not None and self.start <= row < self.seen:
+            return np.asarray(self.last[row - self.start])
+        return None
+
+
+def _data_dtype(args: argparse.Namespace):
+    """The dtype ``fit`` will compute in, from the file's header (nothing consumed)."""
+    from jaxgauss._fit import _float_dtype
+    from jaxgauss.streams import file_kind, open_npy
+
+    if args.file != "-" and file_kind(args.file) == "npy":
+        return np.dtype(_float_dtype(open_npy(args.file).dtype))
+    return np.dtype(_float_dtype(np.float64))
+
+
+def _error_message(err: BaseException, args: argparse.Namespace, tap: _Tap, dtype) -> str:
+    from jaxgauss._fit import DataError
+
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(err, DataError):
+        raw = tap.raw_row(err.row)
+        if raw is not None and np.all(np.isfinite(raw)) and dtype != np.float64:
+            return (
+                f"{args.file}: row {err.row} overflows {dtype} (|x| > {np.finfo(dtype).max:.3g}); "
+                "pass --float64 to read it"
+            )
+        return (
+            f"{args.file}: row {err.row} is not finite (NaN or inf); "
+            "pass --nan-policy skip to drop such rows"
+        )
+    return str(err)
+
+
+def _print_estimate(mean: np.ndarray, cov: np.ndarray, has_out: bool) -> None:
+    """The full mean and covariance up to d = 10; a summary above (the full matrix
+    goes to --out)."""
+    d = mean.shape[0]
+    with np.printoptions(precision=6, suppress=False, linewidth=120):
+        if d <= 10:
+            print(f"mean:\n{mean}\ncov:\n{cov}")
+            return
+        var = np.diagonal(cov)
+        print(
+            f"mean: {d} values in [{mean.min():.6g}, {mean.max():.6g}]\n"
+            f"cov: {d} x {d}, variances in [{var.min():.6g}, {var.max():.6g}], "
+            f"trace {var.sum():.6g}"
+            + ("" if has_out else "\n(pass --out result.json for the full mean and covariance)")
+        )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -69,64 +194,128 @@ def _fit(args: argparse.Namespace) -> int:
 
     import jax
 
+    config = method_config(args)
+    if args.file != "-" and not os.path.exists(args.file):
+        raise FileNotFoundError(f"no such file: {args.file}")
+    _check_outputs(args)
     if args.float64:
         jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
 
     from jaxgauss import checkpoint
-    from jaxgauss._fit import DataError, fit
+    from jaxgauss._fit import fit
     from jaxgauss.gaussian import Gaussian
+    from jaxgauss.streams import read_chunks, read_csv_chunks
 
-    if not os.path.exists(args.file):
-        raise FileNotFoundError(f"no such file: {args.file}")
-    est = _fit_estimator(args)
-    state = None
+    est = _build_estimator(config)
+    dtype = _data_dtype(args)
+    saved = {**config, "dtype": str(dtype)}
+    state, d, before = None, None, 0
     if args.resume:
-        d = _data_dim(args.file)
-        dtype = jnp.zeros(()).dtype
+        meta = checkpoint.info(args.resume)
+        d = (meta["config"] or {}).get("d")
+        if not isinstance(d, int):
+            raise ValueError(
+                f"{args.resume} records no estimator settings (saved by jaxgauss "
+                f"{meta['version']}, not by this version's fit --checkpoint): cannot check them"
+            )
         like = est.init(Gaussian.standard(d, dtype))
-        state = checkpoint.load(args.resume, like, name=args.method)
+        state = checkpoint.load(args.resume, like, name=args.method, config={**saved, "d": d})
+        before = meta["rows"] or 0
+    if args.file == "-":
+        chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
+    else:
+        chunks = read_chunks(args.file, args.chunk)[0]
+    tap = _Tap(chunks, d, args.file)
+    error, res = None, None
     try:
-        res = fit(
-            est,
-            args.file,
-            state=state,
-            batch_size=args.batch_size,
-            chunk_rows=args.chunk,
-            nan_policy=args.nan_policy,
-            progress=not args.quiet,
-        )
-    except DataError as err:
-        raise ValueError(
-            f"{args.file}: row {err.row} is not finite (NaN or inf); "
-            "pass --nan-policy skip to drop such rows"
-        ) from None
+        with np.errstate(over="ignore"):  # float32 overflow is reported as such below
+            res = fit(
+                est,
+                tap,
+                state=state,
+                batch_size=args.batch_size,
+                chunk_rows=args.chunk,
+                nan_policy=args.nan_policy,
+                progress=not args.quiet,
+            )
+    except (Exception, KeyboardInterrupt) as err:
+        error, res = err, getattr(err, "result", None)
+        if res is None:  # no row was read: nothing to keep
+            raise
+
+    # Outputs in a safe order: the checkpoint first, then --out, then stdout.
+    lines, failures = [], []
+    n, stopped = before + res.n_rows, res.n_rows + res.n_skipped
+    if args.checkpoint:
+        d_out = int(res.estimate.mean.shape[-1])
+        try:
+            path = checkpoint.save(
+                args.checkpoint, res.state, name=args.method, config={**saved, "d": d_out}, rows=n
+            )
+            lines.append(f"wrote {path}" + (" (partial)" if error else ""))
+        except (OSError, ValueError) as e:
+            failures.append(f"--checkpoint {args.checkpoint}: {e}")
+        if not est.rowwise and res.n_rows % args.batch_size:
+            print(
+                f"jaxgauss fit: warning: the last {res.n_rows % args.batch_size} rows were one "
+                f"shorter update (not a multiple of --batch-size {args.batch_size}); resuming "
+                "from this checkpoint equals one pass over all rows only when every part but "
+                "the last has a multiple of --batch-size rows",
+                file=sys.stderr,
+            )
     mean, cov = np.asarray(res.estimate.mean), np.asarray(res.estimate.cov)
     diverged = int(res.diverged_at)
-    with np.printoptions(precision=6, suppress=False, linewidth=120):
-        print(
-            f"method {args.method}, n = {res.n_rows} rows ({res.n_skipped} skipped), dtype {mean.dtype}"
-        )
-        if diverged >= 0:
-            print(f"diverged at row {diverged}: the estimate is the last valid one before it")
-        print(f"mean:\n{mean}\ncov:\n{cov}")
     result = {
         "method": args.method,
         "file": args.file,
-        "n": res.n_rows,
+        "n": n,
+        "n_this_run": res.n_rows,
+        "n_resumed": before,
         "n_skipped": res.n_skipped,
         "diverged_at": diverged,
         "dtype": str(mean.dtype),
+        "settings": config,
+        "partial": error is not None,
         "mean": mean.tolist(),
         "cov": cov.tolist(),
     }
+    if error is not None:
+        result["stopped_at_row"] = stopped
+        result["error"] = _error_message(error, args, tap, dtype)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.out}")
-    if args.checkpoint:
-        print(f"wrote {checkpoint.save(args.checkpoint, res.state, name=args.method)}")
-    return 0
+        try:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=2)
+            lines.append(f"wrote {args.out}" + (" (partial)" if error else ""))
+        except OSError as e:
+            failures.append(f"--out {args.out}: {e}")
+
+    resumed = f", {res.n_rows} in this run, {before} from {args.resume}" if args.resume else ""
+    print(
+        f"method {args.method}, n = {n} rows ({res.n_skipped} skipped{resumed}), dtype {mean.dtype}"
+        + (f"; stopped at row {stopped}" if error else "")
+    )
+    if diverged >= 0:
+        print(f"diverged at row {diverged}: the estimate is the last valid one before it")
+    _print_estimate(mean, cov, bool(args.out))
+    for line in lines:
+        print(line)
+    if error is not None:
+        if args.checkpoint or args.out:
+            kept = f"the fit of the {stopped} rows before row {stopped} was kept"
+        else:
+            kept = f"the fit of the {stopped} rows before it is printed above (pass --checkpoint to keep it)"
+        print(
+            f"jaxgauss fit: error: {_error_message(error, args, tap, dtype)}; {kept}",
+            file=sys.stderr,
+        )
+    for failure in failures:
+        print(f"jaxgauss fit: error: {failure}", file=sys.stderr)
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    if error is not None and not isinstance(error, (ValueError, OSError)):
+        raise error  # a bug, not bad input: its traceback, after the outputs are safe
+    return 2 if error is not None or failures else 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -159,6 +348,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--steps ({args.steps}) must be a positive multiple of --batch-size ({args.batch_size})"
         )
+    _check_folder(args.out)
     grid = np.geomspace(low, high, args.num_grid)
     for m in methods:
         m.swept_hyperparameter().check(low, m.name)
@@ -233,6 +423,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from jaxgauss import bench
 
+    _check_out_name(args.out)
     for name in ("rows", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -295,9 +486,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_hyperparameter_options(fit)
     fit.add_argument(
         "--parameterization",
-        default="cholesky",
         choices=list(PARAMETERIZATIONS),
-        help="for gradient methods (default: %(default)s)",
+        help="for gradient methods (default: cholesky)",
     )
     fit.add_argument(
         "--batch-size", type=int, default=1, help="rows per update (default: %(default)s)"
@@ -412,11 +602,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status. Bad input gives a one-line error and 2."""
+    """Entry point; returns the exit status: 0, or 2 with a one-line error for bad
+    input, 130 on Ctrl-C, 141 when stdout was closed early."""
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except BrokenPipeError:
+        # stdout closed early (`| head -1`): whatever files were due are written
+        # already; end quietly, as a program killed by SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print(f"jaxgauss {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:
         print(f"jaxgauss {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -185,8 +185,9 @@ def check_gaussian(g: Gaussian, d: int | None = None, *, name: str = "init") -> 
     """Validate a user-supplied Gaussian at the Python boundary.
 
     Raises:
-      ValueError: naming the problem: shapes, dimension ``d`` mismatch, non-finite
-        entries, an asymmetric or non-positive-definite covariance.
+      ValueError: naming the problem: not a ``Gaussian`` (a plain ``(mean, cov)``
+        tuple, a string), shapes, dimension ``d`` mismatch, non-finite entries, an
+        asymmetric or non-positive-definite covariance.
     """
     if not isinstance(g, Gaussian):
         raise ValueError(f"{name} must be a jaxgauss Gaussian(mean, cov), got {type(g).__name__}")

@@ -1,6 +1,8 @@
 """checkpoint: round trips of every estimator's state, continuing a fit from a loaded
 state, the mismatch and not-a-checkpoint errors, atomic writes, no pickle."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +91,9 @@ def test_any_pytree_round_trips(tmp_path):
 
 def test_info(tmp_path):
     state = jg.welford().init(_init(jnp.float64))
-    meta = jg.checkpoint.info(jg.checkpoint.save(tmp_path / "w", state, name="welford"))
+    config = {"method": "welford", "dtype": "float64", "d": D}
+    path = jg.checkpoint.save(tmp_path / "w", state, name="welford", config=config, rows=17)
+    meta = jg.checkpoint.info(path)
     assert meta == {
         "format_version": 1,
         "version": jg.__version__,
@@ -97,6 +101,8 @@ def test_info(tmp_path):
         "name": "welford",
         "n_leaves": 4,
         "treedef": str(jax.tree_util.tree_structure(state)),
+        "config": config,
+        "rows": 17,
     }
 
 
@@ -225,3 +231,94 @@ def test_unstorable_leaves_are_refused(tmp_path):
     with pytest.raises(ValueError, match="name must be a string"):
         jg.checkpoint.save(tmp_path / "w", jnp.zeros(2), name=3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_mismatch_names_both(tmp_path):
+    # The same state layout read through another parameterisation would be silently
+    # wrong (a Cholesky factor taken as a precision factor): the config tells them apart.
+    est = ESTIMATORS["adam-cholesky"]()
+    saved = {"method": "adam", "parameterization": "cholesky", "lr": 0.05, "dtype": "float64"}
+    path = jg.checkpoint.save(tmp_path / "a", est.init(_init(jnp.float64)), config=saved)
+    like = est.init(_init(jnp.float64))
+    jg.checkpoint.load(path, like, config=saved)
+    other = {**saved, "parameterization": "precision"}
+    msg = "saved with .*parameterization=cholesky.*this run has .*parameterization=precision"
+    with pytest.raises(ValueError, match=msg):
+        jg.checkpoint.load(path, like, config=other)
+    plain = jg.checkpoint.save(tmp_path / "plain", like)
+    with pytest.raises(ValueError, match="saved with no recorded settings"):
+        jg.checkpoint.load(plain, like, config=saved)
+    with pytest.raises(ValueError, match="config must be a JSON"):
+        jg.checkpoint.save(tmp_path / "bad", like, config={"f": object()})
+
+
+def _rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {key: npz[key] for key in npz.files}
+    np.savez(path, **{**entries, **changes})
+
+
+def test_short_dtypes_entry(tmp_path):
+    path = _saved(tmp_path, "welford")
+    _rewrite(path, dtypes=np.array(["float64"]))
+    with pytest.raises(ValueError, match="'dtypes' entry names 1 dtypes for 4 leaves"):
+        jg.checkpoint.load(path, jg.welford().init(_init(jnp.float64)))
+
+
+def test_decompression_bomb_is_refused_before_inflating(tmp_path):
+    # A ~70 kB file whose leaf_0 inflates to 64 MiB: its declared shape is checked
+    # against the template's (3,) before any of its data are read.
+    import tracemalloc
+    import zipfile
+
+    path = _saved(tmp_path, "welford")
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {key: npz[key] for key in npz.files if key != "leaf_0"}
+    np.savez(path, **entries)
+    header = {"descr": "<f8", "fortran_order": False, "shape": (2**23,)}
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("leaf_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _ in range(64):
+                f.write(bytes(2**20))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(
+        ValueError, match=r"leaf 0 \(\.mean\) has shape \(8388608,\), the template has \(3,\)"
+    ):
+        jg.checkpoint.load(path, jg.welford().init(_init(jnp.float64)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * 2**20, peak
+
+
+def test_files_that_cannot_be_checkpoints(tmp_path):
+    import os
+
+    like = jg.welford().init(_init(jnp.float64))
+    (tmp_path / "noise.npz").write_bytes(np.random.default_rng(0).bytes(1000))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.npz")
+    cases = {
+        "noise.npz": "no zip signature",  # not "pickled (object) data"
+        "empty.npz": "it is empty",
+        "fifo.npz": "not a regular file",  # refused at once, not a hang
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            jg.checkpoint.load(tmp_path / name, like)
+
+
+def test_stale_temporary_files_are_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".run.npz.{int(dead.stdout)}-0123456789abcdef.tmp"
+    stale.write_bytes(b"PK half")
+    live = tmp_path / f".run.npz.{os.getpid()}-fedcba9876543210.tmp"  # a save in progress
+    live.write_bytes(b"PK half")
+    jg.checkpoint.save(tmp_path / "run", jnp.zeros(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "run.npz"])

@@ -73,9 +73,11 @@ def test_fit_checkpoint_and_resume(tmp_path, table):
     args = ["fit", str(tmp_path / "b.npy"), "--resume", str(tmp_path / "ck.npz"), "--float64"]
     second = _jaxgauss(*args, "--out", str(result))
     assert second.returncode == 0, second.stderr
-    np.testing.assert_allclose(
-        json.loads(result.read_text())["cov"], np.cov(table.T, bias=True), rtol=1e-10
-    )
+    got = json.loads(result.read_text())
+    np.testing.assert_allclose(got["cov"], np.cov(table.T, bias=True), rtol=1e-10)
+    # The count is cumulative (not 300), and both parts are said.
+    assert (got["n"], got["n_this_run"], got["n_resumed"]) == (500, 300, 200)
+    assert "n = 500 rows (0 skipped, 300 in this run, 200 from" in second.stdout
 
 
 def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table):
@@ -84,12 +86,22 @@ def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table):
     np.save(tmp_path / "nan.npy", bad)
     (tmp_path / "text.csv").write_text("a,b\n1,2\n3,x\n")
     np.save(tmp_path / "flat.npy", np.ones(5))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    big = table.copy()
+    big[7, 0] = 1e39
+    np.save(tmp_path / "big.npy", big)
     cases = {
         ("fit", str(tmp_path / "nan.npy")): "row 123 is not finite",
         ("fit", str(tmp_path / "text.csv")): "column 1 is not a number: 'x'",
         ("fit", str(tmp_path / "flat.npy")): "2-D",
         ("fit", str(tmp_path / "missing.npy")): "no such file",
         ("fit", str(tmp_path / "nan.npy"), "--method", "sgd"): "needs --lr",
+        ("fit", str(tmp_path / "empty.npy")): "empty (0 bytes)",
+        ("fit", str(tmp_path / "flat.npy"), "--lr", "0.1"): "welford does not take --lr",
+        ("fit", str(tmp_path / "flat.npy"), "--out", ""): "--out must name",
+        ("fit", str(tmp_path / "big.npy")): "overflows float32 (|x| > 3.4e+38); pass --float64",
+        ("sweep", "--out", str(tmp_path / "flat.npy")): "is a file, not a folder",
+        ("demo", "--out", str(tmp_path / "flat.npy")): "is a file, not a folder",
     }
     for args, message in cases.items():
         out = _jaxgauss(*args)
@@ -97,3 +109,133 @@ def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table):
         assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     skip = _jaxgauss("fit", str(tmp_path / "nan.npy"), "--nan-policy", "skip", "--quiet")
     assert skip.returncode == 0 and "n = 499 rows (1 skipped)" in skip.stdout
+
+
+def _csv_text(rows):
+    return "".join(f"{a!r},{b!r}\n" for a, b in rows.tolist())
+
+
+def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path):
+    # Item 1 of the hostile-input review: a bad cell at row 200 000 of 300 000 must not
+    # lose the 200 000 rows before it. The checkpoint keeps them; resuming on the rows
+    # after the bad one (here from standard input, a pipe: nothing may probe it
+    # twice) equals one clean pass over the good rows.
+    rows = np.random.default_rng(1).normal(size=(300_000, 2)) * [1.0, 3.0] + [2.0, -1.0]
+    bad = 200_000
+    lines = _csv_text(rows).splitlines(keepends=True)
+    lines[bad] = "1.0,oops\n"
+    (tmp_path / "f.csv").write_text("x,y\n" + "".join(lines))
+    ck, part, full = tmp_path / "ck.npz", tmp_path / "part.json", tmp_path / "full.json"
+    first = _jaxgauss(
+        "fit", str(tmp_path / "f.csv"), "--checkpoint", str(ck), "--out", str(part), "--float64"
+    )
+    assert first.returncode == 2, first.stderr
+    assert f"CSV row {bad} (line {bad + 2}) column 1 is not a number: 'oops'" in first.stderr
+    assert "Traceback" not in first.stderr and ck.exists()
+    got = json.loads(part.read_text())
+    assert got["partial"] and got["stopped_at_row"] == bad and got["n"] == bad
+    np.testing.assert_allclose(got["mean"], rows[:bad].mean(0), rtol=1e-12)
+
+    rest = "".join(lines[bad + 1 :])
+    second = subprocess.run(
+        [sys.executable, "-m", "jaxgauss", "fit", "-", "--resume", str(ck), "--float64"]
+        + ["--out", str(full), "--quiet"],
+        input=rest,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stderr
+    good = np.delete(rows, bad, axis=0)
+    got = json.loads(full.read_text())
+    assert got["n"] == len(good) and not got["partial"]
+    np.testing.assert_allclose(got["mean"], good.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(got["cov"], np.cov(good.T, bias=True), rtol=1e-10)
+
+
+def test_outputs_are_safe(tmp_path, table):
+    # Item 2 and 3: the checkpoint is written before --out and stdout, so a bad --out
+    # path or a closed stdout does not cost it; no output may be an input.
+    data = tmp_path / "ys.npy"
+    before = data.read_bytes()
+    (tmp_path / "link.npy").symlink_to(data)
+    linked = _jaxgauss("fit", str(data), "--out", str(tmp_path / "link.npy"))
+    assert linked.returncode == 2 and "same file as FILE" in linked.stderr
+    assert data.read_bytes() == before
+
+    ck = tmp_path / "ck.npz"
+    bad_out = _jaxgauss(
+        "fit", str(data), "--checkpoint", str(ck), "--out", str(tmp_path / "no" / "r.json")
+    )
+    assert bad_out.returncode == 2 and "--out" in bad_out.stderr and ck.exists()
+    ck.unlink()
+
+    # stdout closed before anything is printed (`| head -0`): quiet, checkpoint kept.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxgauss", "fit", str(data), "--checkpoint", str(ck), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141 and stderr == "", stderr
+    assert ck.exists()
+
+
+def test_resume_is_checked_against_the_run(tmp_path, table):
+    # Item 7 (another parameterisation must not read the factor as its own), item 18
+    # (a state of d = 3 continued with 2 columns) and item 12 (a gradient checkpoint
+    # after a short final batch warns).
+    ck = tmp_path / "ck.npz"
+    first = _jaxgauss(
+        "fit", str(tmp_path / "ys.npy"), "--method", "sgd", "--lr", "0.01",
+        "--batch-size", "64", "--checkpoint", str(ck), "--quiet",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "the last 52 rows were one shorter update" in first.stderr  # 500 = 7 * 64 + 52
+    np.save(tmp_path / "two.npy", table[:, :2])
+    cases = {
+        ("ys.npy", "--parameterization", "precision"): (
+            "saved with d=3 dtype=float32 lr=0.01 method=sgd parameterization=cholesky; "
+            "this run has d=3 dtype=float32 lr=0.01 method=sgd parameterization=precision"
+        ),
+        ("ys.npy", "--lr", "0.02"): "lr=0.01 method=sgd parameterization=cholesky; this run has",
+        ("two.npy",): "two.npy has 2 columns, the resumed state has d = 3",
+    }
+    for (name, *extra), message in cases.items():
+        args = ["fit", str(tmp_path / name), "--method", "sgd", "--resume", str(ck)]
+        out = _jaxgauss(*args, *(extra if "--lr" in extra else [*extra, "--lr", "0.01"]))
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_ctrl_c_keeps_the_rows_done(tmp_path):
+    # Ctrl-C mid-fit: exit status 130, and the checkpoint holds the rows done so far.
+    import signal
+
+    from jaxgauss import checkpoint
+
+    np.save(tmp_path / "long.npy", np.random.default_rng(2).normal(size=(400_000, 2)))
+    ck = tmp_path / "ck.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxgauss", "fit", str(tmp_path / "long.npy")]
+        + ["--chunk", "256"]
+        + ["--checkpoint", str(ck)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        seen = b""
+        while b" rows " not in seen:  # the first progress line: the fit is running
+            byte = proc.stderr.read(1)
+            assert byte, seen
+            seen += byte
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"Traceback" not in err
+    rows = checkpoint.info(ck)["rows"]
+    assert 0 < rows < 400_000

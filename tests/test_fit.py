@@ -378,3 +378,8 @@ def test_state_of_another_estimator_or_width_is_refused():
         jg.fit(jg.gradient_ascent(optax.sgd(0.1)), _data(20, d=3), state=state)
     with pytest.raises(ValueError, match="init must be a jaxgauss Gaussian"):
         jg.fit(jg.welford(), _data(20, d=3), init=(jnp.zeros(3), jnp.eye(3)))
+
+
+def test_integer_data_give_float32_with_x64():
+    # The README's rule: float64 only for float64 data (tests run with x64 enabled).
+    assert jg.fit(jg.welford(), np.arange(6).reshape(3, 2)).estimate.mean.dtype == jnp.float32

@@ -325,3 +325,9 @@ def test_command_line_end_to_end(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
+
+
+def test_make_estimator_must_return_an_estimator():
+    truth = jg.Gaussian(jnp.zeros(2), jnp.eye(2))
+    with pytest.raises(ValueError, match="must return a jaxgauss Estimator, got tuple"):
+        jg.sweep(lambda lr: (lr, lr), [0.1], truth=truth, n_steps=10, seeds=1)

@@ -109,9 +109,11 @@ class Method(NamedTuple):
         known = {h.name: h for h in self.hyperparameters}
         extra = [n for n, v in given.items() if v is not None and n not in known]
         if extra:
+            flags = {h.name: h.flag for m in METHODS.values() for h in m.hyperparameters}
             takes = ", ".join(h.flag for h in self.hyperparameters) or "no hyperparameters"
             raise ValueError(
-                f"method {self.name} does not take {', '.join(extra)}; it takes {takes}"
+                f"method {self.name} does not take {', '.join(flags.get(n, n) for n in extra)} "
+                f"(it takes {takes})"
             )
         values = {}
         for h in self.hyperparameters:

@@ -1,0 +1,133 @@
+"""streams: the file readers on hostile but realistic files (no JAX compile here).
+
+Every bad file is a ValueError naming the file and, for text, the row and line;
+everything before a bad CSV line is still yielded, so a fit keeps it."""
+
+import gzip
+import io
+import os
+
+import numpy as np
+import pytest
+
+import jaxgauss as jg
+
+ROWS = np.array([[1.0, 2.5], [-3.0, 4e-3], [5.0, 6.0]])
+
+
+def _read(path, chunk_rows=2):
+    chunks, _, _ = jg.streams.read_chunks(str(path), chunk_rows)
+    return np.concatenate(list(chunks))
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("plain.csv", "1,2.5\n-3,4e-3\n5,6\n"),
+        ("header.csv", "a,b\n1,2.5\n-3,4e-3\n5,6\n"),
+        ("bom.csv", "\ufeffa,b\r\n1,2.5\r\n-3,4e-3\r\n5,6\r\n"),
+        ("semicolon.csv", "a;b\n1;2.5\n-3;4e-3\n5;6\n"),
+        ("tabs.tsv", "a\tb\n1\t2.5\n-3\t4e-3\n5\t6\n"),
+        ("quoted.csv", '"a","b"\n"1","2.5"\n-3, "4e-3"\n 5 ,6\n\n'),
+        ("UPPER.CSV", "1,2.5\n-3,4e-3\n5,6\n"),
+    ],
+)
+def test_csv_dialects_read_the_same_rows(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    np.testing.assert_array_equal(_read(path), ROWS)
+
+
+def test_gzip_and_binary_stream(tmp_path):
+    text = b"a,b\n1,2.5\n-3,4e-3\n5,6\n"
+    with gzip.open(tmp_path / "t.csv.gz", "wb") as f:
+        f.write(text)
+    np.testing.assert_array_equal(_read(tmp_path / "t.csv.gz"), ROWS)
+    chunks = jg.streams.read_csv_chunks(io.BytesIO(text), chunk_rows=2)
+    np.testing.assert_array_equal(np.concatenate(list(chunks)), ROWS)
+    (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(text)[:-6])  # truncated
+    with pytest.raises(ValueError, match=r"bad\.csv\.gz: could not be read"):
+        _read(tmp_path / "bad.csv.gz")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # A '#' line mid-file is not silently dropped (it would shift every later row).
+        (
+            "a,b\n1,2\n# note\n3,4\n",
+            r"row 1 \(line 3\) column 0 is not a number: '# note' \(only the first",
+        ),
+        ("1,2\n3,x\n", r"row 1 \(line 2\) column 1 is not a number: 'x'"),
+        (
+            "1,2,\n3,4,\n",
+            r"row 0 \(line 1\) ends with a delimiter: an empty last column \(column 2\)",
+        ),
+        ("1,2\n3,,4\n", r"row 1 \(line 2\) column 1 is empty"),
+        ("1,2\n3,4,5\n", r"row 1 \(line 2\) has 3 columns, earlier rows 2"),
+        ("1,x\n3,4\n", r"row 0 \(line 1\) column 1 is not a number: 'x'"),
+        ("\n\n", "has no rows"),
+    ],
+)
+def test_bad_csv_lines_are_named(tmp_path, text, message):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        _read(path)
+
+
+def test_rows_before_a_bad_line_are_yielded_first(tmp_path):
+    # A change of width in the third chunk: the rows before the bad line come out,
+    # including the good head of the chunk that holds it.
+    lines = [f"{i},{i}" for i in range(7)] + ["7,7,7"] + ["8,8"]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    chunks = jg.streams.read_csv_chunks(str(tmp_path / "t.csv"), chunk_rows=3)
+    got = [next(chunks) for _ in range(3)]
+    assert [c.shape[0] for c in got] == [3, 3, 1]
+    with pytest.raises(ValueError, match=r"row 7 \(line 8\) has 3 columns, earlier rows 2"):
+        next(chunks)
+
+
+def test_non_utf8_bytes_name_file_and_offset(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"a,b\n1,2\n3,\xe94\n")
+    with pytest.raises(
+        ValueError, match=r"latin\.csv: line 3 is not UTF-8 text: byte offset 10 is b'\\xe9'"
+    ):
+        _read(path)
+
+
+def test_npy_files_that_are_not_arrays(tmp_path):
+    np.save(tmp_path / "ok.npy", ROWS)
+    data = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "short.npy").write_bytes(data[:-5])
+    np.savez(tmp_path / "arch.npz", x=ROWS)
+    os.rename(tmp_path / "arch.npz", tmp_path / "arch.npy")
+    (tmp_path / "noise.npy").write_bytes(np.random.default_rng(0).bytes(300))
+    np.save(tmp_path / "obj.npy", np.array([{}, 1], dtype=object), allow_pickle=True)
+    cases = {
+        "empty.npy": r"empty \(0 bytes\)",
+        "short.npy": r"truncated: 171 bytes, its header \(\(3, 2\), float64\) needs 176",
+        "arch.npy": r"zip archive \(an \.npz file\?\)",
+        "noise.npy": "no NumPy header",
+        "obj.npy": r"Python objects \(pickled data\)",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            _read(tmp_path / name)
+    os.mkfifo(tmp_path / "fifo.npy")
+    with pytest.raises(ValueError, match="not a regular file"):
+        _read(tmp_path / "fifo.npy")
+
+
+def test_big_endian_npy_is_read_natively(tmp_path):
+    np.save(tmp_path / "be.npy", ROWS.astype(">f8"))
+    got = _read(tmp_path / "be.npy")
+    assert got.dtype.isnative
+    np.testing.assert_array_equal(got, ROWS)
+
+
+def test_unsupported_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"unsupported file type .*\.xlsx"):
+        jg.streams.read_chunks(str(tmp_path / "t.xlsx"))
