@@ -184,6 +184,7 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
     b₂ = m₄ / m₂², minus 3 with ``fisher=True`` (the excess kurtosis, 0 for a
     Gaussian). With ``bias=False`` the unbiased-cumulant form
     ((n² − 1) b₂ − 3 (n − 1)²)/((n − 2)(n − 3)) (for n > 3; b₂ otherwise, as scipy).
+    A feature whose variance is zero to rounding gives NaN, as scipy.
 
     Args:
       state: a ``WelfordState`` with fourth moments (leading batch axes allowed).

@@ -234,6 +234,9 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     carry a prior would count it twice, which is refused when the weights are concrete
     (under ``jit`` the weights simply add): give the prior to one shard only.
 
+    States of ``welford(fourth_moments=True)`` also merge their centred third and
+    fourth moments, by Pébay's pairwise formulas (``higher_moments.combine``).
+
     Only ``welford`` states merge (``natural_gradient()`` with its default step makes
     them too): the other moment estimators weight rows by their position in the
     stream, so two of their states do not determine the state of the concatenation.
@@ -248,7 +251,8 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
 
     Raises:
       ValueError: an argument is not a ``WelfordState``; dimensions differ; both
-        carry a (concrete) positive prior weight.
+        carry a (concrete) positive prior weight; one carries fourth moments and the
+        other does not.
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
