@@ -112,9 +112,7 @@ def test_merge_and_groups():
     ys = DIABETES
     whole = LedoitWolf().fit(ys)
     parts = [_state(FOURTH, ys[i : i + 221]) for i in (0, 221)]
-    merged = parts[0]
-    for p in parts[1:]:
-        merged = jg.merge(merged, p)
+    merged = jax.jit(jg.merge)(*parts)
     _close(_lw(merged).cov, whole.covariance_)
     # Groups: states with a leading group axis give one estimate per group.
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *parts[:2])
@@ -141,8 +139,9 @@ def test_digits_singular_mle_but_shrunk_spd():
 
 
 def test_fit_blocks_equal_sklearn():
-    # Through fit's blocked scan (uneven batches, a ragged tail), as users call it.
-    state = jg.fit(FOURTH, DIABETES, batch_size=7, block_rows=64).state
+    # Through fit's blocked scan (updates of 13 rows, two per compiled step), as users
+    # call it; 442 = 13 · 34 rows, so one program is compiled.
+    state = jg.fit(FOURTH, DIABETES, batch_size=13, block_rows=26).state
     _close(_lw(state).cov, LedoitWolf().fit(DIABETES).covariance_)
 
 
