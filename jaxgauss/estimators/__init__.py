@@ -3,6 +3,7 @@
 from jaxgauss.estimators.averaged import AveragedState, averaged
 from jaxgauss.estimators.base import Estimator, all_finite
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
+from jaxgauss.estimators.higher_moments import kurtosis, skewness
 from jaxgauss.estimators.moments import (
     MomentsState,
     WelfordState,
@@ -12,6 +13,14 @@ from jaxgauss.estimators.moments import (
     welford,
 )
 from jaxgauss.estimators.registry import METHODS, Hyperparameter, Method, get_method, make_method
+from jaxgauss.estimators.shrinkage import (
+    ledoit_wolf,
+    ledoit_wolf_shrinkage,
+    oas,
+    oas_shrinkage,
+    shrunk,
+)
+from jaxgauss.estimators.window import RollingState, downdate, rolling
 
 __all__ = [
     "Estimator",
@@ -31,4 +40,14 @@ __all__ = [
     "Method",
     "get_method",
     "make_method",
+    "kurtosis",
+    "skewness",
+    "ledoit_wolf",
+    "ledoit_wolf_shrinkage",
+    "oas",
+    "oas_shrinkage",
+    "shrunk",
+    "RollingState",
+    "downdate",
+    "rolling",
 ]

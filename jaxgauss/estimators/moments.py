@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.higher_moments import Moments, batch_moments, combine, gaussian_fourth
 from jaxgauss.gaussian import Gaussian
 
 __all__ = [
@@ -59,12 +60,19 @@ class WelfordState(NamedTuple):
       count: t, the number of data rows absorbed, int32.
       prior_weight: n₀, the number of pseudo-rows the initial Gaussian counts as
         (0: the initial Gaussian is forgotten at the first row), a float scalar.
+      third: with ``welford(fourth_moments=True)``, T = E[eᵢ² eⱼ] (d, d), the centred
+        third moments (e = y − μ, same weighting as Σ); otherwise None.
+      fourth: likewise F = E[eᵢ² eⱼ²] (d, d), symmetric; otherwise None. The prior's
+        pseudo-rows count with the moments of the initial Gaussian (T = 0,
+        F = Σ₀ᵢᵢ Σ₀ⱼⱼ + 2 Σ₀ᵢⱼ²).
     """
 
     mean: jax.Array
     cov: jax.Array
     count: jax.Array
     prior_weight: jax.Array
+    third: jax.Array | None = None
+    fourth: jax.Array | None = None
 
 
 class MomentsState(NamedTuple):
@@ -132,7 +140,9 @@ def _check_nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
-def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator:
+def welford(
+    ddof: float = 0, prior_weight: float | jax.Array = 0.0, fourth_moments: bool = False
+) -> Estimator:
     """Exact streaming mean and covariance (Welford's algorithm, blocked).
 
     The step aₜ = 1/(t + n₀) makes the state the weighted MLE of the rows seen plus n₀
@@ -157,6 +167,10 @@ def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator
         the unbiased sample covariance when n₀ = 0). While n ≤ ddof the correction is
         undefined and the uncorrected Σ is returned. It does not affect the state.
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows. May be traced.
+      fourth_moments: also track the centred third and fourth moments T and F
+        (``WelfordState.third``/``fourth``, merged and downdated exactly), which
+        ``ledoit_wolf``, ``skewness`` and ``kurtosis`` need. Costs two more d × d
+        matmuls per batch; the mean and covariance are unchanged.
 
     Returns:
       An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states.
@@ -173,11 +187,13 @@ def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator
     _check_nonnegative("prior_weight", prior_weight)
 
     def init(g0: Gaussian) -> WelfordState:
+        higher = (jnp.zeros_like(g0.cov), gaussian_fourth(g0.cov)) if fourth_moments else ()
         return WelfordState(
             g0.mean,
             g0.cov,
             jnp.zeros((), jnp.int32),
             jnp.asarray(prior_weight, g0.mean.dtype),
+            *higher,
         )
 
     def update(state: WelfordState, batch: jax.Array) -> WelfordState:
@@ -186,7 +202,11 @@ def welford(ddof: float = 0, prior_weight: float | jax.Array = 0.0) -> Estimator
         n = state.count.astype(state.mean.dtype) + state.prior_weight
         keep = n / (n + batch.shape[0])
         mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]))
-        return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight)
+        higher = ()
+        if fourth_moments:
+            old = Moments(n, state.mean, state.cov, state.third, state.fourth)
+            higher = combine(old, batch_moments(batch))[3:]
+        return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight, *higher)
 
     def estimate(state: WelfordState) -> Gaussian:
         n = state.count + state.prior_weight
@@ -214,6 +234,9 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     carry a prior would count it twice, which is refused when the weights are concrete
     (under ``jit`` the weights simply add): give the prior to one shard only.
 
+    States of ``welford(fourth_moments=True)`` also merge their centred third and
+    fourth moments, by Pébay's pairwise formulas (``higher_moments.combine``).
+
     Only ``welford`` states merge (``natural_gradient()`` with its default step makes
     them too): the other moment estimators weight rows by their position in the
     stream, so two of their states do not determine the state of the concatenation.
@@ -228,7 +251,8 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
 
     Raises:
       ValueError: an argument is not a ``WelfordState``; dimensions differ; both
-        carry a (concrete) positive prior weight.
+        carry a (concrete) positive prior weight; one carries fourth moments and the
+        other does not.
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -256,6 +280,11 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
             "both states carry a prior (prior_weight > 0), which merging would count twice; "
             "build all shards but one with welford(prior_weight=0)"
         )
+    if (a.fourth is None) != (b.fourth is None):
+        raise ValueError(
+            "cannot merge a state with fourth moments and one without: build both with "
+            "the same welford(fourth_moments=...)"
+        )
     weight_a = a.count + a.prior_weight
     weight_b = b.count + b.prior_weight
     total = weight_a + weight_b
@@ -269,11 +298,18 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
         + frac_b[..., None, None] * b.cov
         + (frac_a * frac_b)[..., None, None] * jnp.einsum("...i,...j->...ij", delta, delta)
     )
+    higher = ()
+    if a.fourth is not None:
+        higher = combine(
+            Moments(weight_a, a.mean, a.cov, a.third, a.fourth),
+            Moments(weight_b, b.mean, b.cov, b.third, b.fourth),
+        )[3:]
     return WelfordState(
         mean,
         0.5 * (cov + jnp.swapaxes(cov, -1, -2)),
         a.count + b.count,
         a.prior_weight + b.prior_weight,
+        *higher,
     )
 
 
