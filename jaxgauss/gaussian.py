@@ -241,7 +241,7 @@ def entropy(g: Gaussian, allow_singular: bool = False) -> jax.Array:
         return 0.5 * (sp.rank * (1.0 + math.log(2.0 * math.pi)) + sp.log_pdet)
     chol = jnp.linalg.cholesky(g.cov)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return half_logdet + 0.5 * g.mean.shape[-1] + _half_log_2pi(g.mean.shape[-1])
+    return half_logdet + 0.5 * g.mean.shape[-1] + half_log_2pi(g.mean.shape[-1])
 
 
 def precision(g: Gaussian, allow_singular: bool = False) -> jax.Array:

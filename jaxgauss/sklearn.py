@@ -62,7 +62,7 @@ def _cached_estimator(method: str, centred: bool) -> Estimator:
 
 @functools.partial(jax.jit, static_argnames=("estimator", "d"))
 def _start(estimator: Estimator, d: int):
-    return estimator.init(Gaussian(jnp.zeros(d), jnp.eye(d)))
+    return estimator.init(Gaussian.standard(d, jnp.float64))
 
 
 @functools.partial(jax.jit, static_argnames=("estimator",))
