@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgauss.gaussian import Gaussian
+from jaxgauss.gaussian import Gaussian, _spectral
 
 __all__ = [
     "random_truth",
@@ -60,8 +60,21 @@ def random_truth(key: jax.Array, d: int, condition: float = 1.0, dtype=None) -> 
     return Gaussian(jax.random.normal(k_mean, (d,), dtype), 0.5 * (cov + cov.T))
 
 
-def sample(key: jax.Array, truth: Gaussian, n: int) -> jax.Array:
-    """``n`` independent draws from ``truth``, shape (n, d), in the truth's dtype.
+def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False) -> jax.Array:
+    """``n`` independent draws from ``truth``, shape (n, ..., d) for a ``truth`` with
+    leading axes (...) (each batch member draws its own), in the truth's dtype.
+
+    A draw is μ + L z with z ~ N(0, I) and L the Cholesky factor of Σ.
+
+    Args:
+      key: a JAX PRNG key.
+      truth: the Gaussian, mean (..., d), cov (..., d, d).
+      n: number of draws.
+      allow_singular: a Python bool (static). True: L = V diag(√sᵢ) from the
+        eigendecomposition Σ = V diag(s) Vᵀ, eigenvalues at or below
+        ``jaxgauss.rank_tolerance`` set to zero, so a singular Σ (an MLE of n ≤ d
+        rows) gives draws on its support (as ``scipy.stats.multivariate_normal.rvs``).
+        The default gives NaN for a Σ that is not positive definite.
 
     Example:
       >>> import jax, jaxgauss as jg
@@ -69,9 +82,14 @@ def sample(key: jax.Array, truth: Gaussian, n: int) -> jax.Array:
       >>> jg.streams.sample(jax.random.key(0), g, 5).shape
       (5, 2)
     """
-    chol = jnp.linalg.cholesky(truth.cov)
-    z = jax.random.normal(key, (n, truth.mean.shape[-1]), truth.mean.dtype)
-    return truth.mean + z @ chol.T
+    if allow_singular:
+        chol = _spectral(truth.cov).factor
+    else:
+        chol = jnp.linalg.cholesky(truth.cov)
+    z = jax.random.normal(key, (n,) + jnp.shape(truth.mean), truth.mean.dtype)
+    if jnp.ndim(truth.mean) == 1:
+        return truth.mean + z @ chol.T
+    return truth.mean + jnp.einsum("...ij,n...j->n...i", chol, z)
 
 
 def _is_array_like(data: Any) -> bool:

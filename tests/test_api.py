@@ -13,6 +13,11 @@ CONTRACT = [
     "fit",
     "gradient_ascent",
     "Estimator",
+    "mahalanobis",
+    "entropy",
+    "marginal",
+    "condition",
+    "sample",
 ]
 
 
@@ -21,6 +26,10 @@ def test_all_names_import():
         assert getattr(jg, name) is not None, name
     assert set(CONTRACT) <= set(jg.__all__)
     assert callable(jg.streams.random_truth) and callable(jg.streams.sample)
+    assert jg.sample is jg.streams.sample  # one sampling implementation
+    from jaxgauss.sklearn import OnlineEmpiricalCovariance  # the optional extra
+
+    assert callable(OnlineEmpiricalCovariance().fit)
 
 
 def test_submodules_have_all():

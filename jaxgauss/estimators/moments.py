@@ -22,6 +22,11 @@ For 0 < aₜ < 1 the new Σ is a positive combination of an SPD matrix and a PSD
 rank-one term, so it never leaves the SPD cone; aₜ = 1 (the first row with n₀ = 0)
 replaces the state by the one-row MLE, which is singular like every MLE of t ≤ d
 rows: an answer, not a divergence. ``is_valid`` only rejects non-finite states.
+
+A known mean m (``known_mean=``: scikit-learn's ``assume_centered`` is m = 0, scipy's
+``multivariate_normal.fit(fix_mean=m)``) keeps μₜ = m and makes Σ the weighted second
+moment about m, Σₜ = (1 − aₜ) Σₜ₋₁ + aₜ (yₜ − m)(yₜ − m)ᵀ: no degree of freedom is
+spent on the mean, so with aₜ = 1/t it is the exact MLE of Σ given m (and unbiased).
 """
 
 from __future__ import annotations
@@ -107,7 +112,12 @@ def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _absorb(
-    mean: jax.Array, cov: jax.Array, batch: jax.Array, keep: jax.Array, weights: jax.Array
+    mean: jax.Array,
+    cov: jax.Array,
+    batch: jax.Array,
+    keep: jax.Array,
+    weights: jax.Array,
+    known: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Apply the rows yᵢ of ``batch`` (b, d) with the old state's weight c = ``keep``
     and row weights wᵢ (``weights``: (b,), or one scalar for all rows), as the b
@@ -117,12 +127,14 @@ def _absorb(
 
     which is Chan et al.'s pairwise formula (c Σ + c (μ − μ')(μ − μ')ᵀ +
     Σᵢ wᵢ (yᵢ − μ')(yᵢ − μ')ᵀ with c = 1 − W) rearranged so the rows are read once.
+
+    With ``known=True`` the mean μ is known and stays: Σ' = Σ − W Σ + Σᵢ wᵢ eᵢ eᵢᵀ.
     """
     uniform = jnp.ndim(weights) == 0
     # c = 0 (a first row with no prior) drops the old state exactly, however large it
     # was: the rows are then shifted by the batch's first row instead of the old mean.
     forget = keep == 0
-    shift = jnp.where(forget, batch[0], mean)
+    shift = mean if known else jnp.where(forget, batch[0], mean)
     e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
     if uniform:
         s, gram, total = weights * jnp.sum(e, axis=0), weights * (e.T @ e), weights * e.shape[0]
@@ -131,8 +143,8 @@ def _absorb(
     # Increment form: the old state decays by subtracting W·Σ, rounded entry by entry,
     # not by multiplying with a rounded factor c.
     old = jnp.where(forget, 0, cov - total * cov)
-    new_cov = old + gram - jnp.outer(s, s)
-    return shift + s, 0.5 * (new_cov + new_cov.T)
+    new_cov = old + gram if known else old + gram - jnp.outer(s, s)
+    return (mean if known else shift + s), 0.5 * (new_cov + new_cov.T)
 
 
 def _check_nonnegative(name: str, value) -> None:
@@ -140,8 +152,34 @@ def _check_nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _check_known_mean(known_mean) -> None:
+    """Boundary check of ``known_mean``: None, or a finite scalar or (d,) vector."""
+    if known_mean is None or isinstance(known_mean, jax.core.Tracer):
+        return
+    m = np.asarray(known_mean)
+    if m.ndim > 1 or not (np.issubdtype(m.dtype, np.number) and not np.iscomplexobj(m)):
+        raise ValueError(f"known_mean must be a real scalar or a (d,) vector, got {known_mean!r}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"known_mean has non-finite entries: {m.tolist()}")
+
+
+def _initial_mean(known_mean, g0: Gaussian) -> jax.Array:
+    """The state's starting mean: g0's, or the known mean broadcast to g0's shape."""
+    if known_mean is None:
+        return g0.mean
+    m = jnp.asarray(known_mean, g0.mean.dtype)
+    if m.ndim == 1 and m.shape != g0.mean.shape:
+        raise ValueError(
+            f"known_mean has {m.shape[0]} entries but the data have dimension {g0.mean.shape[-1]}"
+        )
+    return jnp.broadcast_to(m, g0.mean.shape)
+
+
 def welford(
-    ddof: float = 0, prior_weight: float | jax.Array = 0.0, fourth_moments: bool = False
+    ddof: float = 0,
+    prior_weight: float | jax.Array = 0.0,
+    known_mean: float | jax.Array | None = None,
+    fourth_moments: bool = False,
 ) -> Estimator:
     """Exact streaming mean and covariance (Welford's algorithm, blocked).
 
@@ -167,6 +205,12 @@ def welford(
         the unbiased sample covariance when n₀ = 0). While n ≤ ddof the correction is
         undefined and the uncorrected Σ is returned. It does not affect the state.
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows. May be traced.
+      known_mean: None (estimate the mean), or the mean m when it is known: a scalar
+        (0: centred data, scikit-learn's ``assume_centered=True``) or a (d,) vector.
+        The state's mean is m throughout and Σₜ = (n₀ Σ₀ + Σₛ (yₛ − m)(yₛ − m)ᵀ)/(n₀ + t),
+        equal to ``jaxgauss.mle(ys, known_mean=m)`` to rounding (scipy's
+        ``multivariate_normal.fit(fix_mean=m)``); ddof = 0 is then the unbiased one.
+        Two such states with the same m ``merge`` exactly.
       fourth_moments: also track the centred third and fourth moments T and F
         (``WelfordState.third``/``fourth``, merged and downdated exactly), which
         ``ledoit_wolf``, ``skewness`` and ``kurtosis`` need. Costs two more d × d
@@ -185,11 +229,18 @@ def welford(
     if isinstance(ddof, bool) or not isinstance(ddof, Real) or not ddof >= 0:
         raise ValueError(f"ddof must be a number >= 0, got {ddof!r}")
     _check_nonnegative("prior_weight", prior_weight)
+    _check_known_mean(known_mean)
+    known = known_mean is not None
+    if known and fourth_moments:
+        raise ValueError(
+            "fourth_moments=True with a known_mean is not supported: the fourth-moment sums "
+            "are centred at the estimated mean"
+        )
 
     def init(g0: Gaussian) -> WelfordState:
         higher = (jnp.zeros_like(g0.cov), gaussian_fourth(g0.cov)) if fourth_moments else ()
         return WelfordState(
-            g0.mean,
+            _initial_mean(known_mean, g0),
             g0.cov,
             jnp.zeros((), jnp.int32),
             jnp.asarray(prior_weight, g0.mean.dtype),
@@ -201,7 +252,7 @@ def welford(
         # and the old state n/(n + b): exact weights, no products needed.
         n = state.count.astype(state.mean.dtype) + state.prior_weight
         keep = n / (n + batch.shape[0])
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]))
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]), known)
         higher = ()
         if fourth_moments:
             old = Moments(n, state.mean, state.cov, state.third, state.fourth)
@@ -313,15 +364,18 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     )
 
 
-def _moments_estimator(steps: Callable[[jax.Array, int, jnp.dtype], jax.Array]) -> Estimator:
+def _moments_estimator(
+    steps: Callable[[jax.Array, int, jnp.dtype], jax.Array], known_mean=None
+) -> Estimator:
     """The ``MomentsState`` estimator whose rows get ``steps(count, b, dtype)`` (b,)."""
+    _check_known_mean(known_mean)
 
     def init(g0: Gaussian) -> MomentsState:
-        return MomentsState(g0.mean, g0.cov, jnp.zeros((), jnp.int32))
+        return MomentsState(_initial_mean(known_mean, g0), g0.cov, jnp.zeros((), jnp.int32))
 
     def update(state: MomentsState, batch: jax.Array) -> MomentsState:
         keep, weights = _step_weights(steps(state.count, batch.shape[0], state.mean.dtype))
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, weights)
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, weights, known_mean is not None)
         return MomentsState(mean, cov, state.count + batch.shape[0])
 
     def estimate(state: MomentsState) -> Gaussian:
@@ -333,6 +387,7 @@ def _moments_estimator(steps: Callable[[jax.Array, int, jnp.dtype], jax.Array]) 
 def natural_gradient(
     learning_rate: float | jax.Array | optax.Schedule | None = None,
     prior_weight: float | jax.Array = 0.0,
+    known_mean: float | jax.Array | None = None,
 ) -> Estimator:
     """Natural-gradient ascent on the log-likelihood, in expectation parameters.
 
@@ -361,6 +416,8 @@ def natural_gradient(
         schedule(t − 1), with values in (0, 1].
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, for the default
         step only (a given step sets the initial Gaussian's weight itself).
+      known_mean: None, or a known mean m (scalar or (d,)): μ stays m and Σ averages
+        (y − m)(y − m)ᵀ with the same steps (see ``welford``).
 
     Returns:
       An ``Estimator`` with ``rowwise=True``.
@@ -378,7 +435,7 @@ def natural_gradient(
       2.5
     """
     if learning_rate is None:
-        return welford(prior_weight=prior_weight)
+        return welford(prior_weight=prior_weight, known_mean=known_mean)
     if not (isinstance(prior_weight, Real) and prior_weight == 0):
         raise ValueError(
             "prior_weight applies only to the default step (learning_rate=None); a constant "
@@ -397,10 +454,14 @@ def natural_gradient(
         def steps(count, b, dtype):
             return jnp.full((b,), learning_rate, dtype)
 
-    return _moments_estimator(steps)
+    return _moments_estimator(steps, known_mean)
 
 
-def exponential(half_life: float | jax.Array, prior_weight: float | jax.Array = 0.0) -> Estimator:
+def exponential(
+    half_life: float | jax.Array,
+    prior_weight: float | jax.Array = 0.0,
+    known_mean: float | jax.Array | None = None,
+) -> Estimator:
     """Exponentially forgetting mean and covariance, for drifting streams.
 
     The step is aₜ = max(1/(t + n₀), λ) with λ = 1 − 2^(−1/h): running moments
@@ -412,6 +473,7 @@ def exponential(half_life: float | jax.Array, prior_weight: float | jax.Array = 
     Args:
       half_life: h > 0, in data rows. May be traced (``jnp.inf`` allowed).
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, as in ``welford``.
+      known_mean: None, or a known mean m (scalar or (d,)), as in ``welford``.
 
     Returns:
       An ``Estimator`` with ``rowwise=True`` and ``MomentsState`` states.
@@ -435,4 +497,4 @@ def exponential(half_life: float | jax.Array, prior_weight: float | jax.Array = 
         floor = -jnp.expm1(-jnp.log(2.0) / jnp.asarray(half_life, dtype))
         return jnp.maximum(1 / (_row_numbers(count, b).astype(dtype) + prior_weight), floor)
 
-    return _moments_estimator(steps)
+    return _moments_estimator(steps, known_mean)

@@ -1,0 +1,318 @@
+"""A scikit-learn covariance estimator that streams: ``OnlineEmpiricalCovariance``.
+
+scikit-learn's ``EmpiricalCovariance`` needs every row in memory at once. This
+estimator has the same attributes and methods but also ``partial_fit``, which feeds
+rows through the same compiled update as ``fit`` (``fit`` is a fresh ``partial_fit``),
+so a table larger than memory can be estimated chunk by chunk with the result of one
+pass.
+
+Precision: scikit-learn returns float64 whatever the input; JAX computes in float32
+unless x64 is enabled. Every JAX call here runs inside ``jax.enable_x64(True)`` on
+float64 data, so results are float64 whatever the global setting, and the state is
+kept as NumPy float64 arrays between calls (which also makes the fitted estimator
+picklable). Compiled programs are cached per estimator and shape: the method's
+``Estimator`` is built once per (method, centred) and reused by every instance, and
+rows go in blocks of 4096 plus a rest padded to a power of two (padding rows are
+masked out), so a dimension compiles a few programs whatever the row counts:
+scikit-learn's ``check_estimator``, which fits dozens of shapes, would otherwise spend
+most of its time compiling. ``jaxgauss.fit`` is not used because it validates in
+Python what ``validate_data`` already checked and compiles per data length.
+
+scikit-learn is an optional dependency (``pip install "jaxgauss[sklearn]"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from jaxgauss.estimators import Estimator, ledoit_wolf, oas, welford
+from jaxgauss.gaussian import Gaussian, is_spd, log_likelihood, mahalanobis, precision
+
+__all__ = ["OnlineEmpiricalCovariance", "METHODS"]
+
+
+def _plain(estimator: Estimator, state) -> Gaussian:
+    return estimator.estimate(state)
+
+
+# method name -> (build the estimator given centred=True/False, (estimator, state) ->
+# Gaussian). With a known mean the rows are centred by it in NumPy before streaming,
+# so every known mean shares one compiled program (welford(known_mean=0) on y − m).
+def _ledoit_wolf_estimator(centred: bool) -> Estimator:
+    if centred:
+        raise ValueError(
+            "method='ledoit-wolf' estimates the mean (its fourth-moment sums are centred at "
+            "it): leave assume_centered and known_mean unset, or use method='oas'"
+        )
+    return welford(fourth_moments=True)
+
+
+METHODS = {
+    "welford": (lambda centred: welford(known_mean=0.0 if centred else None), _plain),
+    "ledoit-wolf": (_ledoit_wolf_estimator, lambda estimator, state: ledoit_wolf(state)),
+    "oas": (
+        lambda centred: welford(known_mean=0.0 if centred else None),
+        lambda estimator, state: oas(state),
+    ),
+}
+
+# Rows per compiled call: whole blocks of _BLOCK rows, and the rest padded to a power
+# of two ≥ _MIN_PIECE, so a dimension compiles a few programs whatever the row counts.
+_BLOCK = 4096
+_MIN_PIECE = 16
+
+
+@functools.cache
+def _cached_estimator(method: str, centred: bool) -> Estimator:
+    return METHODS[method][0](centred)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "d"))
+def _start(estimator: Estimator, d: int):
+    return estimator.init(Gaussian.standard(d, jnp.float64))
+
+
+@functools.partial(jax.jit, static_argnames=("estimator",))
+def _absorb(estimator: Estimator, state, diverged, rows, n_valid):
+    """Apply the first ``n_valid`` rows of ``rows`` (m, d): for a rowwise estimator
+    whose every row is valid, one update of all m rows; otherwise update by update
+    in a scan in which rows from ``n_valid`` on change nothing. An update that
+    ``is_valid`` rejects is not applied, and sets ``diverged`` (later rows then
+    change nothing either), as ``jaxgauss.fit``'s guard."""
+
+    def step(carry, x):
+        state, diverged = carry
+        row, live = x
+        new = estimator.update(state, row[None])
+        accept = live & ~diverged & estimator.is_valid(new)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state)
+        return (state, diverged | (live & ~accept & ~diverged)), None
+
+    def one_by_one(state, diverged):
+        live = jnp.arange(rows.shape[0]) < n_valid
+        return jax.lax.scan(step, (state, diverged), (rows, live))[0]
+
+    if not estimator.rowwise:
+        return one_by_one(state, diverged)
+
+    def whole(state, diverged):
+        new = estimator.update(state, rows)
+        ok = estimator.is_valid(new) & ~diverged
+        return jax.lax.cond(ok, lambda: (new, diverged), lambda: one_by_one(state, diverged))
+
+    return jax.lax.cond(n_valid == rows.shape[0], whole, one_by_one, state, diverged)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "finish"))
+def _summary(estimator: Estimator, finish, state):
+    g = finish(estimator, state)
+    return g, precision(g, allow_singular=True)
+
+
+@jax.jit
+def _mahalanobis(g: Gaussian, rows):
+    return mahalanobis(g, rows, allow_singular=True)
+
+
+@jax.jit
+def _mean_log_likelihood(g: Gaussian, rows):
+    return jnp.where(is_spd(g.cov), jnp.mean(log_likelihood(g, rows)), -jnp.inf)
+
+
+def _pieces(n: int):
+    """(start, stop, padded size) of the compiled calls that cover n rows."""
+    done = 0
+    while n - done >= _BLOCK:
+        yield done, done + _BLOCK, _BLOCK
+        done += _BLOCK
+    if done < n:
+        yield done, n, max(_MIN_PIECE, 1 << (n - done - 1).bit_length())
+
+
+class OnlineEmpiricalCovariance(BaseEstimator):
+    """Maximum-likelihood (or shrunk) covariance, fitted in one pass or streamed.
+
+    A drop-in for ``sklearn.covariance.EmpiricalCovariance`` (same attributes,
+    ``score``, ``mahalanobis``, ``error_norm``, ``get_precision``) that also has
+    ``partial_fit``: calling it on consecutive chunks of rows gives the ``fit`` of
+    all of them (to rounding). Results are float64 whatever JAX's x64 setting.
+
+    Args:
+      method: ``"welford"`` (the exact MLE, default), ``"ledoit-wolf"`` or ``"oas"``
+        (the shrunk estimates of scikit-learn's ``LedoitWolf``/``OAS``, streamed), or any ``jaxgauss``
+        ``Estimator`` (e.g. ``jg.exponential(500.0)`` to forget old rows; such an
+        instance must carry its own ``known_mean``, and is not picklable).
+      store_precision: keep ``precision_`` (the pseudo-inverse of ``covariance_``).
+      assume_centered: the data's mean is known to be 0 (``known_mean=0``).
+      known_mean: None, or the known mean (a scalar or an (n_features,) vector):
+        ``location_`` is it and ``covariance_`` the second moment about it
+        (``jaxgauss.welford(known_mean=...)``).
+
+    Attributes:
+      location_: (n_features,) float64, the mean.
+      covariance_: (n_features, n_features) float64.
+      precision_: (n_features, n_features) float64 pseudo-inverse of ``covariance_``
+        (``jaxgauss.precision(g, allow_singular=True)``), or None.
+      n_samples_seen_: rows absorbed so far.
+      n_features_in_: columns seen during ``fit``.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxgauss.sklearn import OnlineEmpiricalCovariance
+      >>> X = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
+      >>> est = OnlineEmpiricalCovariance().partial_fit(X[:2]).partial_fit(X[2:])
+      >>> est.covariance_.round(4).tolist(), est.n_samples_seen_
+      ([[2.6667, 2.0], [2.0, 2.0]], 3)
+    """
+
+    def __init__(
+        self, *, method="welford", store_precision=True, assume_centered=False, known_mean=None
+    ):
+        self.method = method
+        self.store_precision = store_precision
+        self.assume_centered = assume_centered
+        self.known_mean = known_mean
+
+    def _mean_offset(self, d: int) -> np.ndarray | None:
+        """The known mean as an (d,) float64 vector, or None."""
+        if self.known_mean is None:
+            return np.zeros(d) if self.assume_centered else None
+        if self.assume_centered:
+            raise ValueError("assume_centered=True means known_mean=0: give only one of them")
+        m = np.asarray(self.known_mean, np.float64)
+        if m.ndim > 1 or (m.ndim == 1 and m.shape[0] != d):
+            raise ValueError(
+                f"known_mean must be a scalar or have {d} entries, got shape {m.shape}"
+            )
+        if not np.all(np.isfinite(m)):
+            raise ValueError("known_mean has non-finite entries")
+        return np.broadcast_to(m, (d,)).copy()
+
+    def _estimator(self) -> tuple[Estimator, object]:
+        if isinstance(self.method, Estimator):
+            if self.assume_centered or self.known_mean is not None:
+                raise ValueError(
+                    "with an Estimator as method, build the known mean into it "
+                    "(e.g. jg.welford(known_mean=m)); leave assume_centered and known_mean unset"
+                )
+            return self.method, _plain
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown method {self.method!r}; choose from {', '.join(METHODS)} "
+                "or pass a jaxgauss Estimator"
+            )
+        centred = self.assume_centered or self.known_mean is not None
+        return _cached_estimator(self.method, centred), METHODS[self.method][1]
+
+    def fit(self, X, y=None):
+        """Fit to the rows of ``X`` (n_samples, n_features), forgetting earlier fits.
+
+        Returns:
+          self.
+        """
+        for name in ("n_samples_seen_", "_state"):
+            if hasattr(self, name):
+                delattr(self, name)
+        return self.partial_fit(X)
+
+    def partial_fit(self, X, y=None):
+        """Absorb the rows of ``X`` (n_samples, n_features) into the current fit
+        (a first call starts one); the result equals ``fit`` on all rows so far.
+
+        Returns:
+          self.
+        """
+        first = not hasattr(self, "_state")
+        X = validate_data(self, X, reset=first, dtype=np.float64)
+        if first and X.shape[0] == 1:
+            warnings.warn(
+                "Only one sample available. You may want to reshape your data array",
+                UserWarning,
+                stacklevel=2,
+            )
+        estimator, finish = self._estimator()
+        d = X.shape[1]
+        offset = self._mean_offset(d)
+        rows = X if offset is None else X - offset
+        with jax.enable_x64(True):
+            if first:
+                state = _start(estimator, d)
+            else:
+                state = jax.tree_util.tree_map(jnp.asarray, self._state)
+            diverged = jnp.asarray(False)
+            for start, stop, size in _pieces(rows.shape[0]):
+                piece = np.zeros((size, d))
+                piece[: stop - start] = rows[start:stop]
+                state, diverged = _absorb(estimator, state, diverged, piece, stop - start)
+            g, prec = _summary(estimator, finish, state)
+            self._state = jax.tree_util.tree_map(np.asarray, state)
+        self.n_samples_seen_ = int(getattr(self, "n_samples_seen_", 0) + X.shape[0])
+        self.location_ = offset if offset is not None else np.asarray(g.mean, np.float64)
+        self.covariance_ = np.asarray(g.cov, np.float64)
+        self.precision_ = np.asarray(prec, np.float64) if self.store_precision else None
+        if bool(diverged):
+            raise ValueError(
+                "the estimator rejected an update (it diverged) on these rows; the fit "
+                "keeps the last valid state. Use method='welford' or a smaller step."
+            )
+        return self
+
+    def _gaussian(self) -> Gaussian:
+        return Gaussian(jnp.asarray(self.location_), jnp.asarray(self.covariance_))
+
+    def get_precision(self) -> np.ndarray:
+        """The precision matrix (pseudo-inverse of ``covariance_``), float64."""
+        check_is_fitted(self)
+        if self.precision_ is not None:
+            return self.precision_
+        with jax.enable_x64(True):
+            return np.asarray(precision(self._gaussian(), allow_singular=True), np.float64)
+
+    def mahalanobis(self, X) -> np.ndarray:
+        """SQUARED Mahalanobis distances of the rows of ``X`` to ``location_``
+        (as scikit-learn's), with the pseudo-inverse for a singular covariance.
+
+        Returns:
+          (n_samples,) float64.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with jax.enable_x64(True):
+            return np.asarray(_mahalanobis(self._gaussian(), X), np.float64)
+
+    def score(self, X_test, y=None) -> float:
+        """Mean log-likelihood of the rows of ``X_test`` under N(location_, covariance_);
+        −inf when ``covariance_`` is not positive definite (as scikit-learn, whose
+        pseudo-inverse precision then has log-determinant −inf).
+        """
+        check_is_fitted(self)
+        X_test = validate_data(self, X_test, reset=False, dtype=np.float64)
+        with jax.enable_x64(True):
+            return float(_mean_log_likelihood(self._gaussian(), X_test))
+
+    def error_norm(self, comp_cov, norm="frobenius", scaling=True, squared=True) -> float:
+        """The norm of ``comp_cov − covariance_``: "frobenius" (‖E‖²_F) or "spectral"
+        (the largest singular value², σ_max(E)²), divided by n_features when
+        ``scaling``, and its square root when not ``squared``.
+
+        Raises:
+          NotImplementedError: another norm (as scikit-learn).
+        """
+        check_is_fitted(self)
+        error = np.asarray(comp_cov, np.float64) - self.covariance_
+        if norm == "frobenius":
+            value = float(np.sum(error**2))
+        elif norm == "spectral":
+            value = float(np.linalg.norm(error, 2) ** 2)
+        else:
+            raise NotImplementedError("Only spectral and frobenius norms are implemented")
+        if scaling:
+            value /= error.shape[0]
+        return value if squared else float(np.sqrt(value))

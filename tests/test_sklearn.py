@@ -1,0 +1,160 @@
+"""jaxgauss.sklearn.OnlineEmpiricalCovariance against scikit-learn's EmpiricalCovariance.
+
+Ported (rewritten) from scikit-learn's ``sklearn/covariance/tests/test_covariance.py``:
+test_covariance (diabetes table: covariance, error_norm in every variant, positive
+Mahalanobis distances, one feature, one sample with its warning, the centred case) and
+test_EmpiricalCovariance_validates_mahalanobis; plus ``check_estimator``.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+from sklearn.covariance import EmpiricalCovariance, empirical_covariance
+from sklearn.datasets import load_diabetes
+from sklearn.utils.estimator_checks import check_estimator
+
+import jaxgauss as jg
+from jaxgauss.sklearn import OnlineEmpiricalCovariance
+
+X = load_diabetes().data
+
+
+def test_check_estimator():
+    started = time.perf_counter()
+    check_estimator(OnlineEmpiricalCovariance())
+    # compiled programs are shared per (d, piece size): ~28 compiles in all
+    print(f"check_estimator took {time.perf_counter() - started:.1f} s")
+
+
+def test_scikit_learns_covariance_cases():
+    cov = OnlineEmpiricalCovariance().fit(X)
+    emp = empirical_covariance(X)
+    np.testing.assert_allclose(cov.covariance_, emp, rtol=1e-12)
+    for kwargs in ({}, {"norm": "spectral"}, {"scaling": False}, {"squared": False}):
+        assert cov.error_norm(emp, **kwargs) == pytest.approx(0, abs=1e-12)
+    off = emp + np.eye(X.shape[1])
+    sk = EmpiricalCovariance().fit(X)
+    for kwargs in ({}, {"norm": "spectral"}, {"scaling": False}, {"squared": False}):
+        assert cov.error_norm(off, **kwargs) == pytest.approx(sk.error_norm(off, **kwargs))
+    with pytest.raises(NotImplementedError):
+        cov.error_norm(emp, norm="foo")
+    assert np.min(cov.mahalanobis(X)) > 0
+
+    one = OnlineEmpiricalCovariance().fit(X[:, :1])
+    np.testing.assert_allclose(one.covariance_, empirical_covariance(X[:, :1]), rtol=1e-12)
+    assert one.error_norm(empirical_covariance(X[:, :1]), norm="spectral") < 1e-20
+
+    with pytest.warns(UserWarning, match="Only one sample available"):
+        single = OnlineEmpiricalCovariance().fit(np.arange(5).reshape(1, 5))
+    np.testing.assert_array_equal(single.covariance_, np.zeros((5, 5)))
+
+    centred = OnlineEmpiricalCovariance(assume_centered=True).fit(X)
+    np.testing.assert_array_equal(centred.location_, np.zeros(X.shape[1]))
+    np.testing.assert_allclose(
+        centred.covariance_, empirical_covariance(X, assume_centered=True), rtol=1e-12
+    )
+
+    with pytest.raises(ValueError, match=f"X has 2 features, but \\w+ is expecting {X.shape[1]}"):
+        cov.mahalanobis(X[:, :2])
+
+
+def test_same_numbers_as_empirical_covariance():
+    train, test = X[:300], X[300:]
+    ours = OnlineEmpiricalCovariance().fit(train)
+    sk = EmpiricalCovariance().fit(train)
+    np.testing.assert_allclose(ours.location_, sk.location_, rtol=1e-13)
+    np.testing.assert_allclose(ours.precision_, sk.precision_, rtol=1e-9)
+    np.testing.assert_allclose(ours.mahalanobis(test), sk.mahalanobis(test), rtol=1e-9)
+    np.testing.assert_allclose(ours.score(test), sk.score(test), rtol=1e-12)
+    lean = OnlineEmpiricalCovariance(store_precision=False).fit(train)
+    assert lean.precision_ is None
+    np.testing.assert_allclose(lean.get_precision(), sk.precision_, rtol=1e-9)
+    # singular: 5 rows in 8-D. scikit-learn's pinvh precision; score is -inf in both.
+    few = np.random.default_rng(1).standard_normal((5, 8))
+    ours, sk = OnlineEmpiricalCovariance().fit(few), EmpiricalCovariance().fit(few)
+    np.testing.assert_allclose(ours.precision_, sk.precision_, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(ours.mahalanobis(few), sk.mahalanobis(few), rtol=1e-8)
+    assert ours.score(few) == sk.score(few) == -np.inf
+
+
+def test_partial_fit_streams_to_the_fit():
+    est = OnlineEmpiricalCovariance()
+    for chunk in np.array_split(X, 5):
+        est.partial_fit(chunk)
+    whole = OnlineEmpiricalCovariance().fit(X)
+    assert est.n_samples_seen_ == whole.n_samples_seen_ == X.shape[0]
+    np.testing.assert_allclose(est.covariance_, whole.covariance_, rtol=1e-12)
+    np.testing.assert_allclose(est.location_, whole.location_, rtol=1e-12, atol=1e-17)
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:3, :4])
+    est.fit(X[:10])  # fit starts over
+    assert est.n_samples_seen_ == 10
+
+
+def test_known_mean_and_methods():
+    loc = X.mean(0) + 0.01
+    est = OnlineEmpiricalCovariance(known_mean=loc).fit(X[:200]).partial_fit(X[200:])
+    _, cov_fix = multivariate_normal.fit(X, fix_mean=loc)
+    np.testing.assert_array_equal(est.location_, loc)
+    np.testing.assert_allclose(est.covariance_, cov_fix, rtol=1e-12)
+    with pytest.raises(ValueError, match="only one"):
+        OnlineEmpiricalCovariance(known_mean=0.0, assume_centered=True).fit(X)
+    with pytest.raises(ValueError, match="unknown method"):
+        OnlineEmpiricalCovariance(method="nope").fit(X)
+    # any jaxgauss estimator: an infinite half-life forgets nothing (= welford)
+    forgetting = OnlineEmpiricalCovariance(method=jg.exponential(jnp.inf)).fit(X)
+    np.testing.assert_allclose(forgetting.covariance_, empirical_covariance(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="build the known mean into it"):
+        OnlineEmpiricalCovariance(method=jg.welford(), assume_centered=True).fit(X)
+
+
+def test_float64_without_x64():
+    """Without JAX's x64 flag, results are still float64 (float32 would miss rtol 1e-12
+    by five orders of magnitude), and the global flag is left off."""
+    script = textwrap.dedent(
+        """
+        import jax, numpy as np
+        from sklearn.covariance import EmpiricalCovariance
+        from sklearn.datasets import load_diabetes
+        from jaxgauss.sklearn import OnlineEmpiricalCovariance
+        X = load_diabetes().data
+        est = OnlineEmpiricalCovariance().partial_fit(X[:100]).partial_fit(X[100:])
+        sk = EmpiricalCovariance().fit(X)
+        assert est.covariance_.dtype == np.float64 and est.precision_.dtype == np.float64
+        np.testing.assert_allclose(est.covariance_, sk.covariance_, rtol=1e-12)
+        np.testing.assert_allclose(est.score(X), sk.score(X), rtol=1e-12)
+        assert not jax.config.jax_enable_x64
+        assert jax.numpy.zeros(1).dtype == np.float32
+        print("ok")
+        """
+    )
+    env = dict(os.environ, JAX_ENABLE_X64="0", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_shrinkage_methods_equal_scikit_learns_and_stream():
+    """method="ledoit-wolf"/"oas" are scikit-learn's LedoitWolf/OAS (installed
+    version; float64), also when the rows come in chunks through partial_fit."""
+    from sklearn.covariance import OAS, LedoitWolf
+
+    for method, peer in (("ledoit-wolf", LedoitWolf), ("oas", OAS)):
+        ours = OnlineEmpiricalCovariance(method=method)
+        for chunk in np.array_split(X, 3):
+            ours.partial_fit(chunk)
+        np.testing.assert_allclose(ours.covariance_, peer().fit(X).covariance_, rtol=1e-10)
+    centred = OnlineEmpiricalCovariance(method="oas", assume_centered=True).fit(X)
+    want = OAS(assume_centered=True).fit(X).covariance_
+    np.testing.assert_allclose(centred.covariance_, want, rtol=1e-10)
+    with pytest.raises(ValueError, match="ledoit-wolf.*estimates the mean"):
+        OnlineEmpiricalCovariance(method="ledoit-wolf", assume_centered=True).fit(X)
