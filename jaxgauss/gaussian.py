@@ -69,8 +69,11 @@ def log_likelihood(g: Gaussian, y: jax.Array) -> jax.Array:
 
     log N(y | μ, Σ) = −½‖L⁻¹(y − μ)‖² − Σᵢ log Lᵢᵢ − (d/2) log 2π.
 
+    Other estimates (``StudentT``, ``Mixture``) are dispatched to their own
+    ``log_likelihood`` method.
+
     Args:
-      g: the Gaussian, mean (d,), cov (d, d).
+      g: the Gaussian, mean (d,), cov (d, d); or a ``StudentT`` or ``Mixture``.
       y: points, shape (..., d).
 
     Returns:
@@ -81,6 +84,8 @@ def log_likelihood(g: Gaussian, y: jax.Array) -> jax.Array:
       >>> float(jg.log_likelihood(jg.Gaussian(jnp.zeros(1), jnp.eye(1)), jnp.zeros(1)))
       -0.918938...
     """
+    if not isinstance(g, Gaussian) and hasattr(g, "log_likelihood"):
+        return g.log_likelihood(y)
     chol = jnp.linalg.cholesky(g.cov)
     r = jnp.asarray(y) - g.mean
     z = solve_triangular(chol, r[..., None], lower=True)[..., 0]

@@ -3,6 +3,7 @@
 from jaxgauss.estimators.averaged import AveragedState, averaged
 from jaxgauss.estimators.base import Estimator, all_finite
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
+from jaxgauss.estimators.mixture import Mixture, MixtureState, gaussian_mixture
 from jaxgauss.estimators.moments import (
     MomentsState,
     WelfordState,
@@ -12,6 +13,7 @@ from jaxgauss.estimators.moments import (
     welford,
 )
 from jaxgauss.estimators.registry import METHODS, make_method
+from jaxgauss.estimators.student_t import StudentT, StudentTState, student_t
 
 __all__ = [
     "Estimator",
@@ -28,4 +30,10 @@ __all__ = [
     "welford",
     "METHODS",
     "make_method",
+    "Mixture",
+    "MixtureState",
+    "gaussian_mixture",
+    "StudentT",
+    "StudentTState",
+    "student_t",
 ]
