@@ -12,7 +12,7 @@ the mixing weights by π ← (1 − a) π + a r. All K components are updated by
 vmapped weighted Gram matmul per batch.
 
 Seeding: the first ``n_init`` rows are buffered; k-means++ (D² sampling with the
-given key) picks K centres among them, a few Lloyd iterations refine them, and the
+given key, greedy as in scikit-learn) picks K centres among them, a few Lloyd iterations refine them, and the
 hard clusters give the initial weights, means and covariances (each blended with
 one pseudo-row of the buffer's covariance, so a cluster of fewer than d + 1 rows
 still starts SPD). That seed counts as τ₀ pseudo-rows of the default step.
@@ -127,21 +127,25 @@ class MixtureState(NamedTuple):
 
 
 def _kmeans_plus_plus(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> jax.Array:
-    """K centres (K, d) among the rows where ``mask``: the first uniformly, each next
-    one with probability ∝ its squared distance to the nearest centre so far."""
+    """K centres (K, d) among the rows where ``mask`` by greedy k-means++ (as
+    scikit-learn's): the first uniformly; for each next one, 2 + ⌊ln K⌋ candidates
+    drawn with probability ∝ their squared distance to the nearest centre so far, and
+    the candidate that most lowers the total squared distance is kept."""
     keys = jax.random.split(key, k)
     m = mask.astype(rows.dtype)
+    trials = 2 + int(np.log(k))
 
     def pick(i, carry):
         centres, d2 = carry
         p = jnp.where(i == 0, m, d2 * m)
         p = jnp.where(jnp.sum(p) > 0, p, m)  # all rows on the centres: uniform
-        j = jax.random.choice(keys[i], rows.shape[0], p=p / jnp.sum(p))
-        centres = centres.at[i].set(rows[j])
-        return centres, jnp.minimum(d2, jnp.sum((rows - rows[j]) ** 2, axis=-1))
+        cand = jax.random.choice(keys[i], rows.shape[0], (trials,), p=p / jnp.sum(p))
+        new_d2 = jnp.minimum(d2, jnp.sum((rows[None] - rows[cand][:, None]) ** 2, axis=-1))
+        best = jnp.argmin(jnp.sum(jnp.where(m > 0, new_d2, 0), axis=1))
+        return centres.at[i].set(rows[cand[best]]), new_d2[best]
 
-    init = (jnp.zeros((k, rows.shape[1]), rows.dtype), jnp.full(rows.shape[0], jnp.inf, rows.dtype))
-    return jax.lax.fori_loop(0, k, pick, init)[0]
+    d2 = jnp.full(rows.shape[0], jnp.inf, rows.dtype)
+    return jax.lax.fori_loop(0, k, pick, (jnp.zeros((k, rows.shape[1]), rows.dtype), d2))[0]
 
 
 def _hard_moments(rows: jax.Array, onehot: jax.Array) -> Mixture:
@@ -224,7 +228,7 @@ def gaussian_mixture(
     iterate (one batched E-step, log-sum-exp), then per component the natural-gradient
     step of the moment estimators with row weights a r_k, and π ← (1 − a) π + a r̄
     (module docstring). Unless ``init`` is given, the first ``n_init`` rows seed the
-    iterate (k-means++ with ``key``, Lloyd steps, hard-cluster moments); after them
+    iterate (greedy k-means++ with ``key``, Lloyd steps, hard-cluster moments); after them
     row τ = 1, 2, … takes the step
 
       a_τ = (τ + τ₀)^(−κ)   (default: κ = ``power`` = 0.6, τ₀ = ``offset`` = 500),
@@ -324,8 +328,11 @@ def gaussian_mixture(
         def keep(_):
             return state.totals, state.means, state.covs, state.average
 
-        filled = (state.count < n_init) & (rows[-1] >= n_init - 1)
-        totals, means, covs, average = jax.lax.cond(filled, seed, keep, None)
+        if n_init:
+            filled = (state.count < n_init) & (rows[-1] >= n_init - 1)
+            totals, means, covs, average = jax.lax.cond(filled, seed, keep, None)
+        else:
+            totals, means, covs, average = keep(None)
         online = rows >= n_init
         tau = rows - n_init + 1
         steps = _em.online_steps(tau, online, dtype, learning_rate, power, offset)

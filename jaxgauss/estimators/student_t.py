@@ -108,25 +108,22 @@ def _weights(dof: jax.Array, mean: jax.Array, scale: jax.Array, ys: jax.Array) -
 
 
 def _batch_fit(dof: jax.Array, rows: jax.Array, mask: jax.Array, iterations: int) -> StudentT:
-    """t-MLE of the rows where ``mask`` (fixed-point iterations of the weighted moments
-    from the sample moments): the seed, and the estimate before it exists."""
-    m = mask.astype(rows.dtype)
-    n = jnp.maximum(jnp.sum(m), 1)
-    mean0, cov0 = _absorb(
-        jnp.zeros_like(rows[0]),
-        jnp.zeros((rows.shape[1],) * 2, rows.dtype),
-        rows,
-        jnp.zeros((), rows.dtype),
-        m / n,
-    )
+    """t-MLE of the rows where ``mask``: the seed, and the estimate before it exists.
+
+    Iterates μ = Σ wᵢ yᵢ / Σ wᵢ, Σ = Σ wᵢ rᵢ rᵢᵀ / Σ wᵢ from the sample moments: the
+    parameter-expanded EM of Liu, Rubin and Wu (1998), which has the t-MLE as its fixed
+    point (there Σ wᵢ = n) and converges faster than dividing by n.
+    """
+    w = mask.astype(rows.dtype)
+    zero = jnp.zeros((), rows.dtype)
 
     def step(_, g):
-        w = _weights(dof, g[0], g[1], rows) * m
-        # Σ = (1/n) Σ wᵢ rᵢ rᵢᵀ = (Σw/n) × (w-normalised scatter)
-        mean, wcov = _absorb(g[0], g[1], rows, jnp.zeros((), rows.dtype), w / jnp.sum(w))
-        return mean, wcov * jnp.sum(w) / n
+        mean, scale = _absorb(g[0], g[1], rows, zero, g[2] / jnp.sum(g[2]))
+        return mean, scale, _weights(dof, mean, scale, rows) * w
 
-    mean, scale = jax.lax.fori_loop(0, iterations, step, (mean0, cov0))
+    d = rows.shape[1]
+    start = (rows[0], jnp.zeros((d, d), rows.dtype), w)
+    mean, scale, _ = jax.lax.fori_loop(0, iterations + 1, step, start)
     return StudentT(mean, scale, dof)
 
 
@@ -181,7 +178,7 @@ def student_t(
     Example:
       >>> import jax, jax.numpy as jnp, jaxgauss as jg
       >>> ys = jax.random.t(jax.random.key(0), 3.0, (2000, 2))
-      >>> ys = ys.at[:100].set(1000.0)  # 5 % gross outliers
+      >>> ys = ys.at[::20].set(1000.0)  # 5 % gross outliers
       >>> t = jg.fit(jg.student_t(3.0), ys).estimate
       >>> bool(jnp.all(jnp.abs(t.mean) < 0.2)), bool(jnp.all(jnp.abs(ys.mean(0)) > 40))
       (True, True)
