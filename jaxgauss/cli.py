@@ -24,6 +24,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _fit_estimator(args: argparse.Namespace):
     from jaxgauss.estimators import exponential, make_method, natural_gradient, welford
 
+    if args.method in EM_METHODS:
+        return _em_estimator(args)
     if args.method == "welford":
         return welford()
     if args.method == "natural":
@@ -38,6 +40,30 @@ def _fit_estimator(args: argparse.Namespace):
             "or use --method welford for the exact MLE"
         )
     return make_method(args.method, args.parameterization)(args.lr)
+
+
+# Online-EM methods: fit only (their estimates are not one Gaussian).
+EM_METHODS = ("student-t", "mixture")
+
+
+def _em_estimator(args: argparse.Namespace):
+    import jax
+
+    from jaxgauss.estimators import gaussian_mixture, student_t
+
+    if args.method == "student-t":
+        if args.dof is None or not args.dof > 0:
+            raise ValueError("--method student-t needs --dof NU > 0 (degrees of freedom)")
+        return student_t(args.dof, args.lr)
+    if args.components is None or args.components < 1:
+        raise ValueError("--method mixture needs --components K >= 1")
+    return gaussian_mixture(args.components, args.lr, key=jax.random.key(args.seed))
+
+
+def _estimate_json(est) -> dict:
+    """The estimate's fields as JSON lists (a Gaussian's mean and cov; a StudentT's
+    mean, scale and dof; a Mixture's weights, means and covs)."""
+    return {name: np.asarray(value).tolist() for name, value in est._asdict().items()}
 
 
 def _data_dim(path: str) -> int:
@@ -87,6 +113,8 @@ def _fit(args: argparse.Namespace) -> int:
             f"{args.file}: row {err.row} is not finite (NaN or inf); "
             "pass --nan-policy skip to drop such rows"
         ) from None
+    if args.method in EM_METHODS:
+        return _report_em(args, res)
     mean, cov = np.asarray(res.estimate.mean), np.asarray(res.estimate.cov)
     diverged = int(res.diverged_at)
     with np.printoptions(precision=6, suppress=False, linewidth=120):
@@ -105,6 +133,37 @@ def _fit(args: argparse.Namespace) -> int:
         "dtype": str(mean.dtype),
         "mean": mean.tolist(),
         "cov": cov.tolist(),
+    }
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.out}")
+    if args.checkpoint:
+        print(f"wrote {checkpoint.save(args.checkpoint, res.state, name=args.method)}")
+    return 0
+
+
+def _report_em(args: argparse.Namespace, res) -> int:
+    import json
+
+    from jaxgauss import checkpoint
+
+    fields = _estimate_json(res.estimate)
+    print(f"method {args.method}, n = {res.n_rows} rows ({res.n_skipped} skipped)")
+    if int(res.diverged_at) >= 0:
+        print(
+            f"diverged at row {int(res.diverged_at)}: the estimate is the last valid one before it"
+        )
+    with np.printoptions(precision=6, linewidth=120):
+        for name, value in fields.items():
+            print(f"{name}:\n{np.asarray(value)}")
+    result = {
+        "method": args.method,
+        "file": args.file,
+        "n": res.n_rows,
+        "n_skipped": res.n_skipped,
+        "diverged_at": int(res.diverged_at),
+        **fields,
     }
     if args.out:
         with open(args.out, "w") as f:
@@ -260,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--method",
         default="welford",
-        choices=list(METHODS),
+        choices=list(METHODS) + list(EM_METHODS),
         help="estimator (default: %(default)s, the exact maximum-likelihood estimate)",
     )
     fit.add_argument(
@@ -269,6 +328,11 @@ def _parser() -> argparse.ArgumentParser:
         help="learning rate of gradient methods; for natural, a constant step (default 1/t)",
     )
     fit.add_argument("--half-life", type=float, help="half-life in rows, for --method exponential")
+    fit.add_argument("--dof", type=float, help="degrees of freedom, for --method student-t")
+    fit.add_argument("--components", type=int, help="number of components, for --method mixture")
+    fit.add_argument(
+        "--seed", type=int, default=0, help="k-means++ seed, for --method mixture (default: 0)"
+    )
     fit.add_argument(
         "--parameterization",
         default="cholesky",

@@ -140,3 +140,19 @@ def test_given_init_and_lost_components_stay_spd():
 def test_bad_settings_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         jg.gaussian_mixture(**kwargs)
+
+
+def test_cli_fit_mixture_and_student_t(tmp_path, capsys):
+    from jaxgauss.cli import main
+
+    ys = np.asarray(TRUTH.sample(jax.random.key(4), 1200))
+    np.save(tmp_path / "rows.npy", ys)
+    out = tmp_path / "mix.json"
+    args = ["fit", str(tmp_path / "rows.npy"), "--quiet", "--float64"]
+    assert main(args + ["--method", "mixture", "--components", "3", "--out", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["n"] == 1200 and sorted(np.round(result["weights"], 1)) == [0.2, 0.3, 0.5]
+    assert main(args + ["--method", "student-t"]) == 2
+    assert "needs --dof" in capsys.readouterr().err
