@@ -172,21 +172,24 @@ def _error_message(err: BaseException, args: argparse.Namespace, tap: _Tap, dtyp
     return str(err)
 
 
-def _print_estimate(mean: np.ndarray, cov: np.ndarray, has_out: bool) -> None:
-    """The full mean and covariance up to d = 10; a summary above (the full matrix
-    goes to --out)."""
-    d = mean.shape[0]
+def _estimate_fields(estimate) -> dict[str, np.ndarray]:
+    """The estimate's fields as NumPy arrays, by name: a Gaussian's mean and cov, a
+    StudentT's mean, scale and dof, a Mixture's weights, means and covs."""
+    return {name: np.asarray(value) for name, value in estimate._asdict().items()}
+
+
+def _print_estimate(fields: dict[str, np.ndarray], has_out: bool) -> None:
+    """Each field in full while it is small (a d ≤ 10 covariance); a summary of the
+    larger ones (the full arrays go to --out)."""
     with np.printoptions(precision=6, suppress=False, linewidth=120):
-        if d <= 10:
-            print(f"mean:\n{mean}\ncov:\n{cov}")
-            return
-        var = np.diagonal(cov)
-        print(
-            f"mean: {d} values in [{mean.min():.6g}, {mean.max():.6g}]\n"
-            f"cov: {d} x {d}, variances in [{var.min():.6g}, {var.max():.6g}], "
-            f"trace {var.sum():.6g}"
-            + ("" if has_out else "\n(pass --out result.json for the full mean and covariance)")
-        )
+        for name, value in fields.items():
+            if value.size <= 100:
+                print(f"{name}:\n{value}")
+            else:
+                print(
+                    f"{name}: shape {value.shape}, values in [{value.min():.6g}, {value.max():.6g}]"
+                    + ("" if has_out else " (pass --out result.json for the full arrays)")
+                )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -247,7 +250,7 @@ def _fit(args: argparse.Namespace) -> int:
     lines, failures = [], []
     n, stopped = before + res.n_rows, res.n_rows + res.n_skipped
     if args.checkpoint:
-        d_out = int(res.estimate.mean.shape[-1])
+        d_out = d if d is not None else int(np.shape(tap.last)[1])
         try:
             path = checkpoint.save(
                 args.checkpoint, res.state, name=args.method, config={**saved, "d": d_out}, rows=n
@@ -263,7 +266,7 @@ def _fit(args: argparse.Namespace) -> int:
                 "the last has a multiple of --batch-size rows",
                 file=sys.stderr,
             )
-    mean, cov = np.asarray(res.estimate.mean), np.asarray(res.estimate.cov)
+    fields = _estimate_fields(res.estimate)
     diverged = int(res.diverged_at)
     result = {
         "method": args.method,
@@ -273,11 +276,10 @@ def _fit(args: argparse.Namespace) -> int:
         "n_resumed": before,
         "n_skipped": res.n_skipped,
         "diverged_at": diverged,
-        "dtype": str(mean.dtype),
+        "dtype": str(fields[next(iter(fields))].dtype),
         "settings": config,
         "partial": error is not None,
-        "mean": mean.tolist(),
-        "cov": cov.tolist(),
+        **{name: value.tolist() for name, value in fields.items()},
     }
     if error is not None:
         result["stopped_at_row"] = stopped
@@ -292,12 +294,12 @@ def _fit(args: argparse.Namespace) -> int:
 
     resumed = f", {res.n_rows} in this run, {before} from {args.resume}" if args.resume else ""
     print(
-        f"method {args.method}, n = {n} rows ({res.n_skipped} skipped{resumed}), dtype {mean.dtype}"
-        + (f"; stopped at row {stopped}" if error else "")
+        f"method {args.method}, n = {n} rows ({res.n_skipped} skipped{resumed}), "
+        f"dtype {result['dtype']}" + (f"; stopped at row {stopped}" if error else "")
     )
     if diverged >= 0:
         print(f"diverged at row {diverged}: the estimate is the last valid one before it")
-    _print_estimate(mean, cov, bool(args.out))
+    _print_estimate(fields, bool(args.out))
     for line in lines:
         print(line)
     if error is not None:

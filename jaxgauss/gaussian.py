@@ -169,7 +169,8 @@ def log_likelihood(g: Gaussian, y: jax.Array, allow_singular: bool = False) -> j
     longer than 10³ × the tolerance, as scipy). For an SPD Σ both paths agree.
 
     Args:
-      g: the Gaussian, mean (..., d), cov (..., d, d).
+      g: the Gaussian, mean (..., d), cov (..., d, d); or a ``StudentT`` or
+        ``Mixture``, dispatched to its own ``log_likelihood`` method.
       y: points, shape (..., d); leading axes broadcast against ``g``'s.
       allow_singular: a Python bool (static): the pseudo-determinant density.
 
@@ -190,6 +191,8 @@ def log_likelihood(g: Gaussian, y: jax.Array, allow_singular: bool = False) -> j
       >>> jg.log_likelihood(g, jnp.array([[0.0, 0.0], [0.0, 1.0]]), allow_singular=True).tolist()
       [-0.918938..., -inf]
     """
+    if not isinstance(g, Gaussian) and hasattr(g, "log_likelihood"):
+        return g.log_likelihood(y)
     if allow_singular:
         return _log_likelihood_singular(g, y)
     chol, z = _whiten(g, y)

@@ -121,7 +121,8 @@ def test_dtype_follows_data():
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
     assert jg.fit(est, _data(5, dtype=jnp.float64)).estimate.cov.dtype == jnp.float64
-    assert jg.fit(est, np.arange(10).reshape(5, 2)).estimate.cov.dtype == jnp.float64
+    # integers compute in float32, as the README says, even with x64 on
+    assert jg.fit(est, np.arange(10).reshape(5, 2)).estimate.cov.dtype == jnp.float32
     assert jg.fit(est, np.ones((5, 2), np.float16)).estimate.cov.dtype == jnp.float32
 
 
@@ -326,7 +327,7 @@ def test_nan_policy_skip_counts_and_keeps_original_indices():
 
 def test_integer_and_csv_errors(tmp_path):
     res = jg.fit(jg.welford(), np.arange(20).reshape(10, 2))
-    assert res.estimate.cov.dtype == jnp.float64
+    assert res.estimate.cov.dtype == jnp.float32
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n3,\n")
     with pytest.raises(ValueError, match=r"CSV row 1 \(line 3\) column 1 is empty"):

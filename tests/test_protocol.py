@@ -23,10 +23,21 @@ CASES = [
 ]
 
 
+def _middle(h):
+    """The geometric middle of a hyperparameter's sweep range: a sensible value."""
+    value = float(np.sqrt(h.grid[0] * h.grid[1]))
+    return round(value) if h.integer else value
+
+
 def _estimator(name, parameterization):
-    """The method at the geometric middle of its sweep range (a sensible value)."""
-    low, high = jg.METHODS[name].swept_hyperparameter().grid
-    return jg.make_method(name, parameterization)(float(np.sqrt(low * high)))
+    method = jg.METHODS[name]
+    required = {
+        h.name: _middle(h)
+        for h in method.hyperparameters
+        if h.default is None and not h.optional and h.name != method.swept
+    }
+    make = jg.make_method(name, parameterization, **required)
+    return make(_middle(method.swept_hyperparameter()))
 
 
 def _rows(n, dtype, seed=0):

@@ -4,6 +4,7 @@ from jaxgauss.estimators.averaged import AveragedState, averaged
 from jaxgauss.estimators.base import Estimator, all_finite
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
 from jaxgauss.estimators.higher_moments import kurtosis, skewness
+from jaxgauss.estimators.mixture import Mixture, MixtureState, gaussian_mixture
 from jaxgauss.estimators.moments import (
     MomentsState,
     WelfordState,
@@ -20,6 +21,7 @@ from jaxgauss.estimators.shrinkage import (
     oas_shrinkage,
     shrunk,
 )
+from jaxgauss.estimators.student_t import StudentT, StudentTState, student_t
 from jaxgauss.estimators.window import RollingState, downdate, rolling
 
 __all__ = [
@@ -50,4 +52,10 @@ __all__ = [
     "RollingState",
     "downdate",
     "rolling",
+    "Mixture",
+    "MixtureState",
+    "gaussian_mixture",
+    "StudentT",
+    "StudentTState",
+    "student_t",
 ]

@@ -21,7 +21,9 @@ import optax
 from jaxgauss.estimators.averaged import averaged
 from jaxgauss.estimators.base import Estimator
 from jaxgauss.estimators.gradient import gradient_ascent
+from jaxgauss.estimators.mixture import gaussian_mixture
 from jaxgauss.estimators.moments import exponential, natural_gradient, welford
+from jaxgauss.estimators.student_t import student_t
 from jaxgauss.parameterizations import get_parameterization
 from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
 from jaxgauss.schedules import robbins_monro
@@ -134,6 +136,15 @@ class Method(NamedTuple):
         return self.build(parameterization, **self.resolve(hyperparameters))
 
 
+_POWER = Hyperparameter(
+    "power",
+    "--power",
+    "κ in the online-EM step (t + 500)^−κ, in (0.5, 1]",
+    default=0.6,
+    low=0.5,
+    high=1.0,
+    grid=(0.55, 1.0),
+)
 _LR = Hyperparameter(
     "learning_rate", "--lr", "the optimizer's step size", aliases=("--learning-rate",)
 )
@@ -256,6 +267,44 @@ METHODS: dict[str, Method] = {
             swept="learning_rate",
             uses_parameterization=True,
         ),
+        Method(
+            "student-t",
+            "robust location and scatter of a multivariate t, by online EM (ν given)",
+            lambda p, dof, power: student_t(dof, power=power),
+            (
+                Hyperparameter(
+                    "dof", "--dof", "degrees of freedom ν of the t", default=4.0, grid=(1.0, 30.0)
+                ),
+                _POWER,
+            ),
+            swept="power",
+        ),
+        Method(
+            "mixture",
+            "a full-covariance Gaussian mixture, by online EM (k-means++ seeding)",
+            lambda p, components, seed, power: gaussian_mixture(
+                int(components), key=jax.random.key(int(seed)), power=power
+            ),
+            (
+                Hyperparameter(
+                    "components",
+                    "--components",
+                    "number of components K",
+                    integer=True,
+                    grid=(2.0, 8.0),
+                ),
+                Hyperparameter(
+                    "seed",
+                    "--seed",
+                    "k-means++ seeding key",
+                    default=0,
+                    low_inclusive=True,
+                    integer=True,
+                ),
+                _POWER,
+            ),
+            swept="power",
+        ),
     )
 }
 
@@ -273,19 +322,23 @@ def get_method(name: str) -> Method:
 
 
 @functools.cache
-def make_method(name: str, parameterization: str = "cholesky") -> Callable[[jax.Array], Estimator]:
+def make_method(
+    name: str, parameterization: str = "cholesky", **fixed: Any
+) -> Callable[[jax.Array], Estimator]:
     """A ``make_estimator`` for ``sweep``: the method's swept hyperparameter → estimator.
 
     The same arguments return the same function, so repeated sweeps reuse its
     compilation. The value is the method's ``swept`` hyperparameter (see ``METHODS``):
     the optax step size for "sgd", "adam" and "averaged-sgd"; the factor c of the
     Fisher-preconditioned step c/(t + 1) for "fisher-sgd"; the constant step of
-    "natural"; the half-life in rows of "exponential"; the prior weight of
-    "welford". Other hyperparameters take their defaults; the parameterisation applies
-    to the gradient methods.
+    "natural"; the half-life in rows of "exponential"; the prior weight of "welford";
+    the exponent κ of the online-EM step for "student-t" and "mixture". The other
+    hyperparameters take ``fixed`` values or their defaults (checked as in
+    ``Method.resolve``); the parameterisation applies to the gradient methods.
 
     Raises:
-      ValueError: an unknown method or parameterisation.
+      ValueError: an unknown method or parameterisation; a fixed hyperparameter the
+        method does not take, out of range, or a required one missing.
 
     Example:
       >>> import jaxgauss as jg
@@ -295,9 +348,12 @@ def make_method(name: str, parameterization: str = "cholesky") -> Callable[[jax.
     """
     method = get_method(name)
     get_parameterization(parameterization)
-    fixed = {h.name: h.default for h in method.hyperparameters if h.name != method.swept}
+    others = method._replace(
+        hyperparameters=tuple(h for h in method.hyperparameters if h.name != method.swept)
+    )
+    values = others.resolve(fixed)
 
     def make_estimator(value: jax.Array) -> Estimator:
-        return method.build(parameterization, **fixed, **{method.swept: value})
+        return method.build(parameterization, **values, **{method.swept: value})
 
     return make_estimator

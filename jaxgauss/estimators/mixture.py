@@ -1,0 +1,355 @@
+"""Online EM for a K-component full-covariance Gaussian mixture.
+
+The E-step gives each row its responsibilities
+
+  r_k = π_k N(y | μ_k, Σ_k) / Σ_j π_j N(y | μ_j, Σ_j),
+
+computed in log space with log-sum-exp; the complete-data statistics of component k
+are then (r_k, r_k y, r_k y yᵀ), and stepwise online EM (Cappé and Moulines 2009;
+``jaxgauss.estimators._em``) moves each component's weighted moments by the same
+expectation-parameter step as ``natural_gradient``, with row weights a r_k, and
+the mixing weights by π ← (1 − a) π + a r. All K components are updated by one
+vmapped weighted Gram matmul per batch.
+
+Seeding: the first ``n_init`` rows are buffered; k-means++ (D² sampling with the
+given key, greedy as in scikit-learn) picks K centres among them, a few Lloyd iterations refine them, and the
+hard clusters give the initial weights, means and covariances (each blended with
+one pseudo-row of the buffer's covariance, so a cluster of fewer than d + 1 rows
+still starts SPD). That seed counts as τ₀ pseudo-rows of the default step.
+
+Components that lose all mass are kept, not re-seeded: their mixing weight decays
+toward 0 while their mean and covariance stay where they were, and every covariance
+used (in the E-step and the estimate) is C_k + ``reg_covar`` I, as in
+scikit-learn, so it stays SPD.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.scipy.special import logsumexp
+
+from jaxgauss.estimators import _em
+from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.moments import _absorb
+from jaxgauss.gaussian import Gaussian
+
+__all__ = ["Mixture", "MixtureState", "gaussian_mixture"]
+
+_LLOYD_ITERATIONS = 10
+
+
+def _component_log_densities(means: jax.Array, covs: jax.Array, ys: jax.Array) -> jax.Array:
+    """log N(yᵢ | μ_k, Σ_k) for rows ``ys`` (b, d): (b, K)."""
+    chols = jnp.linalg.cholesky(covs)
+    delta = jax.vmap(_em.row_mahalanobis, in_axes=(0, 0), out_axes=1)(
+        chols, ys[None] - means[:, None]
+    )
+    d = means.shape[-1]
+    return -0.5 * delta - _em.half_log_det(chols) - 0.5 * d * jnp.log(2 * jnp.pi)
+
+
+class Mixture(NamedTuple):
+    """A Gaussian mixture Σ_k π_k N(μ_k, Σ_k) as a pytree.
+
+    Attributes:
+      weights: mixing weights π, (K,), non-negative, summing to 1.
+      means: component means μ_k, (K, d).
+      covs: component covariances Σ_k, (K, d, d), SPD.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgauss as jg
+      >>> m = jg.Mixture(jnp.array([0.5, 0.5]), jnp.array([[-3.0], [3.0]]), jnp.ones((2, 1, 1)))
+      >>> m.predict(jnp.array([[-2.0], [4.0]])).tolist()
+      [0, 1]
+      >>> m.sample(jax.random.key(0), 5).shape
+      (5, 1)
+    """
+
+    weights: jax.Array
+    means: jax.Array
+    covs: jax.Array
+
+    def _joint(self, y: jax.Array) -> jax.Array:
+        """log π_k + log N(y | μ_k, Σ_k), (..., K)."""
+        y = jnp.asarray(y)
+        flat = y.reshape(-1, y.shape[-1])
+        logp = _component_log_densities(self.means, self.covs, flat) + jnp.log(self.weights)
+        return logp.reshape(y.shape[:-1] + (self.weights.shape[-1],))
+
+    def log_likelihood(self, y: jax.Array) -> jax.Array:
+        """log Σ_k π_k N(y | μ_k, Σ_k) at points ``y`` (..., d) -> (...), by log-sum-exp."""
+        return logsumexp(self._joint(y), axis=-1)
+
+    def responsibilities(self, y: jax.Array) -> jax.Array:
+        """Posterior component probabilities r_k(y), (..., K), each row summing to 1."""
+        joint = self._joint(y)
+        return jnp.exp(joint - logsumexp(joint, axis=-1, keepdims=True))
+
+    def predict(self, y: jax.Array) -> jax.Array:
+        """The most likely component argmax_k r_k(y), (...) ints."""
+        return jnp.argmax(self._joint(y), axis=-1)
+
+    def sample(self, key: jax.Array, n: int) -> jax.Array:
+        """n draws (n, d): a component k ~ π, then y ~ N(μ_k, Σ_k)."""
+        k_comp, k_noise = jax.random.split(key)
+        comp = jax.random.categorical(k_comp, jnp.log(self.weights), shape=(n,))
+        chols = jnp.linalg.cholesky(self.covs)
+        z = jax.random.normal(k_noise, (n, self.means.shape[-1]), self.means.dtype)
+        return self.means[comp] + jnp.einsum("nij,nj->ni", chols[comp], z)
+
+
+class MixtureState(NamedTuple):
+    """State of ``gaussian_mixture``.
+
+    Attributes:
+      totals: S₀ per component, the running average of its responsibilities, (K,)
+        (the iterate's mixing weights are S₀ / Σ S₀).
+      means: the iterate's component means, (K, d).
+      covs: the iterate's responsibility-weighted covariances C_k (before
+        ``reg_covar``), (K, d, d).
+      average: the estimate: the running average of the iterates, a ``Mixture``.
+      buffer: the first ``n_init`` rows, (n_init, d), used to seed.
+      count: rows absorbed, buffered ones included, int32.
+    """
+
+    totals: jax.Array
+    means: jax.Array
+    covs: jax.Array
+    average: Mixture
+    buffer: jax.Array
+    count: jax.Array
+
+
+def _kmeans_plus_plus(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> jax.Array:
+    """K centres (K, d) among the rows where ``mask`` by greedy k-means++ (as
+    scikit-learn's): the first uniformly; for each next one, 2 + ⌊ln K⌋ candidates
+    drawn with probability ∝ their squared distance to the nearest centre so far, and
+    the candidate that most lowers the total squared distance is kept."""
+    keys = jax.random.split(key, k)
+    m = mask.astype(rows.dtype)
+    trials = 2 + int(np.log(k))
+
+    def pick(i, carry):
+        centres, d2 = carry
+        p = jnp.where(i == 0, m, d2 * m)
+        p = jnp.where(jnp.sum(p) > 0, p, m)  # all rows on the centres: uniform
+        cand = jax.random.choice(keys[i], rows.shape[0], (trials,), p=p / jnp.sum(p))
+        new_d2 = jnp.minimum(d2, jnp.sum((rows[None] - rows[cand][:, None]) ** 2, axis=-1))
+        best = jnp.argmin(jnp.sum(jnp.where(m > 0, new_d2, 0), axis=1))
+        return centres.at[i].set(rows[cand[best]]), new_d2[best]
+
+    d2 = jnp.full(rows.shape[0], jnp.inf, rows.dtype)
+    return jax.lax.fori_loop(0, k, pick, (jnp.zeros((k, rows.shape[1]), rows.dtype), d2))[0]
+
+
+def _hard_moments(rows: jax.Array, onehot: jax.Array) -> Mixture:
+    """Weights, means and covariances of hard clusters (``onehot`` (m, K)), each
+    covariance blended with one pseudo-row of all rows' covariance."""
+    counts = jnp.sum(onehot, axis=0)
+    n = jnp.sum(counts)
+    zero = jnp.zeros((), rows.dtype)
+    d = rows.shape[1]
+    all_mean, all_cov = _absorb(
+        rows[0], jnp.zeros((d, d), rows.dtype), rows, zero, jnp.sum(onehot, axis=1) / n
+    )
+
+    def one(c, col):
+        safe = jnp.maximum(c, 1)
+        mean, cov = _absorb(all_mean, jnp.zeros_like(all_cov), rows, zero, col / safe)
+        mean = jnp.where(c > 0, mean, all_mean)
+        return mean, (c * cov + all_cov) / (c + 1)
+
+    means, covs = jax.vmap(one, in_axes=(0, 1))(counts, onehot)
+    return Mixture(counts / n, means, covs)
+
+
+def _seed(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> Mixture:
+    """k-means++ centres, ``_LLOYD_ITERATIONS`` Lloyd steps, hard-cluster moments."""
+    m = mask.astype(rows.dtype)
+
+    def assign(centres):
+        d2 = jnp.sum((rows[:, None] - centres[None]) ** 2, axis=-1)
+        return jax.nn.one_hot(jnp.argmin(d2, axis=1), k, dtype=rows.dtype) * m[:, None]
+
+    def lloyd(_, centres):
+        onehot = assign(centres)
+        counts = jnp.sum(onehot, axis=0)
+        new = (onehot.T @ rows) / jnp.maximum(counts, 1)[:, None]
+        return jnp.where(counts[:, None] > 0, new, centres)
+
+    centres = _kmeans_plus_plus(key, rows, mask, k)
+    centres = jax.lax.fori_loop(0, _LLOYD_ITERATIONS, lloyd, centres)
+    return _hard_moments(rows, assign(centres))
+
+
+def _check_mixture(init: Mixture, k: int) -> None:
+    weights, means, covs = (np.asarray(x) for x in init)
+    if weights.shape != (k,) or means.ndim != 2 or means.shape[0] != k:
+        raise ValueError(
+            f"init must have weights (K,) and means (K, d) with K = n_components = {k}, "
+            f"got shapes {weights.shape} and {means.shape}"
+        )
+    d = means.shape[1]
+    if covs.shape != (k, d, d):
+        raise ValueError(f"init.covs must have shape ({k}, {d}, {d}), got {covs.shape}")
+    if not all(np.all(np.isfinite(x)) for x in (weights, means, covs)):
+        raise ValueError("init has non-finite entries")
+    if np.any(weights < 0) or not np.isclose(weights.sum(), 1):
+        raise ValueError(f"init.weights must be >= 0 and sum to 1, got {weights.tolist()}")
+    if not np.all(np.linalg.eigvalsh(0.5 * (covs + np.swapaxes(covs, 1, 2))) > 0):
+        raise ValueError("init.covs must be positive definite")
+
+
+def _average_of(state):
+    return state.average
+
+
+def gaussian_mixture(
+    n_components: int,
+    learning_rate: float | jax.Array | optax.Schedule | None = None,
+    *,
+    key: jax.Array | None = None,
+    init: Mixture | None = None,
+    power: float | jax.Array = _em.DEFAULT_POWER,
+    offset: float | jax.Array = _em.DEFAULT_OFFSET,
+    average_power: float | jax.Array | None = _em.DEFAULT_AVERAGE_POWER,
+    n_init: int = 500,
+    reg_covar: float | jax.Array = 1e-6,
+) -> Estimator:
+    """Stepwise online EM for a mixture of ``n_components`` full-covariance Gaussians.
+
+    For each batch of b rows: the responsibilities of every row under the current
+    iterate (one batched E-step, log-sum-exp), then per component the natural-gradient
+    step of the moment estimators with row weights a r_k, and π ← (1 − a) π + a r̄
+    (module docstring). Unless ``init`` is given, the first ``n_init`` rows seed the
+    iterate (greedy k-means++ with ``key``, Lloyd steps, hard-cluster moments); after them
+    row τ = 1, 2, … takes the step
+
+      a_τ = (τ + τ₀)^(−κ)   (default: κ = ``power`` = 0.6, τ₀ = ``offset`` = 500),
+
+    and the estimate is the average of the iterates with weights ∝ τ^η (η =
+    ``average_power`` = 0, the plain Polyak–Ruppert average since the seed; None:
+    the last iterate). Components that lose all mass are kept with a weight decaying
+    to 0; every covariance is C_k + ``reg_covar`` I, so it stays SPD. The Gaussian
+    ``fit`` passes as ``init`` sets only d and the dtype.
+
+    Args:
+      n_components: K ≥ 1.
+      learning_rate: None: the default step above; a number in (0, 1]: a constant
+        step; an optax schedule: a_τ = schedule(τ − 1).
+      key: the PRNG key of the k-means++ seeding (required unless ``init`` is given).
+      init: a ``Mixture`` to start from instead of seeding (no rows are buffered).
+      power: κ in (½, 1] of the default step. May be traced.
+      offset: τ₀ ≥ 0 of the default step, in rows. May be traced.
+      average_power: η ≥ 0 of the average, or None for the last iterate.
+      n_init: rows buffered to seed (≥ n_components). Until they are all seen, the
+        estimate is the seed of the rows so far.
+      reg_covar: added to every covariance's diagonal (scikit-learn's default).
+
+    Returns:
+      An ``Estimator`` whose ``estimate`` is a ``Mixture`` and whose states are
+      ``MixtureState``.
+
+    Raises:
+      ValueError: ``n_components`` < 1; no ``key`` and no ``init``; an ``init`` with
+        wrong shapes, weights not summing to 1 or non-SPD covariances; ``n_init`` <
+        ``n_components``; a bad concrete step setting; a negative ``reg_covar``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxgauss as jg
+      >>> truth = jg.Mixture(jnp.array([0.3, 0.7]), jnp.array([[-5.0, 0.0], [5.0, 0.0]]),
+      ...                    jnp.stack([jnp.eye(2), 0.5 * jnp.eye(2)]))
+      >>> ys = truth.sample(jax.random.key(1), 3000)
+      >>> m = jg.fit(jg.gaussian_mixture(2, key=jax.random.key(0)), ys).estimate
+      >>> order = jnp.argsort(m.means[:, 0])
+      >>> jnp.round(m.weights[order], 1).tolist(), jnp.round(m.means[order, 0]).tolist()
+      ([0.3, 0.7], [-5.0, 5.0])
+    """
+    if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
+        raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+    k = int(n_components)
+    if init is not None:
+        _check_mixture(init, k)
+        n_init = 0
+    elif key is None:
+        raise ValueError("gaussian_mixture needs key= (a jax.random.key for the seeding) or init=")
+    elif isinstance(n_init, bool) or not isinstance(n_init, Integral) or n_init < k:
+        raise ValueError(f"n_init must be an integer >= n_components ({k}), got {n_init!r}")
+    if isinstance(reg_covar, Real) and not reg_covar >= 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    _em.check_schedule(learning_rate, power, offset, average_power)
+
+    def regularised(covs: jax.Array) -> jax.Array:
+        return covs + jnp.asarray(reg_covar, covs.dtype) * jnp.eye(covs.shape[-1], dtype=covs.dtype)
+
+    def iterate(totals, means, covs) -> Mixture:
+        return Mixture(totals / jnp.sum(totals), means, regularised(covs))
+
+    def seed_of(buffer, mask) -> Mixture:
+        return _seed(key, buffer, mask, k)
+
+    def init_fn(g0: Gaussian) -> MixtureState:
+        dtype = g0.mean.dtype
+        d = g0.mean.shape[-1]
+        if init is None:
+            start = Mixture(
+                jnp.full((k,), 1 / k, dtype),
+                jnp.broadcast_to(g0.mean, (k, d)),
+                jnp.broadcast_to(g0.cov, (k, d, d)),
+            )
+        else:
+            start = Mixture(*(jnp.asarray(x, dtype) for x in init))
+            if start.means.shape[1] != d:
+                raise ValueError(f"init has dimension {start.means.shape[1]}, the data {d}")
+        return MixtureState(
+            totals=start.weights,
+            means=start.means,
+            covs=start.covs,
+            average=start,
+            buffer=jnp.zeros((n_init, d), dtype),
+            count=jnp.zeros((), jnp.int32),
+        )
+
+    def update(state: MixtureState, batch: jax.Array) -> MixtureState:
+        dtype = state.means.dtype
+        buffer = _em.buffer_rows(state.buffer, state.count, batch)
+        rows = state.count + jnp.arange(batch.shape[0], dtype=state.count.dtype)
+
+        def seed(_):
+            s = seed_of(buffer, jnp.ones(n_init, bool))
+            return s.weights, s.means, s.covs, iterate(s.weights, s.means, s.covs)
+
+        def keep(_):
+            return state.totals, state.means, state.covs, state.average
+
+        if n_init:
+            filled = (state.count < n_init) & (rows[-1] >= n_init - 1)
+            totals, means, covs, average = jax.lax.cond(filled, seed, keep, None)
+        else:
+            totals, means, covs, average = keep(None)
+        online = rows >= n_init
+        tau = rows - n_init + 1
+        steps = _em.online_steps(tau, online, dtype, learning_rate, power, offset)
+        resp = iterate(totals, means, covs).responsibilities(batch)
+        absorb = jax.vmap(_em.weighted_absorb, in_axes=(0, 0, 0, None, None, 1))
+        totals, means, covs = absorb(totals, means, covs, batch, steps, resp)
+        rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
+        average = _em.running_average(average, iterate(totals, means, covs), rho)
+        return MixtureState(totals, means, covs, average, buffer, state.count + batch.shape[0])
+
+    def before_seed(state: MixtureState) -> Mixture:
+        return iterate(*seed_of(state.buffer, jnp.arange(n_init) < state.count))
+
+    def estimate(state: MixtureState) -> Mixture:
+        if n_init == 0:
+            return state.average
+        # Branches built once per estimator, so that an eager call hits lax.cond's cache.
+        return jax.lax.cond(state.count >= n_init, _average_of, before_seed, state)
+
+    return Estimator(init=init_fn, update=update, estimate=estimate, is_valid=all_finite)

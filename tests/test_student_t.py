@@ -1,0 +1,137 @@
+"""Tests for ``student_t`` (online EM for the multivariate t) and ``StudentT``.
+
+References: ``scipy.stats.multivariate_t`` for the log-density; the batch t-MLE,
+computed here in NumPy by iterating the weighted-moment fixed point to convergence,
+for the estimate. The accuracy test runs 16 seeds as one vmapped scan.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import jaxgauss as jg
+
+NU, D, N, SEEDS = 3.0, 3, 4000, 16
+
+
+def t_mle(y, nu, iterations=1000, tol=1e-13):
+    """Batch t-MLE (known ν) by EM: wᵢ = (ν + d)/(ν + δᵢ), μ = Σwy/Σw, Σ = Σw r rᵀ/n."""
+    n, d = y.shape
+    mu, scale = np.median(y, axis=0), np.cov(y.T, bias=True)
+    for _ in range(iterations):
+        r = y - mu
+        delta = np.sum(r * np.linalg.solve(scale, r.T).T, axis=1)
+        w = (nu + d) / (nu + delta)
+        new_mu = w @ y / w.sum()
+        r = y - new_mu
+        new_scale = (r.T * w) @ r / n
+        done = np.max(np.abs(new_mu - mu)) < tol and np.max(np.abs(new_scale - scale)) < tol
+        mu, scale = new_mu, new_scale
+        if done:
+            break
+    return mu, scale
+
+
+def _contaminated(seed, n=N, d=D, frac=0.05):
+    """t_ν(μ, Σ) rows with a fraction ``frac`` replaced by gross outliers (far off,
+    all on one side, so that they pull a mean)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(d, d))
+    scale = a @ a.T / d + np.eye(d)
+    mu = rng.normal(size=d)
+    y = stats.multivariate_t(mu, scale, df=NU).rvs(n, random_state=rng)
+    out = rng.random(n) < frac
+    y[out] = mu + 50.0 + 20.0 * rng.normal(size=(out.sum(), d))
+    return mu, scale, y
+
+
+def _sq_mahalanobis(m, mu, scale):
+    r = m - mu
+    return float(r @ np.linalg.solve(scale, r))
+
+
+def test_log_likelihood_matches_scipy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(D, D))
+    scale = a @ a.T + np.eye(D)
+    mu = rng.normal(size=D)
+    ys = rng.normal(size=(7, D)) * 3
+    for nu in (1.0, 3.0, 30.0):
+        t = jg.StudentT(jnp.asarray(mu), jnp.asarray(scale), jnp.asarray(nu))
+        ref = stats.multivariate_t(mu, scale, df=nu).logpdf(ys)
+        # float64 through a Cholesky factor: agreement to ~1e-12 of the values' size
+        np.testing.assert_allclose(np.asarray(t.log_likelihood(ys)), ref, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(jg.log_likelihood(t, ys)), ref, rtol=1e-12)
+
+
+def test_one_pass_location_as_accurate_as_batch_t_mle_and_welford_is_pulled():
+    """16 seeds, one vmapped scan of 4 rows per update (one shared E-step each).
+
+    Claim (issue): the one-pass location's squared Mahalanobis error is on average
+    at most 1.5× the batch t-MLE's. Both errors are O(d/n) with a t-MLE efficiency
+    ratio close to 1 for the online estimate, so the bound fails only if the online
+    estimate is markedly less efficient; welford's mean, pulled ~2.5 units toward the
+    5 % outliers at +50, has an error orders of magnitude larger.
+    """
+    data = [_contaminated(s) for s in range(SEEDS)]
+    ys = jnp.asarray(np.stack([y for _, _, y in data]))
+    est = jg.student_t(NU)
+    g0 = jg.Gaussian(jnp.zeros(D), jnp.eye(D))
+
+    @jax.jit
+    @jax.vmap
+    def run(y):
+        carry, _ = jg.scan_batches(est, jg.init_carry(est.init(g0)), y.reshape(-1, 4, D))
+        return est.estimate(carry.state), carry.diverged_at
+
+    t, diverged = run(ys)
+    assert np.all(np.asarray(diverged) == -1)
+    online, batch, welford = [], [], []
+    for s, (mu, scale, y) in enumerate(data):
+        mle_mu, _ = t_mle(y, NU)
+        online.append(_sq_mahalanobis(np.asarray(t.mean[s]), mu, scale))
+        batch.append(_sq_mahalanobis(mle_mu, mu, scale))
+        welford.append(_sq_mahalanobis(y.mean(axis=0), mu, scale))
+    ratio = np.mean(np.array(online) / np.array(batch))
+    assert ratio <= 1.5, ratio
+    assert np.median(welford) > 100 * np.median(batch)
+
+
+def test_estimate_before_seeding_is_the_batch_t_mle():
+    """With n ≤ n_init rows the estimate is the batch fit of the rows so far
+    (20 parameter-expanded EM iterations from the sample moments, each contracting the
+    error by a factor well below 1/2 on 60 well-spread rows: 1e-5 relative is ample)."""
+    _, _, y = _contaminated(1, n=60, frac=0.0)
+    est = jg.student_t(NU)
+    state = jax.jit(est.update)(est.init(jg.Gaussian(jnp.zeros(D), jnp.eye(D))), jnp.asarray(y))
+    t = est.estimate(state)
+    mu, scale = t_mle(y, NU)
+    np.testing.assert_allclose(np.asarray(t.mean), mu, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(t.scale), scale, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_state_keeps_dtypes():
+    est = jg.student_t(4.0, n_init=10)
+    state = est.init(jg.Gaussian(jnp.zeros(2, jnp.float32), jnp.eye(2, dtype=jnp.float32)))
+    ys = jax.random.t(jax.random.key(0), 4.0, (30, 2), jnp.float32)
+    new = jax.jit(est.update)(state, ys)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+    assert bool(est.is_valid(new)) and est.estimate(new).mean.dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dof=0.0), "dof"),
+        (dict(dof=3.0, power=0.5), "power"),
+        (dict(dof=3.0, offset=-1.0), "offset"),
+        (dict(dof=3.0, learning_rate=1.5), "learning_rate"),
+        (dict(dof=3.0, n_init=0), "n_init"),
+    ],
+)
+def test_bad_settings_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jg.student_t(**kwargs)
