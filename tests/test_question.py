@@ -10,6 +10,10 @@ import pytest
 
 import jaxgauss as jg
 
+# Long statistical replications: run by .ci/run (python -m pytest -m slow), not by the
+# README's quick test command.
+pytestmark = pytest.mark.slow
+
 ALPHA = 0.002
 N = 100_000
 SEEDS = range(8)

@@ -244,6 +244,7 @@ MULTI = """
 """
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_numbers_of_one(tmp_path):
     results = {}
     for n in (1, 4):
@@ -257,6 +258,7 @@ def test_four_devices_give_the_numbers_of_one(tmp_path):
         np.testing.assert_allclose(results[4][name], want, rtol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_for_4096_configurations():
     # A proxy of the K × S = 4096 × 10⁵ sweep (its peak is in benchmarks/results/sweep.md):
     # memory depends on K × S and the chunk, not on the stream length.
