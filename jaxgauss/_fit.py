@@ -91,6 +91,8 @@ class ScanPlan(NamedTuple):
       trace_every: a snapshot every this many updates (0: none); a multiple of block.
       score: ``score(truth, estimate) -> scalar`` recorded in snapshots when a truth
         is given.
+      unroll: scan steps per loop iteration (``lax.scan``'s ``unroll``): on an
+        accelerator, several small steps per kernel launch.
     """
 
     estimator: Estimator
@@ -98,6 +100,7 @@ class ScanPlan(NamedTuple):
     block: int = 1
     trace_every: int = 0
     score: Score = kl_divergence
+    unroll: int = 1
 
 
 def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> FitCarry:
@@ -159,10 +162,12 @@ def _scan_rows(
         return _guarded_step(est, c, piece), None
 
     if not plan.trace_every:
-        return jax.lax.scan(step, carry, rows.reshape(-1, b * block, d))[0], None
+        return jax.lax.scan(step, carry, rows.reshape(-1, b * block, d), unroll=plan.unroll)[
+            0
+        ], None
 
     def snapshot(c, pieces):
-        c, _ = jax.lax.scan(step, c, pieces)
+        c, _ = jax.lax.scan(step, c, pieces, unroll=plan.unroll)
         estimate = est.estimate(c.state)
         score = None if truth is None else plan.score(truth, estimate)
         return c, (c.rows, estimate, score)
