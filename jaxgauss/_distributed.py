@@ -452,7 +452,17 @@ def _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk):
     fold = functools.partial(_fold, absolute=welford_like)
     parts = [_part(r, layout.offset(topo.first + i), welford_like) for i, r in enumerate(results)]
     local = functools.reduce(fold, parts)
-    every = _allgather({k: np.asarray(v) for k, v in local._asdict().items()}, topo)
+    # Fixed dtypes: every process must send the same bytes to the collective.
+    every = _allgather(
+        _Part(
+            np.asarray(local.weight, layout.dtype),
+            np.asarray(local.mean, layout.dtype),
+            np.asarray(local.cov, layout.dtype),
+            np.asarray(local.count, np.int64),
+            np.asarray(local.diverged_at, np.int64),
+        )._asdict(),
+        topo,
+    )
     total = functools.reduce(
         fold, [_Part(**{k: v[p] for k, v in every.items()}) for p in range(topo.processes)]
     )

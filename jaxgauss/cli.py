@@ -77,19 +77,27 @@ def _fit(args: argparse.Namespace) -> int:
     from jaxgauss._fit import DataError, fit
     from jaxgauss.gaussian import Gaussian
 
-    if not os.path.exists(args.file):
-        raise FileNotFoundError(f"no such file: {args.file}")
+    distributed = _init_distributed(args)
+    for path in args.file:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+    # Several files, or several processes: the data-parallel driver divides them.
+    devices = jax.devices() if distributed else None
+    if len(args.file) > 1 and not distributed:
+        devices = jax.devices()[:1]
+    data = args.file[0] if len(args.file) == 1 else args.file
     est = _fit_estimator(args)
     state = None
     if args.resume:
-        d = _data_dim(args.file)
+        d = _data_dim(args.file[0])
         dtype = jnp.zeros(()).dtype
         like = est.init(Gaussian.standard(d, dtype))
         state = checkpoint.load(args.resume, like, name=args.method)
     try:
         res = fit(
             est,
-            args.file,
+            data,
+            devices=devices,
             state=state,
             batch_size=args.batch_size,
             chunk_rows=args.chunk,
@@ -98,11 +106,13 @@ def _fit(args: argparse.Namespace) -> int:
         )
     except DataError as err:
         raise ValueError(
-            f"{args.file}: row {err.row} is not finite (NaN or inf); "
+            f"{' '.join(args.file)}: row {err.row} is not finite (NaN or inf); "
             "pass --nan-policy skip to drop such rows"
         ) from None
     mean, cov = np.asarray(res.estimate.mean), np.asarray(res.estimate.cov)
     diverged = int(res.diverged_at)
+    if jax.process_index() > 0:
+        return 0  # every process holds the same result; process 0 reports and writes it
     with np.printoptions(precision=6, suppress=False, linewidth=120):
         print(
             f"method {args.method}, n = {res.n_rows} rows ({res.n_skipped} skipped), dtype {mean.dtype}"
@@ -112,7 +122,7 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"mean:\n{mean}\ncov:\n{cov}")
     result = {
         "method": args.method,
-        "file": args.file,
+        "file": data,
         "n": res.n_rows,
         "n_skipped": res.n_skipped,
         "diverged_at": diverged,
@@ -163,10 +173,10 @@ def _sweep(args: argparse.Namespace) -> int:
     for m in methods:
         m.swept_hyperparameter().check(low, m.name)
         m.swept_hyperparameter().check(high, m.name)
+    _init_distributed(args)
     makers = {m.name: make_method(m.name, args.parameterization) for m in methods}
     swept = swept.pop().replace("_", " ")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     key_truth, key_stream = jax.random.split(jax.random.key(args.seed))
     truth = random_truth(key_truth, args.dim, args.condition)
     # Up to 20 equal chunks, so the progress bar moves and one program serves them all.
@@ -204,6 +214,9 @@ def _sweep(args: argparse.Namespace) -> int:
     else:
         print(f"\nbest: {best[0]} with {swept} {best[1]:.4g} (median efficiency {best[2]:.4g})")
 
+    if jax.process_index() > 0:
+        return 0  # every process holds the same results; process 0 writes them
+    out.mkdir(parents=True, exist_ok=True)
     names = list(results)
     np.savez(
         out / "sweep.npz",
@@ -256,6 +269,91 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- several processes -----------------------------------------------------------------
+
+# Defaults of jax.distributed.initialize's timeouts (seconds): long enough for every
+# host of a cluster job to start and compile, short enough that a dead peer ends the
+# others within minutes rather than hanging them in a collective.
+_INIT_TIMEOUT = 300
+_HEARTBEAT_TIMEOUT = 60
+
+
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several processes",
+        "run on JAX's distributed runtime: every process runs the same command with its "
+        "own --process-id (or the cluster launcher's environment sets them, as "
+        "jax.distributed.initialize reads it: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="initialise from the cluster launcher's environment (SLURM, Open MPI, ...)",
+    )
+    group.add_argument(
+        "--init-timeout",
+        type=int,
+        default=_INIT_TIMEOUT,
+        metavar="S",
+        help="give up if the processes have not all joined within S seconds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=_HEARTBEAT_TIMEOUT,
+        metavar="S",
+        help="a process silent this long counts as dead and the others stop (default: %(default)s)",
+    )
+
+
+def _init_distributed(args: argparse.Namespace) -> bool:
+    """Join the processes if asked to (flags, --distributed, or JAX_COORDINATOR_ADDRESS);
+    True when several processes run."""
+    import jax
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if not (
+        any(f is not None for f in flags)
+        or args.distributed
+        or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    ):
+        return False
+    if args.init_timeout < 1 or args.heartbeat_timeout < 1:
+        raise ValueError("--init-timeout and --heartbeat-timeout must be >= 1 second")
+    # CPU collectives between processes (no effect on accelerators).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    print(
+        f"jaxgauss {args.command}: joining the distributed runtime (a process that has not "
+        f"joined within {args.init_timeout} s, or is silent for {args.heartbeat_timeout} s, "
+        "stops all of them)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=args.init_timeout,
+            heartbeat_timeout_seconds=args.heartbeat_timeout,
+        )
+    except Exception as err:  # JAX raises RuntimeError/XlaRuntimeError on a timeout
+        raise ValueError(
+            f"could not join the distributed runtime within --init-timeout "
+            f"{args.init_timeout} s: {err}"
+        ) from None
+    print(
+        f"jaxgauss {args.command}: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} local / {jax.device_count()} devices",
+        file=sys.stderr,
+        flush=True,
+    )
+    return jax.process_count() > 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxgauss",
@@ -284,7 +382,13 @@ def _parser() -> argparse.ArgumentParser:
         "larger than memory; a .csv file may have a header line) through an estimator in "
         "chunks and prints n, the mean and the covariance.",
     )
-    fit.add_argument("file", metavar="FILE", help="a .npy or .csv file of shape (n, d)")
+    fit.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="+",
+        help="a .npy or .csv file of shape (n, d); several files are read in order "
+        "(with several processes, divided among them)",
+    )
     fit.add_argument(
         "--method",
         default="welford",
@@ -314,6 +418,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_distributed_options(fit)
     fit.set_defaults(func=_fit)
 
     sweep = sub.add_parser(
@@ -383,6 +488,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--out", default="jaxgauss-sweep", help="output folder (default: %(default)s)"
     )
+    _add_distributed_options(sweep)
     sweep.set_defaults(func=_sweep)
 
     bench = sub.add_parser(
