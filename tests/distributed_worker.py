@@ -47,25 +47,34 @@ parts = [os.path.join(folder, f"part{i}.npy") for i in range(3)]
 out = {"devices": len(devices), "processes": jax.process_count()}
 out["welford"] = moments(jg.fit(jg.welford(), data, devices=devices, chunk_rows=64))
 out["exponential"] = moments(jg.fit(jg.exponential(20.0), data, devices=devices))
-out["natural_files"] = moments(
-    jg.fit(jg.natural_gradient(), parts, devices=devices, nan_policy="skip")
-)
+out["natural_files"] = moments(jg.fit(jg.natural_gradient(), parts, devices=devices))
 adam = jg.fit(
     jg.gradient_ascent(optax.adam(0.05)),
     data,
     devices=devices,
     batch_size=2 * len(devices),
-    trace_every=5,
+    trace_every=4,
 )
 out["adam"] = moments(adam) | {
     "trace_cov": np.asarray(adam.trace.estimate.cov).tolist(),
     "trace_rows": np.asarray(adam.trace.rows).tolist(),
 }
 try:
-    jg.fit(jg.welford(), parts, devices=devices)
+    jg.fit(jg.welford(), [parts[0], os.path.join(folder, "bad.npy"), parts[2]], devices=devices)
     out["data_error"] = None
 except jg.DataError as err:
     out["data_error"] = {"row": err.row, "result": err.result}
+sgd = jg.gradient_ascent(optax.sgd(0.01))
+mine = np.load(data)[: 8 - int(pid)]  # process-local rows of unequal lengths
+for name, kwargs in [
+    ("unequal", {"batch_size": len(devices)}),
+    ("batch", {"batch_size": len(devices) + 1}),
+]:
+    try:
+        jg.fit(sgd, mine if name == "unequal" else np.load(data)[:8], devices=devices, **kwargs)
+        out[name] = None
+    except ValueError as err:
+        out[name] = str(err)
 truth = jg.Gaussian(np.zeros(2), np.eye(2))
 sw = jg.sweep(
     jg.make_method("sgd", "cholesky"), np.array([0.01, 0.1]), truth=truth, n_steps=64, seeds=3

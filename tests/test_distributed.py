@@ -19,8 +19,8 @@ import pytest
 import jaxgauss as jg
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
-N, D = 404, 3
-BAD_ROW = 155  # global row of the NaN in part1.npy (rows 150..299)
+N, D = 512, 3  # shards of 256 or 128 rows: one compiled shape per fit
+BAD_ROW = 300  # global row of the NaN in bad.npy (rows 256..383 of the files)
 
 
 def _free_port() -> int:
@@ -64,10 +64,11 @@ def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
     ys = np.random.default_rng(0).normal(size=(N, D)) * [1.0, 2.0, 0.5] + [50.0, 0.0, -3.0]
     np.save(folder / "data.npy", ys)
-    parts = ys.copy()
-    parts[BAD_ROW] = np.nan
-    for i, (a, b) in enumerate([(0, 150), (150, 300), (300, N)]):
-        np.save(folder / f"part{i}.npy", parts[a:b])
+    for i, (a, b) in enumerate([(0, 256), (256, 384), (384, N)]):
+        np.save(folder / f"part{i}.npy", ys[a:b])
+    bad = ys[256:384].copy()
+    bad[BAD_ROW - 256] = np.nan
+    np.save(folder / "bad.npy", bad)
     return str(folder), ys
 
 
@@ -95,28 +96,68 @@ def test_two_processes_equal_one(data, local_devices):
     results = _spawn(folder, 2, local_devices)
     shards = 2 * local_devices
     assert [r["devices"] for r in results] == [shards, shards]
-    for key in ("welford", "exponential", "natural_files", "adam", "sweep", "data_error"):
+    for key in (
+        "welford",
+        "exponential",
+        "natural_files",
+        "adam",
+        "sweep",
+        "data_error",
+        "unequal",
+    ):
         assert results[0][key] == results[1][key], key  # every process gets the same result
     got = results[0]
     # float64 throughout; the shards' states combine with Chan's formula (rounding only).
     _close(got["welford"], jg.fit(jg.welford(), ys), 1e-10)
     _close(got["exponential"], jg.fit(jg.exponential(20.0), ys), 1e-10)
-    kept = np.delete(ys, BAD_ROW, axis=0)
-    _close(got["natural_files"], jg.fit(jg.natural_gradient(), kept), 1e-10)
-    assert got["natural_files"]["n_skipped"] == 1
+    _close(got["natural_files"], jg.fit(jg.natural_gradient(), ys), 1e-10)
     # Gradient steps: the same global batches in the same order, so the same updates.
     adam = jg.fit(
         jg.gradient_ascent(optax.adam(0.05)),
         _reordered(ys, shards, 2),
         batch_size=2 * shards,
-        trace_every=5,
+        trace_every=4,
     )
     _close(got["adam"], adam, 1e-10)
     np.testing.assert_allclose(got["adam"]["trace_cov"], adam.trace.estimate.cov, rtol=1e-10)
     assert got["adam"]["trace_rows"] == np.asarray(adam.trace.rows).tolist()
     assert got["data_error"] == {"row": BAD_ROW, "result": None}
+    assert "equal length" in got["unequal"] and "multiple of the number of devices" in got["batch"]
     truth = jg.Gaussian(np.zeros(2), np.eye(2))
     sweep = jg.sweep(
         jg.make_method("sgd", "cholesky"), np.array([0.01, 0.1]), truth=truth, n_steps=64, seeds=3
     )
     np.testing.assert_allclose(got["sweep"], sweep.final_kl, rtol=1e-10)
+
+
+def test_a_dead_peer_ends_the_others(data):
+    """Through the CLI: kill process 1 once it has joined; process 0, waiting for it in
+    a collective, must exit non-zero within 60 s plus the heartbeat timeout."""
+    folder, _ = data
+    port, heartbeat = _free_port(), 5
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jaxgauss", "fit", os.path.join(folder, "data.npy"), "--quiet"]
+            + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+            + ["--process-id", str(i), "--heartbeat-timeout", str(heartbeat)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        for line in procs[1].stderr:
+            if b"process 1 of 2" in line:
+                break
+        procs[1].kill()
+        killed = time.monotonic()
+        rc = procs[0].wait(timeout=60 + heartbeat)
+        assert rc != 0 and time.monotonic() - killed < 60 + heartbeat
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stderr.close()
