@@ -239,23 +239,35 @@ class _Layout(NamedTuple):
         return int(self.given[:g].sum())
 
 
-def _agree(rows: _Rows, shards: list[_Shard], topo: _Topology) -> _Layout:
-    """All-gather the shard sizes, widths and dtypes; refuse disagreement everywhere."""
-    local_ok, d, itemsize = 1, -1, 0
+def _width(rows: _Rows) -> tuple[int, int]:
+    """This process's data width and working float size in bytes ((-1, 0) if empty)."""
+    d, itemsize = -1, 0
+    for p in rows.pieces:
+        if p.shape[0]:
+            p = _check_chunk(p[:1], None, 0)
+            if d >= 0 and p.shape[1] != d:
+                raise ValueError(f"this process's files have {d} and {p.shape[1]} columns")
+            d, itemsize = p.shape[1], np.dtype(_float_dtype(p.dtype)).itemsize
+    return d, itemsize
+
+
+def _read(data: Any, topo: _Topology, chunk: int):
+    """This process's rows, shards, width and float size, or the error reading them
+    (raised at once in one process; with several, after telling the others)."""
     try:
-        for p in rows.pieces:
-            if p.shape[0]:
-                p = _check_chunk(p[:1] if hasattr(p, "__getitem__") else p, None, 0)
-                if d >= 0 and p.shape[1] != d:
-                    raise ValueError(f"this process's files have {d} and {p.shape[1]} columns")
-                d, itemsize = p.shape[1], np.dtype(_float_dtype(p.dtype)).itemsize
-    except ValueError:
-        local_ok = 0
+        rows = _Rows(local_rows(data, topo.rank, topo.processes))
+        return rows, _screen(rows, len(topo.local), chunk), *_width(rows), None
+    except (ValueError, OSError) as err:
         if topo.processes == 1:
             raise
-        err = sys.exc_info()[1]
+        empty = [_Shard(0, 0, np.zeros(0, np.int64))] * len(topo.local)
+        return None, empty, -1, 0, err
+
+
+def _agree(shards: list[_Shard], d: int, itemsize: int, local_error, topo: _Topology) -> _Layout:
+    """All-gather the shard sizes, widths and dtypes; refuse disagreement everywhere."""
     info = {
-        "ok": np.int64(local_ok),
+        "ok": np.int64(local_error is None),
         "d": np.int64(d),
         "itemsize": np.int64(itemsize),
         "given": np.array([s.stop - s.start for s in shards], np.int64),
@@ -265,8 +277,8 @@ def _agree(rows: _Rows, shards: list[_Shard], topo: _Topology) -> _Layout:
     all_info = _allgather(info, topo)
     if not all_info["ok"].all():
         failed = np.flatnonzero(all_info["ok"] == 0).tolist()
-        if not local_ok:
-            raise err
+        if local_error is not None:
+            raise local_error
         raise ValueError(f"process(es) {failed} could not read their data (see their errors)")
     widths = {int(w) for w in all_info["d"] if w >= 0}
     if len(widths) > 1:
@@ -599,10 +611,14 @@ def fit_data_parallel(
     """``fit(..., devices=...)``: see ``fit`` and the module docstring."""
     topo = _topology(devices)
     est = plan.estimator
+    if est.rowwise and plan.trace_every:
+        raise ValueError(
+            "trace_every is not supported by a data-parallel fit of a moment estimator "
+            "(each shard sees only its rows): trace a single-device fit"
+        )
     chunk = chunk_rows or DEFAULT_CHUNK_ROWS
-    rows = _Rows(local_rows(data, topo.rank, topo.processes))
-    shards = _screen(rows, len(topo.local), chunk)
-    layout = _agree(rows, shards, topo)
+    rows, shards, d, itemsize, local_error = _read(data, topo, chunk)
+    layout = _agree(shards, d, itemsize, local_error, topo)
     skip = nan_policy == "skip"
     bad = np.flatnonzero(layout.first_bad >= 0)
     if bad.size and not skip:
@@ -626,11 +642,6 @@ def fit_data_parallel(
         finally:
             if show:
                 print(file=sys.stderr)
-    if plan.trace_every:
-        raise ValueError(
-            "trace_every is not supported by a data-parallel fit of a moment estimator "
-            "(each shard sees only its rows): trace a single-device fit"
-        )
     if not isinstance(start, (WelfordState, MomentsState)):
         raise ValueError(
             "a data-parallel fit combines welford, natural_gradient and exponential "

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -21,6 +22,15 @@ import jaxgauss as jg
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 N, D = 512, 3  # shards of 256 or 128 rows: one compiled shape per fit
 BAD_ROW = 300  # global row of the NaN in bad.npy (rows 256..383 of the files)
+
+
+def test_devices_are_checked():
+    ys = np.zeros((4, 2))
+    for devices, message in [([], "non-empty list"), (["cpu"], "jax devices"), (3, "list")]:
+        with pytest.raises(ValueError, match=message):
+            jg.fit(jg.welford(), ys, devices=devices)
+    with pytest.raises(ValueError, match="trace_every"):
+        jg.fit(jg.welford(), ys, devices=jax.devices(), trace_every=1)
 
 
 def _free_port() -> int:
