@@ -356,8 +356,9 @@ class _Feeder:
     so at most about 2 log₂ of the chunk size distinct shapes are ever compiled.
     """
 
-    def __init__(self, plan: ScanPlan, carry: FitCarry, truth: Any, size: int | None):
+    def __init__(self, plan: ScanPlan, carry: FitCarry, truth: Any, size: int | None, run=None):
         self.plan, self.carry, self.truth = plan, carry, truth
+        self.run = _run if run is None else run  # (plan, carry, rows, truth) -> (carry, trace)
         self.unit = plan.batch_size * (plan.trace_every or plan.block)  # indivisible piece
         self.size = None if size is None else self.unit * max(1, size // self.unit)
         self.pending: list[jax.Array] = []
@@ -366,7 +367,7 @@ class _Feeder:
         self.skipped: list[int] = []  # rows dropped by nan_policy="skip", as given
 
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
-        self.carry, trace = _run(plan, self.carry, rows, self.truth)
+        self.carry, trace = self.run(plan, self.carry, rows, self.truth)
         if trace is not None:
             self.traces.append(trace)
 
@@ -532,6 +533,7 @@ def fit(
     nan_policy: str = "raise",
     progress: bool = False,
     score: Score | None = None,
+    devices: Any = None,
 ) -> FitResult:
     """Run ``estimator`` over the rows of ``data`` in jit-compiled ``lax.scan`` calls.
 
@@ -589,6 +591,13 @@ def fit(
       score: ``score(truth, estimate) -> scalar`` recorded in the trace (None:
         ``kl_divergence``, KL(truth ‖ estimate)). Pass the same function object on
         every call to reuse the compilation.
+      devices: None (one device), or a list of devices (e.g. ``jax.devices()``) to
+        run data-parallel: the rows are cut into contiguous shards, one per device;
+        after ``jax.distributed.initialize`` every process passes its own rows (a
+        list of files or one ``.npy`` is divided among the processes) and gets the
+        same result. Moment estimators equal a one-device fit of all rows in order
+        to rounding; other estimators take ``batch_size / D`` rows per update from
+        every shard (README, "More than one machine").
 
     Returns:
       A ``FitResult`` (estimate, state, diverged_at, trace, n_rows, n_skipped).
@@ -609,6 +618,20 @@ def fit(
     """
     plan = _plan(estimator, batch_size, trace_every, block_rows, score)
     _check_source_options(chunk_rows, nan_policy, init, state)
+    if devices is not None:
+        from jaxgauss._distributed import fit_data_parallel
+
+        return fit_data_parallel(
+            plan,
+            data,
+            devices,
+            init=init,
+            state=state,
+            truth=truth,
+            chunk_rows=chunk_rows,
+            nan_policy=nan_policy,
+            progress=progress,
+        )
     chunks, total, size = read_chunks(data, chunk_rows)
     stream = _Stream(plan, init=init, state=state, truth=truth, size=size, nan_policy=nan_policy)
     started = time.perf_counter()

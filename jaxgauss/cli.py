@@ -100,12 +100,12 @@ def _check_outputs(args: argparse.Namespace) -> None:
     _check_out_name(args.out)
     if args.checkpoint is not None and not args.checkpoint.strip():
         raise ValueError("--checkpoint must name a file, got an empty string")
-    inputs = {"FILE": args.file if args.file != "-" else None, "--resume": args.resume}
+    inputs = [("FILE", f) for f in args.file if f != "-"] + [("--resume", args.resume)]
     outputs = {"--out": args.out}
     if args.checkpoint:
         outputs["--checkpoint"] = str(_npz_path(args.checkpoint))
     for out_name, out in outputs.items():
-        for in_name, src in inputs.items():
+        for in_name, src in inputs:
             if out and src and _same_file(out, src):
                 if (out_name, in_name) == ("--checkpoint", "--resume"):
                     continue  # replacing the checkpoint resumed from is the point
@@ -148,25 +148,26 @@ def _data_dtype(args: argparse.Namespace):
     from jaxgauss._fit import _float_dtype
     from jaxgauss.streams import file_kind, open_npy
 
-    if args.file != "-" and file_kind(args.file) == "npy":
-        return np.dtype(_float_dtype(open_npy(args.file).dtype))
+    first = args.file[0]
+    if first != "-" and file_kind(first) == "npy":
+        return np.dtype(_float_dtype(open_npy(first).dtype))
     return np.dtype(_float_dtype(np.float64))
 
 
-def _error_message(err: BaseException, args: argparse.Namespace, tap: _Tap, dtype) -> str:
+def _error_message(err: BaseException, name: str, tap: _Tap | None, dtype) -> str:
     from jaxgauss._fit import DataError
 
     if isinstance(err, KeyboardInterrupt):
         return "interrupted"
     if isinstance(err, DataError):
-        raw = tap.raw_row(err.row)
+        raw = None if tap is None else tap.raw_row(err.row)
         if raw is not None and np.all(np.isfinite(raw)) and dtype != np.float64:
             return (
-                f"{args.file}: row {err.row} overflows {dtype} (|x| > {np.finfo(dtype).max:.3g}); "
+                f"{name}: row {err.row} overflows {dtype} (|x| > {np.finfo(dtype).max:.3g}); "
                 "pass --float64 to read it"
             )
         return (
-            f"{args.file}: row {err.row} is not finite (NaN or inf); "
+            f"{name}: row {err.row} is not finite (NaN or inf); "
             "pass --nan-policy skip to drop such rows"
         )
     return str(err)
@@ -198,8 +199,9 @@ def _fit(args: argparse.Namespace) -> int:
     import jax
 
     config = method_config(args)
-    if args.file != "-" and not os.path.exists(args.file):
-        raise FileNotFoundError(f"no such file: {args.file}")
+    for path in args.file:
+        if path != "-" and not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
     _check_outputs(args)
     if args.float64:
         jax.config.update("jax_enable_x64", True)
@@ -209,6 +211,7 @@ def _fit(args: argparse.Namespace) -> int:
     from jaxgauss.gaussian import Gaussian
     from jaxgauss.streams import read_chunks, read_csv_chunks
 
+    distributed = _init_distributed(args)
     est = _build_estimator(config)
     dtype = _data_dtype(args)
     saved = {**config, "dtype": str(dtype)}
@@ -224,17 +227,25 @@ def _fit(args: argparse.Namespace) -> int:
         like = est.init(Gaussian.standard(d, dtype))
         state = checkpoint.load(args.resume, like, name=args.method, config={**saved, "d": d})
         before = meta["rows"] or 0
-    if args.file == "-":
-        chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
+    name = " ".join(args.file)
+    tap, devices = None, None
+    if distributed or len(args.file) > 1:
+        # Several files or processes: the data-parallel driver reads and divides them.
+        devices = jax.devices() if distributed else jax.devices()[:1]
+        data = args.file[0] if len(args.file) == 1 else args.file
     else:
-        chunks = read_chunks(args.file, args.chunk)[0]
-    tap = _Tap(chunks, d, args.file)
+        if args.file == ["-"]:
+            chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
+        else:
+            chunks = read_chunks(args.file[0], args.chunk)[0]
+        data = tap = _Tap(chunks, d, name)
     error, res = None, None
     try:
         with np.errstate(over="ignore"):  # float32 overflow is reported as such below
             res = fit(
                 est,
-                tap,
+                data,
+                devices=devices,
                 state=state,
                 batch_size=args.batch_size,
                 chunk_rows=args.chunk,
@@ -245,12 +256,15 @@ def _fit(args: argparse.Namespace) -> int:
         error, res = err, getattr(err, "result", None)
         if res is None:  # no row was read: nothing to keep
             raise
+    if jax.process_index() > 0:  # every process holds the same result; process 0 writes it
+        return 130 if isinstance(error, KeyboardInterrupt) else 2 if error is not None else 0
 
     # Outputs in a safe order: the checkpoint first, then --out, then stdout.
     lines, failures = [], []
     n, stopped = before + res.n_rows, res.n_rows + res.n_skipped
     if args.checkpoint:
-        d_out = d if d is not None else int(np.shape(tap.last)[1])
+        means = res.estimate._asdict().get("mean", getattr(res.estimate, "means", None))
+        d_out = d if d is not None else int(np.shape(means)[-1])
         try:
             path = checkpoint.save(
                 args.checkpoint, res.state, name=args.method, config={**saved, "d": d_out}, rows=n
@@ -270,7 +284,7 @@ def _fit(args: argparse.Namespace) -> int:
     diverged = int(res.diverged_at)
     result = {
         "method": args.method,
-        "file": args.file,
+        "file": args.file[0] if len(args.file) == 1 else args.file,
         "n": n,
         "n_this_run": res.n_rows,
         "n_resumed": before,
@@ -279,11 +293,11 @@ def _fit(args: argparse.Namespace) -> int:
         "dtype": str(fields[next(iter(fields))].dtype),
         "settings": config,
         "partial": error is not None,
-        **{name: value.tolist() for name, value in fields.items()},
+        **{key: value.tolist() for key, value in fields.items()},
     }
     if error is not None:
         result["stopped_at_row"] = stopped
-        result["error"] = _error_message(error, args, tap, dtype)
+        result["error"] = _error_message(error, name, tap, dtype)
     if args.out:
         try:
             with open(args.out, "w") as f:
@@ -308,7 +322,7 @@ def _fit(args: argparse.Namespace) -> int:
         else:
             kept = f"the fit of the {stopped} rows before it is printed above (pass --checkpoint to keep it)"
         print(
-            f"jaxgauss fit: error: {_error_message(error, args, tap, dtype)}; {kept}",
+            f"jaxgauss fit: error: {_error_message(error, name, tap, dtype)}; {kept}",
             file=sys.stderr,
         )
     for failure in failures:
@@ -355,10 +369,10 @@ def _sweep(args: argparse.Namespace) -> int:
     for m in methods:
         m.swept_hyperparameter().check(low, m.name)
         m.swept_hyperparameter().check(high, m.name)
+    _init_distributed(args)
     makers = {m.name: make_method(m.name, args.parameterization) for m in methods}
     swept = swept.pop().replace("_", " ")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     key_truth, key_stream = jax.random.split(jax.random.key(args.seed))
     truth = random_truth(key_truth, args.dim, args.condition)
     # Up to 20 equal chunks, so the progress bar moves and one program serves them all.
@@ -396,6 +410,9 @@ def _sweep(args: argparse.Namespace) -> int:
     else:
         print(f"\nbest: {best[0]} with {swept} {best[1]:.4g} (median efficiency {best[2]:.4g})")
 
+    if jax.process_index() > 0:
+        return 0  # every process holds the same results; process 0 writes them
+    out.mkdir(parents=True, exist_ok=True)
     names = list(results)
     np.savez(
         out / "sweep.npz",
@@ -449,6 +466,91 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- several processes -----------------------------------------------------------------
+
+# Defaults of jax.distributed.initialize's timeouts (seconds): long enough for every
+# host of a cluster job to start and compile, short enough that a dead peer ends the
+# others within minutes rather than hanging them in a collective.
+_INIT_TIMEOUT = 300
+_HEARTBEAT_TIMEOUT = 60
+
+
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several processes",
+        "run on JAX's distributed runtime: every process runs the same command with its "
+        "own --process-id (or the cluster launcher's environment sets them, as "
+        "jax.distributed.initialize reads it: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+    group.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="initialise from the cluster launcher's environment (SLURM, Open MPI, ...)",
+    )
+    group.add_argument(
+        "--init-timeout",
+        type=int,
+        default=_INIT_TIMEOUT,
+        metavar="S",
+        help="give up if the processes have not all joined within S seconds (default: %(default)s)",
+    )
+    group.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=_HEARTBEAT_TIMEOUT,
+        metavar="S",
+        help="a process silent this long counts as dead and the others stop (default: %(default)s)",
+    )
+
+
+def _init_distributed(args: argparse.Namespace) -> bool:
+    """Join the processes if asked to (flags, --distributed, or JAX_COORDINATOR_ADDRESS);
+    True when several processes run."""
+    import jax
+
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if not (
+        any(f is not None for f in flags)
+        or args.distributed
+        or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    ):
+        return False
+    if args.init_timeout < 1 or args.heartbeat_timeout < 1:
+        raise ValueError("--init-timeout and --heartbeat-timeout must be >= 1 second")
+    # CPU collectives between processes (no effect on accelerators).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    print(
+        f"jaxgauss {args.command}: joining the distributed runtime (a process that has not "
+        f"joined within {args.init_timeout} s, or is silent for {args.heartbeat_timeout} s, "
+        "stops all of them)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            initialization_timeout=args.init_timeout,
+            heartbeat_timeout_seconds=args.heartbeat_timeout,
+        )
+    except Exception as err:  # JAX raises RuntimeError/XlaRuntimeError on a timeout
+        raise ValueError(
+            f"could not join the distributed runtime within --init-timeout "
+            f"{args.init_timeout} s: {err}"
+        ) from None
+    print(
+        f"jaxgauss {args.command}: process {jax.process_index()} of {jax.process_count()}, "
+        f"{jax.local_device_count()} local / {jax.device_count()} devices",
+        file=sys.stderr,
+        flush=True,
+    )
+    return jax.process_count() > 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxgauss",
@@ -477,7 +579,13 @@ def _parser() -> argparse.ArgumentParser:
         "larger than memory; a .csv file may have a header line) through an estimator in "
         "chunks and prints n, the mean and the covariance.",
     )
-    fit.add_argument("file", metavar="FILE", help="a .npy or .csv file of shape (n, d)")
+    fit.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="+",
+        help="a .npy or .csv file of shape (n, d); several files are read in order "
+        "(with several processes, divided among them)",
+    )
     fit.add_argument(
         "--method",
         default="welford",
@@ -506,6 +614,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")
+    _add_distributed_options(fit)
     fit.set_defaults(func=_fit)
 
     sweep = sub.add_parser(
@@ -575,6 +684,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--out", default="jaxgauss-sweep", help="output folder (default: %(default)s)"
     )
+    _add_distributed_options(sweep)
     sweep.set_defaults(func=_sweep)
 
     bench = sub.add_parser(

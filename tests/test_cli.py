@@ -200,7 +200,11 @@ def test_resume_is_checked_against_the_run(tmp_path, table):
             "saved with d=3 dtype=float32 learning_rate=0.01 method=sgd parameterization=cholesky; "
             "this run has d=3 dtype=float32 learning_rate=0.01 method=sgd parameterization=precision"
         ),
-        ("ys.npy", "--lr", "0.02"): "learning_rate=0.01 method=sgd parameterization=cholesky; this run has",
+        (
+            "ys.npy",
+            "--lr",
+            "0.02",
+        ): "learning_rate=0.01 method=sgd parameterization=cholesky; this run has",
         ("two.npy",): "two.npy has 2 columns, the resumed state has d = 3",
     }
     for (name, *extra), message in cases.items():

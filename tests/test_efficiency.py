@@ -16,11 +16,11 @@ import optax
 import pytest
 
 import jaxgauss as jg
+from jaxgauss import init_carry, scan_batches
 
 # Long statistical replications: run by .ci/run (python -m pytest -m slow), not by the
 # README's quick test command.
 pytestmark = pytest.mark.slow
-from jaxgauss import init_carry, scan_batches
 
 SEEDS = 16
 

@@ -341,27 +341,36 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     total = weight_a + weight_b
     nonempty = total > 0
     frac_b = jnp.where(nonempty, weight_b, 0) / jnp.where(nonempty, total, 1)
-    frac_a = 1 - frac_b
-    delta = b.mean - a.mean
-    mean = a.mean + frac_b[..., None] * delta
-    cov = (
-        frac_a[..., None, None] * a.cov
-        + frac_b[..., None, None] * b.cov
-        + (frac_a * frac_b)[..., None, None] * jnp.einsum("...i,...j->...ij", delta, delta)
-    )
+    mean, cov = mix_moments(a.mean, a.cov, b.mean, b.cov, frac_b)
     higher = ()
     if a.fourth is not None:
         higher = combine(
             Moments(weight_a, a.mean, a.cov, a.third, a.fourth),
             Moments(weight_b, b.mean, b.cov, b.third, b.fourth),
         )[3:]
-    return WelfordState(
-        mean,
-        0.5 * (cov + jnp.swapaxes(cov, -1, -2)),
-        a.count + b.count,
-        a.prior_weight + b.prior_weight,
-        *higher,
+    return WelfordState(mean, cov, a.count + b.count, a.prior_weight + b.prior_weight, *higher)
+
+
+def mix_moments(
+    mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array, frac_b: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The mean and covariance of the mixture (1 − f)·A + f·B of two weighted row sets
+    with moments (μₐ, Σₐ) and (μ_b, Σ_b), f = ``frac_b``, δ = μ_b − μₐ:
+
+      μ = μₐ + f δ,      Σ = (1 − f) Σₐ + f Σ_b + f (1 − f) δ δᵀ,
+
+    the core of ``merge`` (Chan, Golub and LeVeque), exactly symmetric; leading
+    batch axes broadcast.
+    """
+    frac_a = 1 - frac_b
+    delta = mean_b - mean_a
+    mean = mean_a + frac_b[..., None] * delta
+    cov = (
+        frac_a[..., None, None] * cov_a
+        + frac_b[..., None, None] * cov_b
+        + (frac_a * frac_b)[..., None, None] * jnp.einsum("...i,...j->...ij", delta, delta)
     )
+    return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
 
 def _moments_estimator(

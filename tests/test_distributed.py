@@ -1,0 +1,173 @@
+"""Data-parallel ``fit`` and ``sweep`` across real processes on JAX's distributed
+runtime (gloo collectives over 127.0.0.1), compared with one process.
+
+One spawned group of processes runs every check (tests/distributed_worker.py) and
+writes JSON, because joining the runtime costs seconds per process.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jaxgauss as jg
+
+WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
+N, D = 512, 3  # shards of 256 or 128 rows: one compiled shape per fit
+BAD_ROW = 300  # global row of the NaN in bad.npy (rows 256..383 of the files)
+
+
+def test_devices_are_checked():
+    ys = np.zeros((4, 2))
+    for devices, message in [([], "non-empty list"), (["cpu"], "jax devices"), (3, "list")]:
+        with pytest.raises(ValueError, match=message):
+            jg.fit(jg.welford(), ys, devices=devices)
+    with pytest.raises(ValueError, match="trace_every"):
+        jg.fit(jg.welford(), ys, devices=jax.devices(), trace_every=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(folder, processes: int, local_devices: int, timeout: float = 300) -> list[dict]:
+    """Run the worker in ``processes`` processes; end every one of them."""
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(port), str(processes), str(i), str(local_devices), folder],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        for i in range(processes)
+    ]
+    try:
+        deadline = time.monotonic() + timeout
+        logs = [p.communicate(timeout=max(1, deadline - time.monotonic()))[0] for p in procs]
+        for p, log in zip(procs, logs):
+            assert p.returncode == 0, log.decode()[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    out = []
+    for i in range(processes):
+        with open(os.path.join(folder, f"result-{i}.json")) as f:
+            out.append(json.load(f))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distributed")
+    ys = np.random.default_rng(0).normal(size=(N, D)) * [1.0, 2.0, 0.5] + [50.0, 0.0, -3.0]
+    np.save(folder / "data.npy", ys)
+    for i, (a, b) in enumerate([(0, 256), (256, 384), (384, N)]):
+        np.save(folder / f"part{i}.npy", ys[a:b])
+    bad = ys[256:384].copy()
+    bad[BAD_ROW - 256] = np.nan
+    np.save(folder / "bad.npy", bad)
+    return str(folder), ys
+
+
+def _reordered(ys: np.ndarray, shards: int, local_batch: int) -> np.ndarray:
+    """The rows in the order a single-device fit sees them: batch k is every shard's
+    k-th local batch in shard order, the shorter last batch their remainders."""
+    parts = np.split(ys, shards)
+    m = parts[0].shape[0]
+    full = m // local_batch * local_batch
+    batches = [
+        np.concatenate([p[k : k + local_batch] for p in parts]) for k in range(0, full, local_batch)
+    ]
+    return np.concatenate(batches + [np.concatenate([p[full:] for p in parts])])
+
+
+def _close(got: dict, want: jg.FitResult, rtol: float) -> None:
+    np.testing.assert_allclose(got["mean"], want.estimate.mean, rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(got["cov"], want.estimate.cov, rtol=rtol, atol=1e-12)
+    assert got["n_rows"] == want.n_rows and got["diverged_at"] == int(want.diverged_at)
+
+
+@pytest.mark.parametrize("local_devices", [1, 2])
+def test_two_processes_equal_one(data, local_devices):
+    folder, ys = data
+    results = _spawn(folder, 2, local_devices)
+    shards = 2 * local_devices
+    assert [r["devices"] for r in results] == [shards, shards]
+    for key in (
+        "welford",
+        "exponential",
+        "natural_files",
+        "adam",
+        "sweep",
+        "data_error",
+        "unequal",
+    ):
+        assert results[0][key] == results[1][key], key  # every process gets the same result
+    got = results[0]
+    # float64 throughout; the shards' states combine with Chan's formula (rounding only).
+    _close(got["welford"], jg.fit(jg.welford(), ys), 1e-10)
+    _close(got["exponential"], jg.fit(jg.exponential(20.0), ys), 1e-10)
+    _close(got["natural_files"], jg.fit(jg.natural_gradient(), ys), 1e-10)
+    # Gradient steps: the same global batches in the same order, so the same updates.
+    adam = jg.fit(
+        jg.gradient_ascent(optax.adam(0.05)),
+        _reordered(ys, shards, 2),
+        batch_size=2 * shards,
+        trace_every=4,
+    )
+    _close(got["adam"], adam, 1e-10)
+    np.testing.assert_allclose(got["adam"]["trace_cov"], adam.trace.estimate.cov, rtol=1e-10)
+    assert got["adam"]["trace_rows"] == np.asarray(adam.trace.rows).tolist()
+    assert got["data_error"] == {"row": BAD_ROW, "result": None}
+    assert "equal length" in got["unequal"] and "multiple of the number of devices" in got["batch"]
+    truth = jg.Gaussian(np.zeros(2), np.eye(2))
+    sweep = jg.sweep(
+        jg.make_method("sgd", "cholesky"), np.array([0.01, 0.1]), truth=truth, n_steps=64, seeds=3
+    )
+    np.testing.assert_allclose(got["sweep"], sweep.final_kl, rtol=1e-10)
+
+
+def test_a_dead_peer_ends_the_others(data):
+    """Through the CLI: kill process 1 once it has joined; process 0, waiting for it in
+    a collective, must exit non-zero within 60 s plus the heartbeat timeout."""
+    folder, _ = data
+    port, heartbeat = _free_port(), 5
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jaxgauss", "fit", os.path.join(folder, "data.npy"), "--quiet"]
+            + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+            + ["--process-id", str(i), "--heartbeat-timeout", str(heartbeat)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    try:
+        for line in procs[1].stderr:
+            if b"process 1 of 2" in line:
+                break
+        procs[1].kill()
+        killed = time.monotonic()
+        rc = procs[0].wait(timeout=60 + heartbeat)
+        assert rc != 0 and time.monotonic() - killed < 60 + heartbeat
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stderr.close()
