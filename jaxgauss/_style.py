@@ -129,9 +129,8 @@ def reference_line(
 
 def save(fig, path: str) -> str:
     """Write ``fig`` as a PNG at the shared resolution, close it, return ``path``."""
-    fig.savefig(path, dpi=DPI)
-    fig.clf()
     import matplotlib.pyplot as plt
 
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

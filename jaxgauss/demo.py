@@ -36,7 +36,7 @@ from jaxgauss._fit import init_carry, scan_batches
 from jaxgauss.estimators import Estimator, averaged, make_method
 from jaxgauss.gaussian import Gaussian, kl_divergence
 
-__all__ = ["DemoRow", "run_demo", "format_table", "story_panels"]
+__all__ = ["DemoRow", "run_demo", "format_table", "story_panels", "write_figure"]
 
 ALPHA = 0.002  # the question's constant step
 SEEDS = 16
@@ -379,6 +379,20 @@ def story_panels(rows: list[DemoRow]) -> list[dict]:
     ]
 
 
+def write_figure(rows: list[DemoRow], path: str, steps: int) -> str:
+    """Draw the demo's figure from its rows (streams of ``steps`` rows) to ``path``
+    (a PNG); returns ``path``."""
+    from jaxgauss.plot import plot_story
+
+    return plot_story(
+        story_panels(rows),
+        path,
+        family=FAMILY,
+        legend=LEGEND,
+        title=f"Why SGD on a Gaussian's Σ does not converge, and what does ({steps:,} rows, float32)",
+    )
+
+
 def run_demo(out: str = "jaxgauss-demo", steps: int = 10_000, seed: int = 0) -> list[DemoRow]:
     """Run the demo, print the table and the explanation, write ``out/demo.png`` and
     ``out/demo.md``. Returns the table's rows."""
@@ -407,16 +421,7 @@ def run_demo(out: str = "jaxgauss-demo", steps: int = 10_000, seed: int = 0) -> 
     with open(md, "w") as f:
         f.write(head + "\n\n" + table + "\n\n" + _explain(rows, steps) + "\n")
     try:
-        from jaxgauss.plot import plot_story
-
-        path = plot_story(
-            story_panels(rows),
-            os.path.join(out, "demo.png"),
-            family=FAMILY,
-            legend=LEGEND,
-            title="Why SGD on a Gaussian's Σ does not converge, and what does "
-            f"({steps:,} rows, float32)",
-        )
+        path = write_figure(rows, os.path.join(out, "demo.png"), steps)
         print(f"\nwrote {path} and {md}")
     except ImportError as err:
         print(f"\nno figure: {err}")

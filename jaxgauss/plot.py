@@ -202,36 +202,37 @@ def plot_sweep_heatmap(results: Mapping[str, SweepResult], path: str) -> str:
     Returns:
       ``path``.
     """
-    plt = require_matplotlib()
-    from matplotlib.colors import LogNorm
+    with _style.pyplot() as plt:
+        from matplotlib.colors import LogNorm
 
-    names = list(results)
-    lrs = np.asarray(results[names[0]].grid)
-    stats = [results[n].stats() for n in names]
-    median = np.array([s[0] for s in stats])
-    n_div = np.array([s[3] for s in stats])
-    n_seeds = results[names[0]].final_kl.shape[1]
-    fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(lrs), 1.8 + 0.55 * len(names)))
-    ax.set_facecolor("0.75")  # cells where every seed diverged stay grey
-    norm = LogNorm() if np.isfinite(median).any() else None
-    image = ax.imshow(np.ma.masked_invalid(median), cmap="YlOrRd", norm=norm, aspect="auto")
-    for i, j in np.ndindex(median.shape):
-        if n_div[i, j]:
-            ax.add_patch(
-                plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", ec="red", lw=0)
-            )
-        label = f"{median[i, j]:.3g}" if np.isfinite(median[i, j]) else ""
-        if n_div[i, j]:
-            label += f"\n{n_div[i, j]}/{n_seeds} div"
-        dark = np.isfinite(median[i, j]) and norm(median[i, j]) > 0.6
-        ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w" if dark else "k")
-    ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("learning rate")
-    ax.set_title("median KL(est) / KL(MLE) over seeds (hatched: some diverged)", fontsize=9)
-    if norm is not None:
-        fig.colorbar(image, ax=ax, label="median efficiency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        names = list(results)
+        lrs = np.asarray(results[names[0]].grid)
+        stats = [results[n].stats() for n in names]
+        median = np.array([s[0] for s in stats])
+        n_div = np.array([s[3] for s in stats])
+        n_seeds = results[names[0]].final_kl.shape[1]
+        fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(lrs), 1.8 + 0.55 * len(names)))
+        ax.set_facecolor("0.75")  # cells where every seed diverged stay grey
+        norm = LogNorm() if np.isfinite(median).any() else None
+        image = ax.imshow(np.ma.masked_invalid(median), cmap="YlOrRd", norm=norm, aspect="auto")
+        for i, j in np.ndindex(median.shape):
+            if n_div[i, j]:
+                ax.add_patch(
+                    plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", ec="red", lw=0)
+                )
+            label = f"{median[i, j]:.3g}" if np.isfinite(median[i, j]) else ""
+            if n_div[i, j]:
+                label += f"\n{n_div[i, j]}/{n_seeds} div"
+            dark = np.isfinite(median[i, j]) and norm(median[i, j]) > 0.6
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45)
+        ax.set_yticks(range(len(names)), names)
+        for i, label in enumerate(ax.get_yticklabels()):
+            label.set_color(_style.family_color(names[i], i))  # the method's colour everywhere
+        ax.grid(False)
+        ax.set_xlabel("learning rate")
+        ax.set_title("median KL(est) / KL(MLE) over seeds (hatched: some diverged)", fontsize=9)
+        if norm is not None:
+            fig.colorbar(image, ax=ax, label="median efficiency")
+        fig.tight_layout()
+        return _style.save(fig, path)
