@@ -269,6 +269,13 @@ def _median_iqr(x: np.ndarray) -> str:
     return f"{q2:.3g} ({q1:.3g}–{q3:.3g})"
 
 
+def _stopped(diverged_at: np.ndarray) -> str:
+    """How many seeds the guard stopped, and at which rows: "16/16 (rows 1–2)"."""
+    rows = diverged_at[diverged_at >= 0]
+    where = f"row {rows.min()}" if rows.min() == rows.max() else f"rows {rows.min()}–{rows.max()}"
+    return f"{rows.size}/{diverged_at.size} ({where})"
+
+
 def format_table(rows: list[DemoRow]) -> str:
     """A Markdown table of the demo's rows: medians over the seeds, the efficiency's
     interquartile range in brackets, and how many seeds the guard stopped."""
@@ -278,15 +285,8 @@ def format_table(rows: list[DemoRow]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        s = len(r.kl)
         var = np.median(np.trace(r.cov, axis1=-2, axis2=-1)) / r.cov.shape[-1]
-        stopped = r.diverged_at[r.diverged_at >= 0]
-        div = (
-            "—"
-            if stopped.size == 0
-            else f"{stopped.size}/{s} (row {stopped.min()}"
-            + (f"–{stopped.max()})" if stopped.max() > stopped.min() else ")")
-        )
+        div = _stopped(r.diverged_at) if np.any(r.diverged_at >= 0) else "—"
         lines.append(
             f"| {r.problem} | {r.method} | {r.start:g} | {np.median(r.error):.3g} | {var:.4g} | "
             f"{np.median(r.kl):.3g} | {_median_iqr(r.efficiency)} | {div} |"
@@ -305,8 +305,7 @@ def _explain(rows: list[DemoRow], n: int) -> str:
     jump = np.median(q[1e-3].trace_var.max(axis=1))
     crawl = np.median(q[100.0].cov[:, 0, 0])
     stopped = [
-        f"{r.problem} from Σ₀ = {r.start:g}: {np.sum(r.diverged_at >= 0)}/{SEEDS} seeds "
-        f"at row ≤ {r.diverged_at.max()}"
+        f"{r.method}, {r.problem}, Σ₀ = {r.start:g}: {_stopped(r.diverged_at)}"
         for r in rows
         if r.method in (QUESTION, SGD_1T) and np.any(r.diverged_at >= 0)
     ]
