@@ -34,7 +34,7 @@ import numpy as np
 from jaxgauss import schedules, streams
 from jaxgauss._fit import init_carry, scan_batches
 from jaxgauss.estimators import Estimator, averaged, make_method
-from jaxgauss.gaussian import Gaussian, kl_divergence
+from jaxgauss.gaussian import Gaussian, kl_divergence_float64
 
 __all__ = ["DemoRow", "run_demo", "format_table", "story_panels", "write_figure"]
 
@@ -176,19 +176,6 @@ def _traces(build, hs, starts, ys, every):
     return rows[0, 0], snaps, final, diverged_at
 
 
-# Jitted, so that each problem compiles one program rather than every eager op.
-_kl_jit = jax.jit(kl_divergence)
-
-
-def _kl64(truth: Gaussian, estimates: Gaussian) -> np.ndarray:
-    """KL(truth ‖ each estimate) in float64; leading axes broadcast."""
-    with jax.enable_x64(True):
-        as64 = partial(jnp.asarray, dtype=jnp.float64)
-        return np.asarray(
-            _kl_jit(jax.tree_util.tree_map(as64, truth), jax.tree_util.tree_map(as64, estimates))
-        )
-
-
 @partial(jax.jit, static_argnames="n")
 def _streams(truth: Gaussian, key: jax.Array, n: int) -> jax.Array:
     """``SEEDS`` streams of ``n`` rows from ``truth``: (S, n, d)."""
@@ -233,12 +220,12 @@ def _collect(title: str, truth: Gaussian, ys: jax.Array, futures) -> list[DemoRo
         finals.append(final)
         diverged.append(diverged_at)
     snaps, finals, diverged = _concat(snaps), _concat(finals), np.concatenate(diverged)
-    # One float64 KL over everything: each new shape would compile its eager ops again.
+    # One float64 KL over everything: each new shape compiles its eager ops again.
     flat = Gaussian(
         np.concatenate([snaps.mean.reshape(-1, d), finals.mean.reshape(-1, d), mle.mean]),
         np.concatenate([snaps.cov.reshape(-1, d, d), finals.cov.reshape(-1, d, d), mle.cov]),
     )
-    kl = _kl64(truth, flat)
+    kl = kl_divergence_float64(truth, flat)
     n_snap = snaps.mean.shape[0] * snaps.mean.shape[1] * snaps.mean.shape[2]
     trace_kl = kl[:n_snap].reshape(snaps.mean.shape[:3])
     final_kl = kl[n_snap:-SEEDS].reshape(finals.mean.shape[:2])
