@@ -242,47 +242,60 @@ def markdown(result: dict, png: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# colour family (jaxgauss._style) of each method name in efficiency.json
+FAMILY = {
+    "welford()": "welford",
+    "natural_gradient()": "natural",
+    "averaged SGD, robbins_monro(0.1, power=0.6, offset=10), cholesky": "averaged-sgd",
+    "Adam(0.01), cholesky": "adam",
+    "the question: sgd(0.002), covariance": "question",
+    "Fisher-preconditioned SGD, step 1/(t + 1), retracted, cholesky": "fisher-sgd",
+}
+
+
 def plot(result: dict, path: Path) -> Path:
     """Efficiency against n, one panel per condition number, and against the condition
-    number at the largest n; log axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    number at the largest n; log axes, in the shared jaxgauss figure style."""
+    from jaxgauss import _style
 
     results = result["results"]
     methods = list(dict.fromkeys(r["method"] for r in results))
     conditions = list(dict.fromkeys(r["condition"] for r in results))
-    fig, axes = plt.subplots(
-        1, len(conditions) + 1, figsize=(4 * (len(conditions) + 1), 4.2), squeeze=False
-    )
-    colors = {name: f"C{i}" for i, name in enumerate(methods)}
-    for ax, c in zip(axes[0], conditions):
-        for r in (r for r in results if r["condition"] == c):
-            ax.loglog(r["n"], r["efficiency"], "o-", ms=3, color=colors[r["method"]])
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set_title(f"condition {c:g} ({'float32' if c <= FLOAT32_MAX_CONDITION else 'float64'})")
-        ax.set_xlabel("rows n")
-    axes[0][0].set_ylabel("efficiency (KL / KL of the MLE)")
-    ax = axes[0][-1]
-    for name in methods:
-        rs = [r for r in results if r["method"] == name]
-        ax.loglog(
-            [r["condition"] for r in rs],
-            [r["efficiency"][-1] for r in rs],
-            "o-",
-            ms=3,
-            color=colors[name],
-            label=name,
+    colors = {name: _style.family_color(FAMILY.get(name, ""), i) for i, name in enumerate(methods)}
+    # welford() and natural_gradient() coincide: dash one so both stay visible
+    dashes = {name: "--" if FAMILY.get(name) == "welford" else "-" for name in methods}
+    with _style.pyplot() as plt:
+        fig, axes = plt.subplots(
+            1, len(conditions) + 1, figsize=(3.6 * (len(conditions) + 1), 4.4), squeeze=False
         )
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_title(f"at n = {results[0]['n'][-1]:,}")
-    ax.set_xlabel("condition number")
-    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        fig.subplots_adjust(left=0.05, right=0.99, top=0.9, bottom=0.27, wspace=0.3)
+        for ax, c in zip(axes[0], conditions):
+            for r in (r for r in results if r["condition"] == c):
+                ax.loglog(
+                    r["n"], r["efficiency"], "o", ls=dashes[r["method"]], ms=3,
+                    color=colors[r["method"]],
+                )  # fmt: skip
+            dtype = "float32" if c <= FLOAT32_MAX_CONDITION else "float64"
+            ax.set_title(f"condition {c:g} ({dtype})", loc="left")
+            ax.set_xlabel("rows n")
+        axes[0][0].set_ylabel("efficiency (KL / KL of the MLE)")
+        ax = axes[0][-1]
+        for name in methods:
+            rs = [r for r in results if r["method"] == name]
+            ax.loglog(
+                [r["condition"] for r in rs], [r["efficiency"][-1] for r in rs], "o",
+                ls=dashes[name], ms=3, color=colors[name], label=name,
+            )  # fmt: skip
+        ax.set_title(f"at n = {results[0]['n'][-1]:,}", loc="left")
+        ax.set_xlabel("condition number")
+        fig.legend(
+            *ax.get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 0), ncol=2
+        )
+        for ax in axes[0]:
+            lo, hi = ax.get_xlim()
+            x = np.geomspace(lo, hi, 50)
+            _style.reference_line(ax, x, np.ones_like(x), "batch MLE (Cramér–Rao)", at=0.02)
+        return Path(_style.save(fig, str(path)))
 
 
 def write(result: dict, out: Path) -> list[Path]:

@@ -567,7 +567,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="jaxgauss-demo", help="output folder (default: %(default)s)")
     demo.add_argument(
-        "--steps", type=int, default=100_000, help="stream length (default: %(default)s)"
+        "--steps", type=int, default=10_000, help="stream length (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)

@@ -7,59 +7,184 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from jaxgauss import _style
+
 if TYPE_CHECKING:
     from jaxgauss._sweep import SweepResult
 
-__all__ = ["require_matplotlib", "plot_kl_traces", "plot_sweep_heatmap"]
+__all__ = ["require_matplotlib", "plot_story", "plot_sweep_heatmap"]
 
 
 def require_matplotlib():
     """Import matplotlib with a headless backend, or raise ImportError naming the extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError(
-            'figures need matplotlib: pip install "jaxgauss[plot]" (or pip install matplotlib)'
-        ) from err
-    return plt
+    with _style.pyplot() as plt:
+        return plt
 
 
-def plot_kl_traces(panels: Sequence[dict], path: str) -> str:
-    """Error against step on log-log axes, one panel per problem, with the
-    Cramér–Rao line KL ≈ (d + d(d+1)/2) / (2n) that the batch MLE attains.
+def _quartiles(x: np.ndarray) -> np.ndarray:
+    """25 %, 50 % and 75 % points over axis 0 of ``x`` (S, m), ignoring NaN, by
+    NumPy's linear interpolation (``np.nanpercentile``, whose per-column loop is
+    slow), NaN where a column has no value: (3, m)."""
+    s = np.sort(x, axis=0)  # NaN last
+    k = np.isfinite(x).sum(0)
+    pos = np.array([0.25, 0.5, 0.75])[:, None] * np.maximum(k - 1, 0)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
+    cols = np.arange(x.shape[1])
+    out = s[lo, cols] + (s[hi, cols] - s[lo, cols]) * (pos - lo)
+    return np.where(k > 0, out, np.nan)
+
+
+def _median_band(kl: np.ndarray, rows: np.ndarray, diverged_at: np.ndarray) -> np.ndarray:
+    """Quartiles (3, m) over seeds of ``kl`` (S, m), each seed only up to the row
+    where the guard stopped it; NaN where fewer than half the seeds still run."""
+    live = (diverged_at[:, None] < 0) | (rows[None, :] <= diverged_at[:, None])
+    kl = np.where(live & np.isfinite(kl), kl, np.nan)
+    enough = live.sum(0) * 2 >= kl.shape[0]
+    return np.where(enough, _quartiles(kl), np.nan)
+
+
+def _draw_run(ax, run, color: str) -> None:
+    rows = np.asarray(run.rows)
+    diverged_at = np.asarray(run.diverged_at)
+    q1, q2, q3 = _median_band(np.asarray(run.trace_kl, np.float64), rows, diverged_at)
+    style = _style.start_style(run.start)
+    ax.fill_between(rows, q1, q3, color=color, alpha=0.15, lw=0)
+    ax.plot(rows, q2, color=color, ls=style)
+    stopped = diverged_at >= 0
+    if stopped.any():
+        # the rejected row, 1-based, at the KL of the last valid estimate
+        x, y = diverged_at[stopped] + 1, np.asarray(run.kl)[stopped]
+        ax.plot(x, y, "x", color=color, ms=9, mew=2.2, zorder=5)
+        first, last = x.min(), x.max()
+        where = f"row {first}" if first == last else f"rows {first}–{last}"
+        ax.annotate(
+            f"stopped: {stopped.sum()}/{len(stopped)} seeds, {where}",
+            (np.median(x), np.median(y)),
+            xytext=(9, 3),
+            textcoords="offset points",
+            color=color,
+            fontsize=7.5,
+            va="bottom",
+        )
+
+
+def plot_story(
+    panels: Sequence[dict],
+    path: str,
+    family: Mapping[str, str],
+    legend: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> str:
+    """Small multiples of KL(truth ‖ estimate) against rows seen, log-log, one panel
+    per point of an argument, with the Cramér–Rao line
+    KL ≈ (d + d(d+1)/2) / (2n) that the batch MLE attains.
+
+    Every run is the median over its seeds with the interquartile range as a band;
+    a seed the guard stopped is a cross at the rejected row, and the median stops
+    where fewer than half the seeds still run. Colour is the method's family
+    (``family[method]``, see ``jaxgauss._style``), line style its starting scale; one
+    legend below the panels explains both.
 
     Args:
-      panels: dicts with "title", "d", and "curves": a list of (label, rows, kl).
+      panels: dicts with "title", "subtitle", "d", "runs" (objects with ``method``,
+        ``start``, ``rows`` (m,), ``trace_kl`` (S, m), ``kl`` (S,) final and
+        ``diverged_at`` (S,), like ``jaxgauss.demo.DemoRow``) and optionally
+        "floor": (value, label) for a labelled horizontal line.
       path: where to write the PNG.
+      family: method name -> colour family.
+      legend: method name -> its legend entry (default: the name).
+      title: a headline above the panels.
 
     Returns:
       ``path``.
     """
-    plt = require_matplotlib()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 7), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        n_max = 1
-        colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(panel["curves"]), 2)))
-        for color, (label, rows, kl) in zip(colors, panel["curves"]):
-            rows, kl = np.asarray(rows), np.asarray(kl, dtype=np.float64)
-            keep = np.isfinite(kl) & (kl > 0)
-            ax.loglog(rows[keep], kl[keep], label=label, lw=1.3, color=color)
-            n_max = max(n_max, int(rows.max()))
-        d = panel["d"]
-        n = np.logspace(0, np.log10(n_max), 100)
-        ax.loglog(n, (d + d * (d + 1) / 2) / (2 * n), "k--", lw=2, label="Cramér–Rao (batch MLE)")
-        ax.set_xlabel("data rows n")
-        ax.set_ylabel("KL(truth ‖ estimate)")
-        ax.set_title(panel["title"])
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with _style.pyplot() as plt:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        ncols = 2 if len(panels) > 2 else len(panels)
+        nrows = -(-len(panels) // ncols)
+        top = 0.45 + (0.35 if title else 0.0)
+        height = 4.1 * nrows + 1.1 + top
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height))
+        # A fixed layout (constrained layout would cost a second full draw): the
+        # legend gets the bottom 1.25 inches, each title 0.45 inch above its panel.
+        fig.subplots_adjust(
+            left=0.08, right=0.98, top=1 - top / height, bottom=1.25 / height, hspace=0.45
+        )
+        axes = np.atleast_1d(axes).ravel()
+        methods, starts, n_seeds, labels = {}, set(), 0, []
+        for ax, panel in zip(axes, panels):
+            n_max = 1
+            for run in panel["runs"]:
+                color = _style.family_color(family.get(run.method, ""), len(methods))
+                methods.setdefault(run.method, color)
+                starts.add(run.start)
+                n_seeds = max(n_seeds, np.shape(run.trace_kl)[0])
+                _draw_run(ax, run, color)
+                n_max = max(n_max, int(np.max(run.rows)))
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlim(1, n_max)
+            ax.set_title(panel["title"], loc="left", pad=16)
+            ax.annotate(
+                panel["subtitle"],
+                (0, 1),
+                xycoords="axes fraction",
+                xytext=(0, 4),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.3",
+            )
+            ax.set_xlabel("rows seen n")
+            ax.set_ylabel("KL(truth ‖ estimate)")
+            d = panel["d"]
+            n = np.logspace(0, np.log10(n_max), 50)
+            labels.append(
+                (ax, n, (d + d * (d + 1) / 2) / (2 * n), "Cramér–Rao (batch MLE)", {"below": True})
+            )
+            if "floor" in panel:
+                value, text = panel["floor"]
+                labels.append((ax, n, np.full_like(n, value), text, {"color": "0.45", "ls": "-."}))
+        if title:
+            fig.suptitle(title, x=0.02, y=1 - 0.1 / height, ha="left", va="top", fontsize=12)
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        order = list(_style.FAMILY_COLORS)
+        ranked = sorted(
+            methods, key=lambda m: order.index(family[m]) if family.get(m) in order else len(order)
+        )
+        legend = legend or {}
+        handles = [Line2D([], [], color=methods[m], label=legend.get(m, m)) for m in ranked]
+        handles += [
+            Line2D([], [], color="0.4", ls=_style.start_style(s), label=f"Σ₀ = {s:g}·I")
+            for s in sorted(
+                starts,
+                key=lambda s: (
+                    list(_style.START_STYLES).index(s) if s in _style.START_STYLES else 99
+                ),
+            )
+        ]
+        handles += [
+            Patch(color="0.4", alpha=0.25, label=f"median of {n_seeds} seeds, band 25–75 %"),
+            Line2D(
+                [],
+                [],
+                color="0.4",
+                marker="x",
+                ls="",
+                mew=2,
+                label="guard stopped a run (Σ not SPD)",
+            ),
+            Line2D([], [], color=_style.REFERENCE_COLOR, lw=1, label="Cramér–Rao line (batch MLE)"),
+        ]
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=4)
+        for ax, x, y, text, kw in labels:
+            ax.get_ylim()  # settles the autoscaled limits the label's angle depends on
+            # n < 10 holds no snapshot, so the labels sit there, clear of the data
+            _style.reference_line(ax, x, y, text, at=0.02, **kw)
+        return _style.save(fig, path)
 
 
 def plot_sweep_heatmap(results: Mapping[str, SweepResult], path: str) -> str:
@@ -77,36 +202,37 @@ def plot_sweep_heatmap(results: Mapping[str, SweepResult], path: str) -> str:
     Returns:
       ``path``.
     """
-    plt = require_matplotlib()
-    from matplotlib.colors import LogNorm
+    with _style.pyplot() as plt:
+        from matplotlib.colors import LogNorm
 
-    names = list(results)
-    lrs = np.asarray(results[names[0]].grid)
-    stats = [results[n].stats() for n in names]
-    median = np.array([s[0] for s in stats])
-    n_div = np.array([s[3] for s in stats])
-    n_seeds = results[names[0]].final_kl.shape[1]
-    fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(lrs), 1.8 + 0.55 * len(names)))
-    ax.set_facecolor("0.75")  # cells where every seed diverged stay grey
-    norm = LogNorm() if np.isfinite(median).any() else None
-    image = ax.imshow(np.ma.masked_invalid(median), cmap="YlOrRd", norm=norm, aspect="auto")
-    for i, j in np.ndindex(median.shape):
-        if n_div[i, j]:
-            ax.add_patch(
-                plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", ec="red", lw=0)
-            )
-        label = f"{median[i, j]:.3g}" if np.isfinite(median[i, j]) else ""
-        if n_div[i, j]:
-            label += f"\n{n_div[i, j]}/{n_seeds} div"
-        dark = np.isfinite(median[i, j]) and norm(median[i, j]) > 0.6
-        ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w" if dark else "k")
-    ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("learning rate")
-    ax.set_title("median KL(est) / KL(MLE) over seeds (hatched: some diverged)", fontsize=9)
-    if norm is not None:
-        fig.colorbar(image, ax=ax, label="median efficiency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        names = list(results)
+        lrs = np.asarray(results[names[0]].grid)
+        stats = [results[n].stats() for n in names]
+        median = np.array([s[0] for s in stats])
+        n_div = np.array([s[3] for s in stats])
+        n_seeds = results[names[0]].final_kl.shape[1]
+        fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(lrs), 1.8 + 0.55 * len(names)))
+        ax.set_facecolor("0.75")  # cells where every seed diverged stay grey
+        norm = LogNorm() if np.isfinite(median).any() else None
+        image = ax.imshow(np.ma.masked_invalid(median), cmap="YlOrRd", norm=norm, aspect="auto")
+        for i, j in np.ndindex(median.shape):
+            if n_div[i, j]:
+                ax.add_patch(
+                    plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="xx", ec="red", lw=0)
+                )
+            label = f"{median[i, j]:.3g}" if np.isfinite(median[i, j]) else ""
+            if n_div[i, j]:
+                label += f"\n{n_div[i, j]}/{n_seeds} div"
+            dark = np.isfinite(median[i, j]) and norm(median[i, j]) > 0.6
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45)
+        ax.set_yticks(range(len(names)), names)
+        for i, label in enumerate(ax.get_yticklabels()):
+            label.set_color(_style.family_color(names[i], i))  # the method's colour everywhere
+        ax.grid(False)
+        ax.set_xlabel("learning rate")
+        ax.set_title("median KL(est) / KL(MLE) over seeds (hatched: some diverged)", fontsize=9)
+        if norm is not None:
+            fig.colorbar(image, ax=ax, label="median efficiency")
+        fig.tight_layout()
+        return _style.save(fig, path)
