@@ -329,7 +329,7 @@ def test_integer_and_csv_errors(tmp_path):
     res = jg.fit(jg.welford(), np.arange(20).reshape(10, 2))
     assert res.estimate.cov.dtype == jnp.float32
     bad = tmp_path / "bad.csv"
-    bad.write_text("x,y\n1,2\n3,\n")
+    bad.write_text("x,y,z\n1,2,3\n3,,4\n")
     with pytest.raises(ValueError, match=r"CSV row 1 \(line 3\) column 1 is empty"):
         jg.fit(jg.welford(), bad)
     bad.write_text("1,2\n3,abc\n")

@@ -272,9 +272,7 @@ METHODS: dict[str, Method] = {
             "robust location and scatter of a multivariate t, by online EM (ν given)",
             lambda p, dof, power: student_t(dof, power=power),
             (
-                Hyperparameter(
-                    "dof", "--dof", "degrees of freedom ν of the t", default=4.0, grid=(1.0, 30.0)
-                ),
+                Hyperparameter("dof", "--dof", "degrees of freedom ν of the t", grid=(1.0, 30.0)),
                 _POWER,
             ),
             swept="power",
