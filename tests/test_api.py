@@ -46,3 +46,21 @@ def test_functions_do_not_shadow_public_modules():
     for name in ["FitCarry", "init_carry", "scan_batches", "default_block_rows"]:
         assert name in jg.__all__
     assert jg.scan_batches.__module__ == "jaxgauss._fit"
+
+
+def test_readme_layout_matches_the_tree():
+    """Every module of the package is named in the README's layout table, and every
+    module the table names exists (the table says where each thing lives)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    table = readme.split("<!-- layout:begin -->")[1].split("<!-- layout:end -->")[0]
+    named = set(re.findall(r"`(?:jaxgauss/)?(?:estimators/)?(\w+\.py)`", table))
+    modules = {
+        p.name
+        for p in (root / "jaxgauss").rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    assert named == modules, (sorted(modules - named), sorted(named - modules))
