@@ -11,6 +11,7 @@ jax.config.update("jax_enable_x64", True)
 def key():
     return jax.random.key(0)
 
+
 # A script that test_distributed.py runs in its own processes, not a test module (its
 # top level joins a distributed runtime).
 collect_ignore = ["distributed_worker.py"]
