@@ -30,6 +30,7 @@ from jaxgauss.estimators import (
     Estimator,
     welford,
 )
+from jaxgauss.estimators.base import counter_dtype
 from jaxgauss.gaussian import Gaussian, check_gaussian
 from jaxgauss.streams import sample
 
@@ -512,7 +513,9 @@ def _check_steps(n_steps: Any, batch_size: Any, d: int) -> tuple[int, int]:
     if n_steps % batch_size:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of batch_size ({batch_size})")
     if n_steps >= 2**31:
-        raise ValueError(f"n_steps must be < 2**31 (int32 row counters), got {n_steps}")
+        raise ValueError(
+            f"n_steps must be < 2**31 (rows are keyed by 32-bit numbers), got {n_steps}"
+        )
     return n_steps, batch_size
 
 
@@ -567,7 +570,9 @@ def _assemble(grid: Grid, layout: _Layout, plan: _ChunkPlan, outputs) -> SweepRe
     if plan.trace_every:
         scores = jnp.concatenate([t[:k, :s] for t in trace_scores], axis=-1)
         step = plan.batch_size * plan.trace_every
-        trace = Trace(step * jnp.arange(1, scores.shape[-1] + 1, dtype=jnp.int32), None, scores)
+        trace = Trace(
+            step * jnp.arange(1, scores.shape[-1] + 1, dtype=counter_dtype()), None, scores
+        )
     return SweepResult(
         grid=grid,
         final_kl=final,

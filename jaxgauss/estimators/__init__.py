@@ -1,7 +1,7 @@
 """Estimators: the ``Estimator`` protocol and every estimator factory."""
 
 from jaxgauss.estimators.averaged import AveragedState, averaged
-from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.base import Estimator, all_finite, counter_dtype
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
 from jaxgauss.estimators.moments import (
     MomentsState,
@@ -16,6 +16,7 @@ from jaxgauss.estimators.registry import METHODS, Hyperparameter, Method, get_me
 __all__ = [
     "Estimator",
     "all_finite",
+    "counter_dtype",
     "GradientAscentState",
     "gradient_ascent",
     "AveragedState",
