@@ -1,5 +1,11 @@
 """jaxgauss: online estimation of a Gaussian's mean and covariance in JAX."""
 
+# First, before any backend starts: the workaround for a known jaxlib hang.
+from jaxgauss import _xla_flags  # noqa: F401  (applies it on import)
+
+# isort: split
+
+
 from jaxgauss import checkpoint, parameterizations, schedules, streams
 from jaxgauss._fit import (
     DataError,

@@ -118,15 +118,31 @@ def _fit(args: argparse.Namespace) -> int:
         "diverged_at": diverged,
         "dtype": str(mean.dtype),
         "mean": mean.tolist(),
-        "cov": cov.tolist(),
     }
     if args.out:
+        result.update(_cov_for_json(cov, args.out))
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
         print(f"wrote {args.out}")
     if args.checkpoint:
         print(f"wrote {checkpoint.save(args.checkpoint, res.state, name=args.method)}")
     return 0
+
+
+# Above this many entries a covariance goes to a .npy file beside the JSON, not into
+# it: JSON text takes ~25 bytes an entry (a 20 000² matrix would be ~10 GB of text).
+_JSON_MAX_ENTRIES = 250_000
+
+
+def _cov_for_json(cov: np.ndarray, out: str) -> dict:
+    """The JSON's covariance: the list itself, or for a large matrix the name of a
+    ``.npy`` file written beside the JSON (key ``cov_file``)."""
+    if cov.size <= _JSON_MAX_ENTRIES:
+        return {"cov": cov.tolist()}
+    path = os.path.splitext(out)[0] + ".cov.npy"
+    np.save(path, cov)
+    print(f"wrote {path} (the {cov.shape[0]} x {cov.shape[1]} covariance)")
+    return {"cov_file": os.path.basename(path)}
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -310,7 +326,11 @@ def _parser() -> argparse.ArgumentParser:
         help="rows with NaN or inf: stop with an error naming the row, or skip and count them (default: %(default)s)",
     )
     fit.add_argument("--float64", action="store_true", help="compute in float64 (default: float32)")
-    fit.add_argument("--out", help="write the result as JSON (keys mean, cov, n, method, ...)")
+    fit.add_argument(
+        "--out",
+        help="write the result as JSON (keys mean, cov, n, method, ...); a covariance of "
+        "more than 250 000 entries goes to a .npy file beside it (key cov_file)",
+    )
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")
