@@ -567,7 +567,7 @@ class _Stream:
         ("skip"), or end the fit with a ``DataError`` after the rows before them.
         Also records each column's spread about the origin (float32 range check)."""
         bad_any, spread = _chunk_stats(rows)
-        self._check_range(np.asarray(spread, np.float64), high_only=True)
+        self._record_spread(spread)
         bad = _nonfinite_rows(rows) if bool(bad_any) else np.zeros(0, np.int64)
         if not bad.size:
             return rows
@@ -583,24 +583,25 @@ class _Stream:
         self.feeder.skipped.extend((self.seen + bad).tolist())
         return jnp.delete(rows, bad, axis=0)
 
-    def _check_range(self, spread: np.ndarray, high_only: bool = False) -> None:
-        """float32 moment estimators need each column's spread about the origin in
-        [2⁻⁵², 2⁵²]: squares then stay normal floats with 2²² to spare for the 1/n
-        weights and block sums (below, XLA flushes subnormals to zero and the
-        covariance would silently be 0; above, block sums overflow)."""
-        if not (self.framed and self.feeder.origin is not None and self.dtype == jnp.float32):
-            return
-        self.spread = spread if self.spread is None else np.maximum(self.spread, spread)
-        high = np.flatnonzero(self.spread > 2.0**52)
+    def _record_spread(self, spread: jax.Array) -> None:
+        if self.framed and self.feeder.origin is not None and self.dtype == jnp.float32:
+            spread = np.asarray(spread, np.float64)
+            self.spread = spread if self.spread is None else np.maximum(self.spread, spread)
+
+    def _check_range(self) -> None:
+        """float32 moment estimators need each column's spread about the origin to
+        be at least 2⁻⁵²: its square is then a normal float with 2²² to spare for the
+        1/n weights. Below, XLA flushes the subnormal products to zero and the
+        covariance would silently be 0. (Above the range, overflow makes the state
+        non-finite, which the guard reports as ``diverged_at``.)"""
         low = np.flatnonzero((self.spread > 0) & (self.spread < 2.0**-52))
-        for cols, what in [(high, "above")] + ([] if high_only else [(low, "below")]):
-            if len(cols):
-                raise ValueError(
-                    f"column {int(cols[0])} spreads {self.spread[cols[0]]:.3g} about its first "
-                    f"row, {what} the range float32 moments hold accurately "
-                    "([2**-52, 2**52]: squares must stay normal floats); compute in float64 "
-                    "(--float64, or jax.config.update('jax_enable_x64', True) with float64 data)"
-                )
+        if low.size:
+            raise ValueError(
+                f"column {int(low[0])} spreads only {self.spread[low[0]]:.3g} about its first "
+                "row: its covariance is below the range float32 holds (squares of at least "
+                "2**-52 are needed, or it would silently be 0); compute in float64 "
+                "(--float64, or jax.config.update('jax_enable_x64', True) with float64 data)"
+            )
 
     def feed(self, chunk: Any) -> None:
         chunk = _check_chunk(chunk, self.d, self.seen)
@@ -623,7 +624,7 @@ class _Stream:
                 "(nan_policy='skip'), so nothing was estimated"
             )
         if self.spread is not None:
-            self._check_range(self.spread)
+            self._check_range()
         return result
 
     def partial_result(self) -> FitResult | None:

@@ -383,7 +383,9 @@ def natural_gradient(
         (same state, mergeable); a number or array in (0, 1]: a constant step,
         an exponentially weighted average that keeps weight (1 − a)ᵗ on the initial
         Gaussian (``exponential`` forgets it instead); an optax schedule: aₜ =
-        schedule(t − 1), with values in (0, 1].
+        schedule(t − 1), with values in (0, 1]. A traced rate or a schedule value
+        outside (0, 1] makes that update's state NaN, which ``fit``'s guard rejects
+        (``diverged_at``).
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, for the default
         step only (a given step sets the initial Gaussian's weight itself).
 
