@@ -382,7 +382,9 @@ def _check_memory(make_estimator, grid, layout: _Layout, *, d: int, dtype, n_sna
         grid,
     )
     g0 = abstract_gaussian(d, dtype)
-    carry = tree_bytes(jax.eval_shape(lambda h: init_carry(make_estimator(h).init(g0)), value))
+    carry = tree_bytes(
+        jax.eval_shape(lambda h, g: init_carry(make_estimator(h).init(g)), value, g0)
+    )
     need = _sweep_bytes(carry, layout, d=d, dtype=dtype, n_snapshots=n_snapshots)
     have = available_memory()
     if have is None or need <= have:
