@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgauss._checks import check_int, check_score
 from jaxgauss._fit import Trace, init_carry, scan_batches
-from jaxgauss._memory import abstract_gaussian, available_memory, gigabytes, tree_bytes
+from jaxgauss._memory import available_memory, gigabytes
 from jaxgauss.estimators import (
     Estimator,
     welford,
@@ -372,19 +372,16 @@ def _sweep_bytes(carry: int, layout: _Layout, *, d: int, dtype, n_snapshots: int
     )
 
 
-def _check_memory(make_estimator, grid, layout: _Layout, *, d: int, dtype, n_snapshots: int):
+# Gaussian-sized parts assumed per configuration's carry (an Adam state holds three:
+# parameters and two moments; averaging adds one). Estimated without calling
+# make_estimator, so the estimate adds no trace to the sweep's single compilation.
+_CARRY_GAUSSIANS = 4
+
+
+def _check_memory(layout: _Layout, *, d: int, dtype, n_snapshots: int) -> None:
     """Refuse, before allocating anything, a sweep whose estimated memory exceeds what
     the devices have available, with the estimate and how many seeds would fit."""
-    value = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(
-            (), dtype if np.issubdtype(x.dtype, np.floating) else x.dtype
-        ),
-        grid,
-    )
-    g0 = abstract_gaussian(d, dtype)
-    carry = tree_bytes(
-        jax.eval_shape(lambda h, g: init_carry(make_estimator(h).init(g)), value, g0)
-    )
+    carry = _CARRY_GAUSSIANS * (d * d + d) * jnp.dtype(dtype).itemsize + 64
     need = _sweep_bytes(carry, layout, d=d, dtype=dtype, n_snapshots=n_snapshots)
     have = available_memory()
     if have is None or need <= have:
@@ -526,8 +523,6 @@ def sweep(
         chunk_steps=chunk_steps,
     )
     _check_memory(
-        make_estimator,
-        grid,
         layout,
         d=d,
         dtype=dtype,
