@@ -1,5 +1,11 @@
 """jaxgauss: online estimation of a Gaussian's mean and covariance in JAX."""
 
+# First, before any backend starts: the workaround for a known jaxlib hang.
+from jaxgauss import _xla_flags  # noqa: F401  (applies it on import)
+
+# isort: split
+
+
 from jaxgauss import checkpoint, parameterizations, schedules, streams
 from jaxgauss._fit import (
     DataError,
@@ -27,6 +33,7 @@ from jaxgauss.estimators import (
     StudentTState,
     WelfordState,
     averaged,
+    counter_dtype,
     downdate,
     exponential,
     gaussian_mixture,
@@ -97,6 +104,7 @@ __all__ = [
     "condition",
     "cookbook_gradients",
     "correlation",
+    "counter_dtype",
     "covariance_retraction",
     "default_block_rows",
     "downdate",

@@ -64,7 +64,7 @@ from jaxgauss._fit import (
     _scan_rows,
     init_carry,
 )
-from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.estimators.moments import MomentsState, WelfordState, mix_moments
 from jaxgauss.gaussian import Gaussian, check_gaussian
 from jaxgauss.streams import DEFAULT_CHUNK_ROWS, read_chunks
@@ -382,14 +382,15 @@ def _part(res: FitResult, offset: int, welford_like: bool) -> _Part:
     if isinstance(s, tuple) and not isinstance(s, (WelfordState, MomentsState)):
         return _weighted_part(s, res, offset)
     weight = s.count + s.prior_weight if welford_like else 1
-    return _Part(np.asarray(weight, s.mean.dtype), s.mean, s.cov, s.count, _global_row(res, offset))
+    mean = s.origin + s.mean  # parts fold in the data's own frame
+    return _Part(np.asarray(weight, mean.dtype), mean, s.cov, s.count, _global_row(res, offset))
 
 
 def _weighted_part(state, res: FitResult, offset: int) -> _Part:
     """Normalise a zero-weight shard's (d + 1)-column state: the last column's mean
     is W = 1 − K, the first d columns' are Σᵢ wᵢ (yᵢ − c) and their centred scatter."""
     inner, shift = state
-    m, cov = np.asarray(inner.mean), np.asarray(inner.cov)
+    m, cov = np.asarray(inner.origin + inner.mean), np.asarray(inner.cov)
     w = m[-1]
     if not w > 0:  # an empty shard
         return _Part(np.zeros((), m.dtype), shift, cov[:-1, :-1], 0, -1)
@@ -436,8 +437,13 @@ def _shard_start(plan, start, g, rows, shard, layout):
     if isinstance(start, WelfordState):
         return plan, start._replace(count=start.count * 0, prior_weight=start.prior_weight * 0)
     d, dtype = layout.d, layout.dtype
-    count = jnp.asarray(start.count + int(layout.kept[:g].sum()), jnp.int32)
-    zero = MomentsState(jnp.zeros(d + 1, dtype), jnp.zeros((d + 1, d + 1), dtype), count)
+    count = jnp.asarray(start.count + int(layout.kept[:g].sum()), counter_dtype())
+    zero = MomentsState(
+        mean=jnp.zeros(d + 1, dtype),
+        cov=jnp.zeros((d + 1, d + 1), dtype),
+        count=count,
+        origin=jnp.zeros(d + 1, dtype),
+    )
     shift = jnp.asarray(_first_kept(rows, shard, dtype))
     return plan._replace(estimator=_with_weight(plan.estimator)), (zero, shift)
 
@@ -479,10 +485,13 @@ def _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk):
         fold, [_Part(**{k: v[p] for k, v in every.items()}) for p in range(topo.processes)]
     )
     mean, cov = jnp.asarray(total.mean, layout.dtype), jnp.asarray(total.cov, layout.dtype)
-    count = jnp.asarray(total.count, jnp.int32)
+    count = jnp.asarray(total.count, counter_dtype())
+    origin = jnp.zeros_like(mean)
     if welford_like:
-        return WelfordState(mean, cov, count, start.prior_weight), int(total.diverged_at)
-    return MomentsState(mean, cov, count), int(total.diverged_at)
+        state = WelfordState(mean, cov, count, start.prior_weight, origin)
+    else:
+        state = MomentsState(mean=mean, cov=cov, count=count, origin=origin)
+    return state, int(total.diverged_at)
 
 
 # --- gradient estimators: all-gathered batches ----------------------------------------
@@ -510,7 +519,8 @@ def _gathered_runner(mesh: Mesh, topo: _Topology, d: int):
     n = len(topo.devices)
     sharding = NamedSharding(mesh, P("x"))
 
-    def run(plan, carry, rows, truth):
+    def run(plan, carry, rows, truth, origin):
+        # gradient states keep no origin: the rows come as given (origin is None)
         m = rows.shape[0]
         local = np.asarray(rows).reshape(m, len(topo.local), d).transpose(1, 0, 2).reshape(-1, d)
         global_rows = jax.make_array_from_process_local_data(sharding, local)

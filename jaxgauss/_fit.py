@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgauss._checks import Score, check_int, check_score, check_truth
-from jaxgauss.estimators.base import Estimator
+from jaxgauss._memory import check_memory
+from jaxgauss.estimators.base import COUNTER_LIMIT_INT32, Estimator, counter_dtype, new_counter
+from jaxgauss.estimators.moments import MomentsState, WelfordState
 from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
 from jaxgauss.streams import read_chunks
 
@@ -27,7 +29,8 @@ class Trace(NamedTuple):
     """Snapshots taken every ``trace_every`` updates.
 
     Attributes:
-      rows: (m,) int32, data rows consumed when each snapshot was taken.
+      rows: (m,) integers (``counter_dtype()``), data rows consumed when each
+        snapshot was taken.
       estimate: the estimate with a leading (m,) axis (a stacked ``Gaussian`` for
         Gaussian estimators).
       score: (m,) ``score(truth, estimate)`` (KL(truth ‖ estimate) by default), or
@@ -52,7 +55,7 @@ class FitResult(NamedTuple):
       estimate: the final ``Gaussian`` (the last valid one if the run diverged).
       state: the final estimator state; pass it back as ``fit(..., state=...)`` to
         continue, save it, or ``merge`` it.
-      diverged_at: int32 scalar, 0-based index of the first data row of the first
+      diverged_at: an integer scalar (``counter_dtype()``), 0-based index of the first data row of the first
         rejected update, or -1. From that update on nothing is applied.
       trace: a ``Trace``, or None when ``trace_every=0``.
       n_rows: data rows read and offered to the estimator (skipped rows excluded).
@@ -77,7 +80,7 @@ class FitCarry(NamedTuple):
 
 def init_carry(state: Any) -> FitCarry:
     """A fresh carry around an estimator state."""
-    return FitCarry(state, jnp.array(-1, jnp.int32), jnp.array(0, jnp.int32))
+    return FitCarry(state, new_counter(-1), new_counter(0))
 
 
 class ScanPlan(NamedTuple):
@@ -143,11 +146,14 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
 
 
 def _scan_rows(
-    plan: ScanPlan, carry: FitCarry, rows: jax.Array, truth: Any
+    plan: ScanPlan, carry: FitCarry, rows: jax.Array, truth: Any, origin: Any = None
 ) -> tuple[FitCarry, Trace | None]:
     """The scans over ``rows`` (m, d), m a multiple of ``batch_size·block`` (and of
     ``batch_size·trace_every`` when tracing): each step applies ``block`` updates of
     ``batch_size`` rows; with ``trace_every`` a snapshot follows every that many updates.
+
+    With ``origin`` (d,), the rows and the carried state are in the frame of that
+    row (``fit``'s host-side centring, see ``_Stream``): snapshots put it back.
 
     The rows are regrouped here, inside the program, into 3-D (or with a trace 4-D)
     pieces whose last two axes are a block's rows and d: a reshape XLA does in place
@@ -168,7 +174,7 @@ def _scan_rows(
 
     def snapshot(c, pieces):
         c, _ = jax.lax.scan(step, c, pieces, unroll=plan.unroll)
-        estimate = est.estimate(c.state)
+        estimate = est.estimate(c.state if origin is None else _leave_frame(c.state, origin))
         score = None if truth is None else plan.score(truth, estimate)
         return c, (c.rows, estimate, score)
 
@@ -334,16 +340,39 @@ def _check_state(estimator: Estimator, state: Any, d: int, dtype: Any) -> None:
 
 
 @jax.jit
-def _any_nonfinite(rows: jax.Array) -> jax.Array:
-    return ~jnp.all(jnp.isfinite(rows))
+def _chunk_stats(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One fused pass over a chunk on the device: whether any entry is NaN or ±inf,
+    and each column's largest finite |entry|."""
+    finite = jnp.isfinite(rows)
+    return ~jnp.all(finite), jnp.max(jnp.where(finite, jnp.abs(rows), 0), axis=0)
 
 
 def _nonfinite_rows(rows: jax.Array) -> np.ndarray:
-    """Indices of the rows with NaN or ±inf: one fused check on the device, and a
-    row-by-row look only when that finds something."""
-    if not bool(_any_nonfinite(rows)):
-        return np.zeros(0, np.int64)
+    """Indices of the rows with NaN or ±inf (after ``_chunk_stats`` found some)."""
     return np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(rows), axis=1)))
+
+
+def _subtract_host(chunk: np.ndarray, origin: np.ndarray, dtype: Any) -> np.ndarray:
+    """(chunk − origin) in ``dtype``, subtracted in float64 (in float32 for float32
+    data: the same correctly rounded result) slice by slice, so the float64
+    temporary stays small whatever the chunk's size."""
+    src = np.float32 if chunk.dtype == np.float32 else np.float64
+    origin = origin.astype(src)
+    out = np.empty(chunk.shape, dtype)
+    step = 1 << 16
+    for i in range(0, chunk.shape[0], step):
+        out[i : i + step] = np.subtract(chunk[i : i + step], origin, dtype=src)
+    return out
+
+
+def _largest_counter(state: Any) -> int:
+    """The largest integer scalar in a state (its row or update counters)."""
+    counts = [
+        int(x)
+        for x in jax.tree_util.tree_leaves(state)
+        if jnp.ndim(x) == 0 and jnp.issubdtype(jnp.result_type(x), jnp.integer)
+    ]
+    return max(counts, default=0)
 
 
 class _Feeder:
@@ -358,7 +387,9 @@ class _Feeder:
 
     def __init__(self, plan: ScanPlan, carry: FitCarry, truth: Any, size: int | None, run=None):
         self.plan, self.carry, self.truth = plan, carry, truth
-        self.run = _run if run is None else run  # (plan, carry, rows, truth) -> (carry, trace)
+        # (plan, carry, rows, truth, origin) -> (carry, trace)
+        self.run = _run if run is None else run
+        self.origin: jax.Array | None = None  # the frame of the carried state and rows
         self.unit = plan.batch_size * (plan.trace_every or plan.block)  # indivisible piece
         self.size = None if size is None else self.unit * max(1, size // self.unit)
         self.pending: list[jax.Array] = []
@@ -367,7 +398,7 @@ class _Feeder:
         self.skipped: list[int] = []  # rows dropped by nan_policy="skip", as given
 
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
-        self.carry, trace = self.run(plan, self.carry, rows, self.truth)
+        self.carry, trace = self.run(plan, self.carry, rows, self.truth, self.origin)
         if trace is not None:
             self.traces.append(trace)
 
@@ -428,16 +459,39 @@ class _Feeder:
             if self.truth is None
             else jnp.zeros((0,), jax.tree_util.tree_leaves(like)[0].dtype)
         )
-        return Trace(jnp.zeros((0,), jnp.int32), empty, score)
+        return Trace(jnp.zeros((0,), counter_dtype()), empty, score)
+
+    def enter_frame(self, origin: jax.Array) -> None:
+        """From now on the rows come relative to ``origin`` (the state follows)."""
+        self.carry = self.carry._replace(state=_enter_frame(self.carry.state, origin))
+        self.origin = origin
 
     def result(self) -> FitResult:
         carry = self.carry
-        estimate = self.plan.estimator.estimate(carry.state)
+        state = carry.state if self.origin is None else _leave_frame(carry.state, self.origin)
+        estimate = self.plan.estimator.estimate(state)
         diverged = carry.diverged_at
         if self.skipped and int(diverged) >= 0:
-            diverged = jnp.asarray(_original_row(int(diverged), self.skipped), jnp.int32)
+            diverged = new_counter(_original_row(int(diverged), self.skipped))
         trace = self._trace(estimate)
-        return FitResult(estimate, carry.state, diverged, trace, int(carry.rows), len(self.skipped))
+        return FitResult(estimate, state, diverged, trace, int(carry.rows), len(self.skipped))
+
+
+def _framed(state: Any) -> bool:
+    """Whether a state keeps its mean relative to an ``origin`` row (the moment
+    estimators' states), so ``fit`` can centre the rows on the host."""
+    return isinstance(state, (WelfordState, MomentsState))
+
+
+def _enter_frame(state: Any, origin: jax.Array) -> Any:
+    """The same state with its mean relative to ``origin`` and its origin field 0: the
+    form in which the compiled scans see it while the rows arrive minus ``origin``."""
+    mean = state.mean + (state.origin - origin)
+    return state._replace(mean=mean, origin=jnp.zeros_like(origin))
+
+
+def _leave_frame(state: Any, origin: jax.Array) -> Any:
+    return state._replace(origin=jnp.broadcast_to(origin, state.origin.shape))
 
 
 def _original_row(kept: int, skipped: list[int]) -> int:
@@ -451,7 +505,14 @@ def _original_row(kept: int, skipped: list[int]) -> int:
 
 class _Stream:
     """The steps of one ``fit`` over a chunked source: start at the first chunk (the
-    data fix d and the dtype), screen each chunk for non-finite rows, feed it."""
+    data fix d and the dtype), frame, screen and count each chunk, feed it.
+
+    Framing (moment estimators, whose states keep the mean relative to an origin
+    row): the first finite row, rounded to the working dtype, becomes the origin (a
+    continued state keeps its own), and every chunk is moved into that frame on the
+    host in the data's own precision BEFORE the cast, so float64 data far from 0 lose
+    nothing in float32 (see ``jaxgauss.estimators.moments``).
+    """
 
     def __init__(self, plan, *, init, state, truth, size, nan_policy):
         self.plan, self.init, self.state, self.truth = plan, init, state, truth
@@ -459,24 +520,66 @@ class _Stream:
         self.feeder: _Feeder | None = None
         self.d = self.dtype = None
         self.seen = 0  # rows read, skipped ones included
+        self.counted = 0  # the largest counter in a continued state
+        self.framed = False
+        self.spread: np.ndarray | None = None  # per column, max |row − origin|
 
     def _start(self, first: Any) -> _Feeder:
         d, dtype = first.shape[1], _float_dtype(first.dtype)
         truth = None if self.truth is None else check_truth(self.truth, self.plan.score, d, dtype)
         state = self.state
         if state is None:
-            init = Gaussian.standard(d, dtype) if self.init is None else self.init
-            check_gaussian(init, d)
-            state = self.plan.estimator.init(init.astype(dtype))
+            if self.init is None:  # the identity needs no check (nor a d × d factorisation)
+                init = Gaussian.standard(d, dtype)
+            else:
+                check_gaussian(self.init, d)
+                init = self.init.astype(dtype)
+            check_memory(self.plan.estimator, d, dtype, chunk_rows=self.size or 0)
+            state = self.plan.estimator.init(init)
         else:
             _check_state(self.plan.estimator, state, d, dtype)
+            self.counted = _largest_counter(state)
         self.d, self.dtype = d, dtype
-        return _Feeder(self.plan, init_carry(state), truth, self.size)
+        feeder = _Feeder(self.plan, init_carry(state), truth, self.size)
+        self.framed = _framed(state)
+        if self.framed and self.state is not None:
+            feeder.enter_frame(jnp.asarray(state.origin))
+        return feeder
+
+    def _frame(self, chunk: Any) -> jax.Array:
+        """The chunk in the working dtype, moved into the state's frame: the origin
+        is subtracted on the host in the data's own precision, before the cast."""
+        if not self.framed:
+            return jnp.asarray(chunk, self.dtype)
+        if self.feeder.origin is None:
+            finite = np.flatnonzero(np.all(np.isfinite(np.asarray(chunk)), axis=1))
+            if not finite.size:  # no reference yet: these rows are all screened out
+                return jnp.asarray(chunk, self.dtype)
+            self.feeder.enter_frame(jnp.asarray(np.asarray(chunk[finite[0]]), self.dtype))
+        origin = self.feeder.origin
+        if isinstance(chunk, jax.Array):
+            return jnp.asarray(chunk, self.dtype) - origin
+        return jnp.asarray(_subtract_host(chunk, np.asarray(origin), self.dtype))
+
+    def _check_capacity(self, n: int) -> None:
+        """Without x64 the counters are int32: refuse, before they wrap, a fit that
+        would count past 2³¹ − 1 rows (with the continued state's count)."""
+        total = self.counted + self.seen + n
+        if counter_dtype() == jnp.int32 and total > COUNTER_LIMIT_INT32:
+            raise ValueError(
+                f"this fit would count {total:,} rows (the state's {self.counted:,} included), "
+                f"more than an int32 counter holds (2**31 - 1 = {COUNTER_LIMIT_INT32:,}); "
+                "enable x64 (jax.config.update('jax_enable_x64', True), or --float64) for "
+                "int64 counters"
+            )
 
     def _screen(self, rows: jax.Array) -> jax.Array:
         """The finite rows of a chunk: non-finite ones are dropped and counted
-        ("skip"), or end the fit with a ``DataError`` after the rows before them."""
-        bad = _nonfinite_rows(rows)
+        ("skip"), or end the fit with a ``DataError`` after the rows before them.
+        Also records each column's spread about the origin (float32 range check)."""
+        bad_any, spread = _chunk_stats(rows)
+        self._record_spread(spread)
+        bad = _nonfinite_rows(rows) if bool(bad_any) else np.zeros(0, np.int64)
         if not bad.size:
             return rows
         if self.nan_policy == "raise":
@@ -491,12 +594,33 @@ class _Stream:
         self.feeder.skipped.extend((self.seen + bad).tolist())
         return jnp.delete(rows, bad, axis=0)
 
+    def _record_spread(self, spread: jax.Array) -> None:
+        if self.framed and self.feeder.origin is not None and self.dtype == jnp.float32:
+            spread = np.asarray(spread, np.float64)
+            self.spread = spread if self.spread is None else np.maximum(self.spread, spread)
+
+    def _check_range(self) -> None:
+        """float32 moment estimators need each column's spread about the origin to
+        be at least 2⁻⁵²: its square is then a normal float with 2²² to spare for the
+        1/n weights. Below, XLA flushes the subnormal products to zero and the
+        covariance would silently be 0. (Above the range, overflow makes the state
+        non-finite, which the guard reports as ``diverged_at``.)"""
+        low = np.flatnonzero((self.spread > 0) & (self.spread < 2.0**-52))
+        if low.size:
+            raise ValueError(
+                f"column {int(low[0])} spreads only {self.spread[low[0]]:.3g} about its first "
+                "row: its covariance is below the range float32 holds (squares of at least "
+                "2**-52 are needed, or it would silently be 0); compute in float64 "
+                "(--float64, or jax.config.update('jax_enable_x64', True) with float64 data)"
+            )
+
     def feed(self, chunk: Any) -> None:
         chunk = _check_chunk(chunk, self.d, self.seen)
         if chunk.shape[0] == 0:
             return
         self.feeder = self.feeder or self._start(chunk)
-        rows = self._screen(jnp.asarray(chunk, self.dtype))
+        self._check_capacity(chunk.shape[0])
+        rows = self._screen(self._frame(chunk))
         self.seen += chunk.shape[0]
         self.feeder.push(rows)
 
@@ -504,7 +628,15 @@ class _Stream:
         if self.feeder is None:
             raise ValueError("data is empty: no rows")
         self.feeder.close()
-        return self.feeder.result()
+        result = self.feeder.result()
+        if result.n_rows == 0 and result.n_skipped:
+            raise ValueError(
+                f"no finite rows: all {result.n_skipped} rows were skipped "
+                "(nan_policy='skip'), so nothing was estimated"
+            )
+        if self.spread is not None:
+            self._check_range()
+        return result
 
     def partial_result(self) -> FitResult | None:
         """After an error: the fit of every row read before it (None if none was).

@@ -26,10 +26,12 @@ from jax.sharding import PartitionSpec as P
 
 from jaxgauss._checks import check_int, check_score
 from jaxgauss._fit import Trace, init_carry, scan_batches
+from jaxgauss._memory import available_memory, gigabytes
 from jaxgauss.estimators import (
     Estimator,
     welford,
 )
+from jaxgauss.estimators.base import counter_dtype
 from jaxgauss.gaussian import Gaussian, check_gaussian
 from jaxgauss.streams import sample
 
@@ -87,31 +89,37 @@ class SweepResult(NamedTuple):
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per grid value, as NumPy arrays (K,): the median, 25 % and 75 % quantiles of
-        the efficiency over the seeds that did not diverge (NaN where all did), and
-        how many seeds diverged."""
+        the efficiency over the seeds that did not diverge, NaN efficiencies ignored
+        (NaN where none is left), and how many seeds diverged."""
         diverged = np.asarray(self.diverged_at) >= 0
         eff = np.where(diverged, np.nan, np.asarray(self.efficiency, np.float64))
         quantiles = np.full((3, eff.shape[0]), np.nan)
-        ok = ~np.all(diverged, axis=1)
+        ok = ~np.all(np.isnan(eff), axis=1)
         if ok.any():
             quantiles[:, ok] = np.nanquantile(eff[ok], [0.25, 0.5, 0.75], axis=1)
         return quantiles[1], quantiles[0], quantiles[2], np.sum(diverged, axis=1)
 
     def best_index(self) -> int:
         """The index k of the grid value whose median efficiency over seeds is lowest,
-        among the grid values on which no seed diverged.
+        among the grid values on which no seed diverged and no efficiency is NaN (a
+        NaN efficiency is never "best").
 
         Raises:
-          ValueError: every grid value diverged on at least one seed.
+          ValueError: every grid value diverged, or has a NaN efficiency, on at least
+            one seed.
         """
         median, _, _, n_div = self.stats()
-        if np.all(n_div > 0):
-            raise ValueError("every grid value diverged on at least one seed")
-        return int(np.argmin(np.where(n_div > 0, np.inf, median)))
+        nan = np.any(np.isnan(np.asarray(self.efficiency, np.float64)), axis=1)
+        ok = (n_div == 0) & ~nan & np.isfinite(median)
+        if not ok.any():
+            raise ValueError(
+                "every grid value diverged (or has a NaN efficiency) on at least one seed"
+            )
+        return int(np.argmin(np.where(ok, median, np.inf)))
 
     def best(self) -> float | dict[str, float]:
         """The grid value at ``best_index()``: the lowest median efficiency over seeds
-        among the grid values on which no seed diverged.
+        among the grid values on which no seed diverged and no efficiency is NaN.
 
         Returns:
           That value as a Python float for an array grid, or a dict name → float for a
@@ -355,6 +363,49 @@ def _layout(
     return _Layout(mesh, num_grid, num_seeds, grid_pad, seeds_pad, chunk)
 
 
+def _sweep_bytes(carry: int, layout: _Layout, *, d: int, dtype, n_snapshots: int) -> int:
+    """Estimated peak bytes of a sweep laid out as ``layout`` whose configurations
+    each carry ``carry`` bytes: carries (in, out, update temporaries), the MLE
+    reference states, one chunk's rows and their keys, the estimates (on the devices
+    and on the host), the traces and the seeds' keys."""
+    itemsize = jnp.dtype(dtype).itemsize
+    configs = layout.grid_pad * layout.seeds_pad
+    gaussian = (d * d + d) * itemsize
+    rows = layout.seeds_pad * layout.chunk_rows * (3 * d * itemsize + 16)
+    return (
+        4 * configs * carry
+        + 3 * layout.seeds_pad * gaussian
+        + rows
+        + 2 * configs * (gaussian + 3 * 8)
+        + 2 * configs * n_snapshots * itemsize
+        + 3 * layout.seeds_pad * 16
+    )
+
+
+# Gaussian-sized parts assumed per configuration's carry (an Adam state holds three:
+# parameters and two moments; averaging adds one). Estimated without calling
+# make_estimator, so the estimate adds no trace to the sweep's single compilation.
+_CARRY_GAUSSIANS = 4
+
+
+def _check_memory(layout: _Layout, *, d: int, dtype, n_snapshots: int) -> None:
+    """Refuse, before allocating anything, a sweep whose estimated memory exceeds what
+    the devices have available, with the estimate and how many seeds would fit."""
+    carry = _CARRY_GAUSSIANS * (d * d + d) * jnp.dtype(dtype).itemsize + 64
+    need = _sweep_bytes(carry, layout, d=d, dtype=dtype, n_snapshots=n_snapshots)
+    have = available_memory()
+    if have is None or need <= have:
+        return
+    per_seed = need / layout.seeds_pad
+    fit = max(0, int(have // per_seed) - 1)
+    raise ValueError(
+        f"this sweep needs about {gigabytes(need)} of memory ({layout.num_grid:,} grid values "
+        f"× {layout.num_seeds:,} seeds, {gigabytes(per_seed)} per seed), more than the "
+        f"{gigabytes(have)} available: run at most about {fit:,} seeds per call (fewer seeds "
+        "per chunk; call sweep again with another key and pool the results)"
+    )
+
+
 def _default_chunk(n_steps: int, unit: int, bytes_per_row: int) -> int:
     cap = max(1, _CHUNK_BYTES // bytes_per_row // unit)
     if cap * unit >= n_steps:
@@ -482,6 +533,12 @@ def sweep(
         unit=batch_size * max(trace_every, 1),
         chunk_steps=chunk_steps,
     )
+    _check_memory(
+        layout,
+        d=d,
+        dtype=dtype,
+        n_snapshots=n_steps // (batch_size * trace_every) if trace_every else 0,
+    )
     plan = _ChunkPlan(
         make_estimator=make_estimator,
         mesh=layout.mesh,
@@ -523,7 +580,9 @@ def _check_steps(n_steps: Any, batch_size: Any, d: int) -> tuple[int, int]:
     if n_steps % batch_size:
         raise ValueError(f"n_steps ({n_steps}) must be a multiple of batch_size ({batch_size})")
     if n_steps >= 2**31:
-        raise ValueError(f"n_steps must be < 2**31 (int32 row counters), got {n_steps}")
+        raise ValueError(
+            f"n_steps must be < 2**31 (rows are keyed by 32-bit numbers), got {n_steps}"
+        )
     return n_steps, batch_size
 
 
@@ -578,7 +637,9 @@ def _assemble(grid: Grid, layout: _Layout, plan: _ChunkPlan, outputs) -> SweepRe
     if plan.trace_every:
         scores = jnp.concatenate([t[:k, :s] for t in trace_scores], axis=-1)
         step = plan.batch_size * plan.trace_every
-        trace = Trace(step * jnp.arange(1, scores.shape[-1] + 1, dtype=jnp.int32), None, scores)
+        trace = Trace(
+            step * jnp.arange(1, scores.shape[-1] + 1, dtype=counter_dtype()), None, scores
+        )
     return SweepResult(
         grid=grid,
         final_kl=final,

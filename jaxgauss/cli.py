@@ -293,13 +293,13 @@ def _fit(args: argparse.Namespace) -> int:
         "dtype": str(fields[next(iter(fields))].dtype),
         "settings": config,
         "partial": error is not None,
-        **{key: value.tolist() for key, value in fields.items()},
     }
     if error is not None:
         result["stopped_at_row"] = stopped
         result["error"] = _error_message(error, name, tap, dtype)
     if args.out:
         try:
+            result.update(_fields_for_json(fields, args.out))
             with open(args.out, "w") as f:
                 json.dump(result, f, indent=2)
             lines.append(f"wrote {args.out}" + (" (partial)" if error else ""))
@@ -332,6 +332,27 @@ def _fit(args: argparse.Namespace) -> int:
     if error is not None and not isinstance(error, (ValueError, OSError)):
         raise error  # a bug, not bad input: its traceback, after the outputs are safe
     return 2 if error is not None or failures else 0
+
+
+# Above this many entries a covariance goes to a .npy file beside the JSON, not into
+# it: JSON text takes ~25 bytes an entry (a 20 000² matrix would be ~10 GB of text).
+_JSON_MAX_ENTRIES = 250_000
+
+
+def _fields_for_json(fields: dict[str, np.ndarray], out: str) -> dict:
+    """The estimate's fields for the JSON: each as a list, or for a large array (a
+    d × d covariance past ``_JSON_MAX_ENTRIES``) the name of a ``.npy`` file written
+    beside the JSON (key ``<name>_file``)."""
+    entries = {}
+    for name, value in fields.items():
+        if value.size <= _JSON_MAX_ENTRIES:
+            entries[name] = value.tolist()
+            continue
+        path = f"{os.path.splitext(out)[0]}.{name}.npy"
+        np.save(path, value)
+        print(f"wrote {path} (the {' x '.join(map(str, value.shape))} {name})")
+        entries[f"{name}_file"] = os.path.basename(path)
+    return entries
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -610,7 +631,11 @@ def _parser() -> argparse.ArgumentParser:
         help="rows with NaN or inf: stop with an error naming the row, or skip and count them (default: %(default)s)",
     )
     fit.add_argument("--float64", action="store_true", help="compute in float64 (default: float32)")
-    fit.add_argument("--out", help="write the result as JSON (keys mean, cov, n, method, ...)")
+    fit.add_argument(
+        "--out",
+        help="write the result as JSON (keys mean, cov, n, method, ...); a covariance of "
+        "more than 250 000 entries goes to a .npy file beside it (key cov_file)",
+    )
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")

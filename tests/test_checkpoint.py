@@ -99,7 +99,7 @@ def test_info(tmp_path):
         "version": jg.__version__,
         "jax_version": jax.__version__,
         "name": "welford",
-        "n_leaves": 4,
+        "n_leaves": 5,
         "treedef": str(jax.tree_util.tree_structure(state)),
         "config": config,
         "rows": 17,
@@ -168,15 +168,15 @@ def test_wrong_dtype(tmp_path):
 def test_wrong_estimator_leaf_count(tmp_path):
     path = _saved(tmp_path, "welford", name="welford")
     like = jg.exponential(10.0).init(_init(jnp.float64))
-    with pytest.raises(ValueError, match=r"4 leaves \(saved as 'welford'\), the template has 3"):
+    with pytest.raises(ValueError, match=r"5 leaves \(saved as 'welford'\), the template has 4"):
         jg.checkpoint.load(path, like)
 
 
 def test_wrong_estimator_structure(tmp_path):
-    # sgd's state (Params(mean, chol), EmptyState, count) has exactly the leaves of a
-    # MomentsState (mean, cov, count): only the structure tells them apart.
+    # scheduled sgd's state (Params(mean, chol), schedule count, count) has exactly the
+    # leaves of a MomentsState (mean, cov, count, origin): only the structure tells them apart.
     path = _saved(tmp_path, "exponential")
-    like = jg.gradient_ascent(optax.sgd(0.1)).init(_init(jnp.float64))
+    like = jg.gradient_ascent(optax.sgd(optax.constant_schedule(0.1))).init(_init(jnp.float64))
     with pytest.raises(ValueError, match="structure .*MomentsState.*GradientAscentState"):
         jg.checkpoint.load(path, like)
 

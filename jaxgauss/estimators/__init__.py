@@ -1,7 +1,7 @@
 """Estimators: the ``Estimator`` protocol and every estimator factory."""
 
 from jaxgauss.estimators.averaged import AveragedState, averaged
-from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.base import Estimator, all_finite, counter_dtype
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
 from jaxgauss.estimators.higher_moments import kurtosis, skewness
 from jaxgauss.estimators.mixture import Mixture, MixtureState, gaussian_mixture
@@ -27,6 +27,7 @@ from jaxgauss.estimators.window import RollingState, downdate, rolling
 __all__ = [
     "Estimator",
     "all_finite",
+    "counter_dtype",
     "GradientAscentState",
     "gradient_ascent",
     "AveragedState",

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.base import Estimator, all_finite, new_counter
 from jaxgauss.gaussian import Gaussian
 
 __all__ = ["AveragedState", "averaged"]
@@ -21,7 +21,7 @@ class AveragedState(NamedTuple):
       inner: the wrapped estimator's state.
       average: the running average (μ̄, Σ̄) of the iterates after update ``start``, a
         ``Gaussian``; during the first ``start`` updates, the inner estimate itself.
-      count: the number of updates taken, int32.
+      count: the number of updates taken, a scalar in ``counter_dtype()``.
     """
 
     inner: Any
@@ -72,7 +72,7 @@ def averaged(estimator: Estimator, start: int | jax.Array = 0) -> Estimator:
 
     def init(g0: Gaussian) -> AveragedState:
         inner = estimator.init(g0)
-        return AveragedState(inner, estimator.estimate(inner), jnp.zeros((), jnp.int32))
+        return AveragedState(inner, estimator.estimate(inner), new_counter())
 
     def update(state: AveragedState, batch: jax.Array) -> AveragedState:
         inner = estimator.update(state.inner, batch)

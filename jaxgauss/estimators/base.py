@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxgauss.gaussian import Gaussian
 
-__all__ = ["Estimator", "all_finite"]
+__all__ = ["Estimator", "all_finite", "counter_dtype", "new_counter", "COUNTER_LIMIT_INT32"]
 
 State = Any
 
@@ -55,3 +55,18 @@ def all_finite(tree: Any) -> jax.Array:
         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
     ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+# The largest count an int32 counter holds: without x64, JAX narrows int64 to int32.
+COUNTER_LIMIT_INT32 = 2**31 - 1
+
+
+def counter_dtype() -> jnp.dtype:
+    """The dtype of every row and update counter: int64 when x64 is enabled, else
+    int32 (``fit`` and ``merge`` then refuse, in Python, to count past 2³¹ − 1)."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.int64))
+
+
+def new_counter(value: int = 0) -> jax.Array:
+    """A scalar counter in ``counter_dtype()``."""
+    return jnp.asarray(value, counter_dtype())

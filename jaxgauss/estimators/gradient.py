@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.base import Estimator, all_finite, new_counter
 from jaxgauss.gaussian import Gaussian
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 
@@ -21,7 +21,7 @@ class GradientAscentState(NamedTuple):
     Attributes:
       params: the unconstrained ``Params`` of the chosen parameterisation.
       opt_state: the optax optimizer's state.
-      count: number of updates (optimizer steps) taken, int32.
+      count: number of updates (optimizer steps) taken, a scalar in ``counter_dtype()``.
     """
 
     params: Params
@@ -72,7 +72,7 @@ def gradient_ascent(
 
     def init(g0: Gaussian) -> GradientAscentState:
         params = param.from_gaussian(g0)
-        return GradientAscentState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+        return GradientAscentState(params, optimizer.init(params), new_counter())
 
     def update(state: GradientAscentState, batch: jax.Array) -> GradientAscentState:
         grads = jax.grad(loss)(state.params, batch)

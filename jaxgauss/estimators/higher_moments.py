@@ -137,7 +137,7 @@ def _variance(state) -> jax.Array:
     feature has no defined skewness or kurtosis, rather than one made of round-off."""
     m2 = jnp.diagonal(state.cov, axis1=-2, axis2=-1)
     resolution = jnp.finfo(m2.dtype).resolution
-    return jnp.where(m2 <= (resolution * state.mean) ** 2, jnp.nan, m2)
+    return jnp.where(m2 <= (resolution * (state.origin + state.mean)) ** 2, jnp.nan, m2)
 
 
 def skewness(state, bias: bool = True) -> jax.Array:

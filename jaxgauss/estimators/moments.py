@@ -21,7 +21,17 @@ ever absorbed, whatever the batching):
 For 0 < aₜ < 1 the new Σ is a positive combination of an SPD matrix and a PSD
 rank-one term, so it never leaves the SPD cone; aₜ = 1 (the first row with n₀ = 0)
 replaces the state by the one-row MLE, which is singular like every MLE of t ≤ d
-rows: an answer, not a divergence. ``is_valid`` only rejects non-finite states.
+rows: an answer, not a divergence. ``is_valid`` rejects non-finite states, and an
+update whose step aₜ lies outside (0, 1] (a traced rate or a schedule out of range,
+which would make Σ indefinite) returns a NaN state, so ``fit``'s guard rejects it.
+
+Frames: the states keep μ relative to an ``origin`` row, μ_true = origin + mean. A
+fresh ``init`` has origin 0; ``fit`` moves the origin to the first data row (rounded
+to the working dtype) and subtracts it from the rows on the host, in the data's own
+precision, before casting them: float64 rows with a mean of 10⁸ and unit spread then
+reach a float32 estimator as small numbers, and the covariance keeps float32's
+relative accuracy whatever the offset. The origin travels with the state, so
+continuing, ``merge`` and checkpoints stay exact.
 
 A known mean m (``known_mean=``: scikit-learn's ``assume_centered`` is m = 0, scipy's
 ``multivariate_normal.fit(fix_mean=m)``) keeps μₜ = m and makes Σ the weighted second
@@ -40,7 +50,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgauss.estimators.base import Estimator, all_finite
+from jaxgauss.estimators.base import (
+    COUNTER_LIMIT_INT32,
+    Estimator,
+    all_finite,
+    counter_dtype,
+    new_counter,
+)
 from jaxgauss.estimators.higher_moments import Moments, batch_moments, combine, gaussian_fourth
 from jaxgauss.gaussian import Gaussian
 
@@ -62,7 +78,7 @@ class WelfordState(NamedTuple):
       cov: Σ, their weighted scatter divided by the total weight t + n₀ (the MLE
         when n₀ = 0), (d, d), exactly symmetric. ``ddof`` is applied only by
         ``estimate``.
-      count: t, the number of data rows absorbed, int32.
+      count: t, the number of data rows absorbed, in ``counter_dtype()``.
       prior_weight: n₀, the number of pseudo-rows the initial Gaussian counts as
         (0: the initial Gaussian is forgotten at the first row), a float scalar.
       third: with ``welford(fourth_moments=True)``, T = E[eᵢ² eⱼ] (d, d), the centred
@@ -70,12 +86,15 @@ class WelfordState(NamedTuple):
       fourth: likewise F = E[eᵢ² eⱼ²] (d, d), symmetric; otherwise None. The prior's
         pseudo-rows count with the moments of the initial Gaussian (T = 0,
         F = Σ₀ᵢᵢ Σ₀ⱼⱼ + 2 Σ₀ᵢⱼ²).
+      origin: the reference row the mean is kept relative to, (d,): the mean of the
+        rows is ``origin + mean`` (module docstring, Frames).
     """
 
     mean: jax.Array
     cov: jax.Array
     count: jax.Array
     prior_weight: jax.Array
+    origin: jax.Array
     third: jax.Array | None = None
     fourth: jax.Array | None = None
 
@@ -86,17 +105,21 @@ class MomentsState(NamedTuple):
     Attributes:
       mean: μ, the current weighted mean, (d,).
       cov: Σ, the current weighted covariance, (d, d), exactly symmetric.
-      count: t, the number of data rows absorbed, int32 (the steps depend on it).
+      count: t, the number of data rows absorbed, in ``counter_dtype()`` (the steps
+        depend on it).
+      origin: the reference row the mean is kept relative to, (d,): the weighted mean
+        is ``origin + mean``.
     """
 
     mean: jax.Array
     cov: jax.Array
     count: jax.Array
+    origin: jax.Array
 
 
 def _row_numbers(count: jax.Array, b: int) -> jax.Array:
-    """The row numbers t = count + 1, …, count + b of a batch of b rows, int32."""
-    return count + jnp.arange(1, b + 1, dtype=jnp.int32)
+    """The row numbers t = count + 1, …, count + b of a batch of b rows."""
+    return count + jnp.arange(1, b + 1, dtype=count.dtype)
 
 
 def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -132,9 +155,11 @@ def _absorb(
     """
     uniform = jnp.ndim(weights) == 0
     # c = 0 (a first row with no prior) drops the old state exactly, however large it
-    # was: the rows are then shifted by the batch's first row instead of the old mean.
+    # was: the rows are then shifted by the batch's own mean instead of the old mean,
+    # so that s ≈ 0 and Σᵢ wᵢ eᵢ eᵢᵀ − s sᵀ does not cancel (centring on the first
+    # row lost ~1e-7 absolute in float32 on data of mean 5).
     forget = keep == 0
-    shift = mean if known else jnp.where(forget, batch[0], mean)
+    shift = mean if known else jnp.where(forget, jnp.mean(batch, axis=0), mean)
     e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
     if uniform:
         s, gram, total = weights * jnp.sum(e, axis=0), weights * (e.T @ e), weights * e.shape[0]
@@ -238,13 +263,16 @@ def welford(
         )
 
     def init(g0: Gaussian) -> WelfordState:
-        higher = (jnp.zeros_like(g0.cov), gaussian_fourth(g0.cov)) if fourth_moments else ()
+        higher = {}
+        if fourth_moments:
+            higher = dict(third=jnp.zeros_like(g0.cov), fourth=gaussian_fourth(g0.cov))
         return WelfordState(
-            _initial_mean(known_mean, g0),
-            g0.cov,
-            jnp.zeros((), jnp.int32),
-            jnp.asarray(prior_weight, g0.mean.dtype),
-            *higher,
+            mean=_initial_mean(known_mean, g0),
+            cov=g0.cov,
+            count=new_counter(),
+            prior_weight=jnp.asarray(prior_weight, g0.mean.dtype),
+            origin=jnp.zeros_like(g0.mean),
+            **higher,
         )
 
     def update(state: WelfordState, batch: jax.Array) -> WelfordState:
@@ -252,18 +280,20 @@ def welford(
         # and the old state n/(n + b): exact weights, no products needed.
         n = state.count.astype(state.mean.dtype) + state.prior_weight
         keep = n / (n + batch.shape[0])
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]), known)
-        higher = ()
+        rows = batch - state.origin
+        mean, cov = _absorb(state.mean, state.cov, rows, keep, 1 / (n + batch.shape[0]), known)
+        higher = {}
         if fourth_moments:
             old = Moments(n, state.mean, state.cov, state.third, state.fourth)
-            higher = combine(old, batch_moments(batch))[3:]
-        return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight, *higher)
+            third, fourth = combine(old, batch_moments(rows))[3:]
+            higher = dict(third=third, fourth=fourth)
+        return state._replace(mean=mean, cov=cov, count=state.count + batch.shape[0], **higher)
 
     def estimate(state: WelfordState) -> Gaussian:
         n = state.count + state.prior_weight
         defined = n > ddof
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
-        return Gaussian(state.mean, scale * state.cov)
+        return Gaussian(state.origin + state.mean, scale * state.cov)
 
     return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
 
@@ -296,6 +326,10 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
       a: a ``WelfordState``.
       b: a ``WelfordState`` of the same dimension.
 
+    The merged state keeps the origin (the reference row its mean is relative to) of
+    the state with the larger weight, and the other state's mean is carried into that
+    frame, so merging states fitted to data far from 0 loses no precision.
+
     Returns:
       The merged ``WelfordState``: counts and prior weights add. If both weights are
       0 (nothing absorbed, no prior), ``a``'s moments are kept.
@@ -303,7 +337,8 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     Raises:
       ValueError: an argument is not a ``WelfordState``; dimensions differ; both
         carry a (concrete) positive prior weight; one carries fourth moments and the
-        other does not.
+        other does not;
+        without x64, concrete counts whose sum exceeds 2³¹ − 1 (the int32 counter would wrap).
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -336,26 +371,39 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
             "cannot merge a state with fourth moments and one without: build both with "
             "the same welford(fourth_moments=...)"
         )
+    _check_merged_count(a.count, b.count)
     weight_a = a.count + a.prior_weight
     weight_b = b.count + b.prior_weight
     total = weight_a + weight_b
     nonempty = total > 0
     frac_b = jnp.where(nonempty, weight_b, 0) / jnp.where(nonempty, total, 1)
-    mean, cov = mix_moments(a.mean, a.cov, b.mean, b.cov, frac_b)
-    higher = ()
+    # Both means in the frame of the heavier state: one of them is then exact.
+    origin = jnp.where((weight_a >= weight_b)[..., None], a.origin, b.origin)
+    mean_a = (a.origin - origin) + a.mean
+    mean_b = (b.origin - origin) + b.mean
+    mean, cov = mix_moments(mean_a, a.cov, mean_b, b.cov, frac_b)
+    higher = {}
     if a.fourth is not None:
-        higher = combine(
-            Moments(weight_a, a.mean, a.cov, a.third, a.fourth),
-            Moments(weight_b, b.mean, b.cov, b.third, b.fourth),
+        third, fourth = combine(
+            Moments(weight_a, mean_a, a.cov, a.third, a.fourth),
+            Moments(weight_b, mean_b, b.cov, b.third, b.fourth),
         )[3:]
-    return WelfordState(mean, cov, a.count + b.count, a.prior_weight + b.prior_weight, *higher)
+        higher = dict(third=third, fourth=fourth)
+    return WelfordState(
+        mean=mean,
+        cov=cov,
+        count=a.count.astype(counter_dtype()) + b.count.astype(counter_dtype()),
+        prior_weight=a.prior_weight + b.prior_weight,
+        origin=origin,
+        **higher,
+    )
 
 
 def mix_moments(
     mean_a: jax.Array, cov_a: jax.Array, mean_b: jax.Array, cov_b: jax.Array, frac_b: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """The mean and covariance of the mixture (1 − f)·A + f·B of two weighted row sets
-    with moments (μₐ, Σₐ) and (μ_b, Σ_b), f = ``frac_b``, δ = μ_b − μₐ:
+    with moments (μₐ, Σₐ) and (μ_b, Σ_b) in one frame, f = ``frac_b``, δ = μ_b − μₐ:
 
       μ = μₐ + f δ,      Σ = (1 − f) Σₐ + f Σ_b + f (1 − f) δ δᵀ,
 
@@ -373,6 +421,22 @@ def mix_moments(
     return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
 
+def _check_merged_count(count_a, count_b) -> None:
+    """Without x64 the counters are int32: refuse (when the counts are concrete) a
+    merge whose row count would wrap past 2³¹ − 1."""
+    if counter_dtype() == jnp.int64 or any(
+        isinstance(c, jax.core.Tracer) for c in (count_a, count_b)
+    ):
+        return
+    total = np.asarray(count_a, np.int64) + np.asarray(count_b, np.int64)
+    if np.any(total > COUNTER_LIMIT_INT32):
+        raise ValueError(
+            f"the merged state would count {int(np.max(total)):,} rows, more than an int32 "
+            f"counter holds (2**31 - 1 = {COUNTER_LIMIT_INT32:,}); enable x64 "
+            "(jax.config.update('jax_enable_x64', True)) for int64 counters"
+        )
+
+
 def _moments_estimator(
     steps: Callable[[jax.Array, int, jnp.dtype], jax.Array], known_mean=None
 ) -> Estimator:
@@ -380,15 +444,27 @@ def _moments_estimator(
     _check_known_mean(known_mean)
 
     def init(g0: Gaussian) -> MomentsState:
-        return MomentsState(_initial_mean(known_mean, g0), g0.cov, jnp.zeros((), jnp.int32))
+        return MomentsState(
+            mean=_initial_mean(known_mean, g0),
+            cov=g0.cov,
+            count=new_counter(),
+            origin=jnp.zeros_like(g0.mean),
+        )
 
     def update(state: MomentsState, batch: jax.Array) -> MomentsState:
-        keep, weights = _step_weights(steps(state.count, batch.shape[0], state.mean.dtype))
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, weights, known_mean is not None)
-        return MomentsState(mean, cov, state.count + batch.shape[0])
+        a = steps(state.count, batch.shape[0], state.mean.dtype)
+        keep, weights = _step_weights(a)
+        known = known_mean is not None
+        mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, weights, known)
+        # A step outside (0, 1] makes Σ indefinite (a PSD test of a legitimately
+        # singular early MLE would be ill-posed): poison the state so the guard,
+        # which rejects non-finite states, rejects this update.
+        in_range = jnp.all((a > 0) & (a <= 1))
+        mean = jnp.where(in_range, mean, jnp.nan)
+        return state._replace(mean=mean, cov=cov, count=state.count + batch.shape[0])
 
     def estimate(state: MomentsState) -> Gaussian:
-        return Gaussian(state.mean, state.cov)
+        return Gaussian(state.origin + state.mean, state.cov)
 
     return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
 
@@ -422,7 +498,9 @@ def natural_gradient(
         (same state, mergeable); a number or array in (0, 1]: a constant step,
         an exponentially weighted average that keeps weight (1 − a)ᵗ on the initial
         Gaussian (``exponential`` forgets it instead); an optax schedule: aₜ =
-        schedule(t − 1), with values in (0, 1].
+        schedule(t − 1), with values in (0, 1]. A traced rate or a schedule value
+        outside (0, 1] makes that update's state NaN, which ``fit``'s guard rejects
+        (``diverged_at``).
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, for the default
         step only (a given step sets the initial Gaussian's weight itself).
       known_mean: None, or a known mean m (scalar or (d,)): μ stays m and Σ averages
@@ -457,13 +535,22 @@ def natural_gradient(
             return schedule(_row_numbers(count, b) - 1).astype(dtype)
 
     else:
-        if isinstance(learning_rate, Real) and not 0 < learning_rate <= 1:
-            raise ValueError(f"a constant learning_rate must be in (0, 1], got {learning_rate}")
+        _check_static_rate(learning_rate)
 
         def steps(count, b, dtype):
             return jnp.full((b,), learning_rate, dtype)
 
     return _moments_estimator(steps, known_mean)
+
+
+def _check_static_rate(learning_rate) -> None:
+    """A concrete constant step (number or array) must lie in (0, 1]; traced ones are
+    checked by the guard (``update`` poisons a state reached by a step out of range)."""
+    if isinstance(learning_rate, jax.core.Tracer):
+        return
+    rate = np.asarray(learning_rate)
+    if not (np.issubdtype(rate.dtype, np.number) and np.all((rate > 0) & (rate <= 1))):
+        raise ValueError(f"a constant learning_rate must be in (0, 1], got {learning_rate}")
 
 
 def exponential(

@@ -157,7 +157,7 @@ def oas(state: WelfordState) -> Gaussian:
       (True, False)
     """
     s = oas_shrinkage(state)
-    return shrunk(Gaussian(state.mean, state.cov), s)
+    return shrunk(Gaussian(state.origin + state.mean, state.cov), s)
 
 
 def ledoit_wolf(state: WelfordState) -> Gaussian:
@@ -183,4 +183,4 @@ def ledoit_wolf(state: WelfordState) -> Gaussian:
       True
     """
     s = ledoit_wolf_shrinkage(state)
-    return shrunk(Gaussian(state.mean, state.cov), s)
+    return shrunk(Gaussian(state.origin + state.mean, state.cov), s)

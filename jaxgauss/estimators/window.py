@@ -74,18 +74,17 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
         )
     n = (state.count + state.prior_weight).astype(state.mean.dtype)
     whole = Moments(n, state.mean, state.cov, state.third, state.fourth)
-    removed = batch_moments(rows, higher=state.fourth is not None)
+    removed = batch_moments(rows - state.origin, higher=state.fourth is not None)
     left = combine(whole, removed._replace(weight=-removed.weight))
     # Emptied: nothing but rounding is left; report exact zeros, not residue.
     empty = left.weight == 0
     left = jax.tree_util.tree_map(lambda x: jnp.where(empty, 0, x), left)
-    return WelfordState(
-        left.mean,
-        left.cov,
-        state.count - rows.shape[0],
-        state.prior_weight,
-        left.third,
-        left.fourth,
+    return state._replace(
+        mean=left.mean,
+        cov=left.cov,
+        count=state.count - rows.shape[0],
+        third=left.third,
+        fourth=left.fourth,
     )
 
 
