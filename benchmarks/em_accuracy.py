@@ -213,9 +213,15 @@ def throughput(n: int, repeats: int = 3) -> dict:
 
 
 def figure(path: Path) -> None:
-    from jaxgauss.plot import require_matplotlib
+    from jaxgauss import _style
 
-    plt = require_matplotlib()
+    with _style.pyplot() as plt:
+        _draw(plt, path)
+
+
+def _draw(plt, path: Path) -> None:
+    from jaxgauss import _style
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5.5))
     y = TRUTH.sample(jax.random.key(1), 30_000)
     m = jg.fit(jg.gaussian_mixture(3, key=jax.random.key(0)), y).estimate
@@ -236,8 +242,8 @@ def figure(path: Path) -> None:
     angle = np.linspace(0, 2 * np.pi, 200)
     circle = np.stack([np.cos(angle), np.sin(angle)])
     for name, mean, cov, color in (
-        ("student_t(3): location, 2·scale", t.mean, t.scale, "tab:blue"),
-        ("welford: mean, 2·cov", g.mean, g.cov, "tab:orange"),
+        ("student_t(3): location, 2·scale", t.mean, t.scale, _style.family_color("student-t")),
+        ("welford: mean, 2·cov", g.mean, g.cov, _style.family_color("welford")),
     ):
         e = np.asarray(mean)[:, None] + 2 * np.linalg.cholesky(np.asarray(cov)) @ circle
         ax2.plot(e[0], e[1], color=color, label=name)
@@ -248,8 +254,7 @@ def figure(path: Path) -> None:
     ax2.legend(loc="upper left", fontsize=8)
     ax2.set_title("t data (ν = 3) with 5 % outliers (red)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _style.save(fig, str(path))
 
 
 def to_markdown(result: dict) -> str:

@@ -40,6 +40,8 @@ FAMILY_COLORS = {
     "averaged-sgd": "#17becf",
     "natural": "#2ca02c",
     "welford": "#2ca02c",
+    "student-t": "#1f77b4",
+    "mixture": "#9467bd",
 }
 START_STYLES = {1.0: "-", 1e-3: "--", 1e2: ":"}
 REFERENCE_COLOR = "black"

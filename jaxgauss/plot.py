@@ -12,13 +12,7 @@ from jaxgauss import _style
 if TYPE_CHECKING:
     from jaxgauss._sweep import SweepResult
 
-__all__ = ["require_matplotlib", "plot_story", "plot_sweep_heatmap"]
-
-
-def require_matplotlib():
-    """Import matplotlib with a headless backend, or raise ImportError naming the extra."""
-    with _style.pyplot() as plt:
-        return plt
+__all__ = ["plot_story", "plot_sweep_heatmap"]
 
 
 def _quartiles(x: np.ndarray) -> np.ndarray:
