@@ -103,12 +103,21 @@ class ScanPlan(NamedTuple):
     unroll: int = 1
 
 
-def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> FitCarry:
-    new = estimator.update(carry.state, batch)
+def _guarded_step(
+    estimator: Estimator, carry: FitCarry, batch: jax.Array, weights=None, first_row=None
+) -> FitCarry:
+    """One guarded update; ``weights`` (b,) are passed to a weighted update, and
+    ``first_row`` (default: the rows seen) is what a rejection records."""
+    new = (
+        estimator.update(carry.state, batch)
+        if weights is None
+        else (estimator.update(carry.state, batch, weights))
+    )
     accept = estimator.is_valid(new) & (carry.diverged_at < 0)
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, carry.state)
     first_reject = (~accept) & (carry.diverged_at < 0)
-    diverged_at = jnp.where(first_reject, carry.rows, carry.diverged_at)
+    row = carry.rows if first_row is None else first_row
+    diverged_at = jnp.where(first_reject, row, carry.diverged_at)
     return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
 
 
@@ -534,6 +543,9 @@ def fit(
     progress: bool = False,
     score: Score | None = None,
     devices: Any = None,
+    groups: Any = None,
+    n_groups: int | None = None,
+    weights: Any = None,
 ) -> FitResult:
     """Run ``estimator`` over the rows of ``data`` in jit-compiled ``lax.scan`` calls.
 
@@ -618,6 +630,8 @@ def fit(
     """
     plan = _plan(estimator, batch_size, trace_every, block_rows, score)
     _check_source_options(chunk_rows, nan_policy, init, state)
+    if devices is not None and (groups is not None or weights is not None):
+        raise ValueError("devices= does not combine with groups= or weights= yet")
     if devices is not None:
         from jaxgauss._distributed import fit_data_parallel
 
@@ -632,6 +646,13 @@ def fit(
             nan_policy=nan_policy,
             progress=progress,
         )
+    if groups is not None or weights is not None or n_groups is not None:
+        from jaxgauss._grouped import fit_grouped  # it builds on this module
+
+        return fit_grouped(
+            plan, data, init, groups=groups, n_groups=n_groups, weights=weights, truth=truth,
+            state=state, chunk_rows=chunk_rows, nan_policy=nan_policy, progress=progress,
+        )  # fmt: skip
     chunks, total, size = read_chunks(data, chunk_rows)
     stream = _Stream(plan, init=init, state=state, truth=truth, size=size, nan_policy=nan_policy)
     started = time.perf_counter()

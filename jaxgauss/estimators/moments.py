@@ -23,6 +23,14 @@ rank-one term, so it never leaves the SPD cone; aₜ = 1 (the first row with n�
 replaces the state by the one-row MLE, which is singular like every MLE of t ≤ d
 rows: an answer, not a divergence. ``is_valid`` only rejects non-finite states.
 
+Weights. Built with ``weighted=True``, each estimator's ``update`` also takes
+reliability weights wᵢ ≥ 0, and t becomes the total weight absorbed (a float scalar
+in the data's dtype, since a sum of weights is not an integer). A row of weight w
+counts as w rows: ``welford`` gives the weighted MLE (integer weights equal repeated
+rows), a constant step becomes 1 − (1 − a)^w, ``exponential`` forgets per unit of
+weight, and a row of weight 0 leaves the state exactly as it was (a mask). The
+unweighted default keeps t an exact integer row count.
+
 A known mean m (``known_mean=``: scikit-learn's ``assume_centered`` is m = 0, scipy's
 ``multivariate_normal.fit(fix_mean=m)``) keeps μₜ = m and makes Σ the weighted second
 moment about m, Σₜ = (1 − aₜ) Σₜ₋₁ + aₜ (yₜ − m)(yₜ − m)ᵀ: no degree of freedom is
@@ -62,7 +70,8 @@ class WelfordState(NamedTuple):
       cov: Σ, their weighted scatter divided by the total weight t + n₀ (the MLE
         when n₀ = 0), (d, d), exactly symmetric. ``ddof`` is applied only by
         ``estimate``.
-      count: t, the number of data rows absorbed, int32.
+      count: t, the number of data rows absorbed, int32; with ``weighted=True`` their
+        total weight, a float scalar of the data's dtype.
       prior_weight: n₀, the number of pseudo-rows the initial Gaussian counts as
         (0: the initial Gaussian is forgotten at the first row), a float scalar.
       third: with ``welford(fourth_moments=True)``, T = E[eᵢ² eⱼ] (d, d), the centred
@@ -86,17 +95,13 @@ class MomentsState(NamedTuple):
     Attributes:
       mean: μ, the current weighted mean, (d,).
       cov: Σ, the current weighted covariance, (d, d), exactly symmetric.
-      count: t, the number of data rows absorbed, int32 (the steps depend on it).
+      count: t, the number of data rows absorbed, int32 (the steps depend on it);
+        with ``weighted=True`` their total weight, a float scalar.
     """
 
     mean: jax.Array
     cov: jax.Array
     count: jax.Array
-
-
-def _row_numbers(count: jax.Array, b: int) -> jax.Array:
-    """The row numbers t = count + 1, …, count + b of a batch of b rows, int32."""
-    return count + jnp.arange(1, b + 1, dtype=jnp.int32)
 
 
 def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -152,6 +157,67 @@ def _check_nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _count_dtype(weighted: bool, dtype) -> jnp.dtype:
+    """An exact int32 row count, or for weighted states a total weight in ``dtype``."""
+    return dtype if weighted else jnp.int32
+
+
+def _weights_for(weighted: bool, name: str, weights, dtype) -> jax.Array:
+    """Per-row weights in ``dtype``, refused (never ignored) by an unweighted estimator."""
+    if not weighted:
+        raise ValueError(
+            f"this {name} estimator was built without weights (its count is an integer "
+            f"number of rows): build it with {name}(..., weighted=True) to pass weights"
+        )
+    return jnp.asarray(weights, dtype)
+
+
+def _welford_weights(n: jax.Array, added: jax.Array, weights) -> tuple[jax.Array, jax.Array]:
+    """``welford``'s exact weights: the old state (weight n) keeps n/(n + W) and a row
+    of weight wᵢ gets wᵢ/(n + W), W the batch's total weight; when n + W = 0 nothing
+    changes (keep 1, rows 0)."""
+    some = added + n > 0
+    total = jnp.where(some, n + added, 1)
+    return jnp.where(some, n, 1) / total, jnp.where(some, weights, 0) / total
+
+
+def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState:
+    """``welford``'s update of G states at once (leading axis G): rows yᵢ of group gᵢ
+    with weights wᵢ, as ``_absorb`` per group, in segment sums over the rows:
+
+      eᵢ = yᵢ − μ_{gᵢ},  s_k = Σ_{gᵢ=k} ωᵢ eᵢ,  Σ'_k = Σ_k − W_k Σ_k + Σ_{gᵢ=k} ωᵢ eᵢ eᵢᵀ − s_k s_kᵀ,
+
+    with ωᵢ = wᵢ/(n_k + Σ_{gᵢ=k} wᵢ) and W_k = Σ_{gᵢ=k} ωᵢ. A group with no weight in
+    the batch is unchanged; a group's first rows with n_k = 0 replace its state,
+    shifted by its first row of positive weight. With G = 1 the outer products are one
+    Gram matmul."""
+    n_groups, dtype = state.mean.shape[0], state.mean.dtype
+    weights = weights.astype(dtype)
+    segsum = lambda x: jax.ops.segment_sum(x, groups, n_groups)  # noqa: E731
+    n = state.count.astype(dtype) + state.prior_weight
+    added = segsum(weights)
+    keep, scale = _welford_weights(n, added, 1.0)
+    row = weights * scale[groups]
+    forget = keep == 0
+    index = jnp.arange(batch.shape[0])
+    first = jax.ops.segment_min(jnp.where(weights > 0, index, batch.shape[0] - 1), groups, n_groups)
+    shift = jnp.where(forget[:, None], batch[jnp.clip(first, 0, batch.shape[0] - 1)], state.mean)
+    e = batch - shift[groups]
+    s = segsum(row[:, None] * e)
+    if n_groups == 1:
+        gram = ((e.T * row) @ e)[None]
+    else:
+        gram = segsum(row[:, None, None] * (e[:, :, None] * e[:, None, :]))
+    decay = (added * scale)[:, None, None]
+    old = jnp.where(forget[:, None, None], 0, state.cov - decay * state.cov)
+    cov = old + gram - s[:, :, None] * s[:, None, :]
+    if jnp.issubdtype(state.count.dtype, jnp.integer):
+        count = state.count + jnp.round(added).astype(state.count.dtype)
+    else:
+        count = state.count + added
+    return WelfordState(shift + s, 0.5 * (cov + jnp.swapaxes(cov, 1, 2)), count, state.prior_weight)
+
+
 def _check_known_mean(known_mean) -> None:
     """Boundary check of ``known_mean``: None, or a finite scalar or (d,) vector."""
     if known_mean is None or isinstance(known_mean, jax.core.Tracer):
@@ -180,6 +246,7 @@ def welford(
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
     fourth_moments: bool = False,
+    weighted: bool = False,
 ) -> Estimator:
     """Exact streaming mean and covariance (Welford's algorithm, blocked).
 
@@ -200,6 +267,13 @@ def welford(
     ``batch_size`` changes only the speed. Two states over disjoint rows combine with
     ``merge``.
 
+    Weights (``weighted=True``): ``update(state, batch, weights)`` absorbs row i with
+    weight wᵢ ≥ 0, so the state is the weighted MLE, μ = Σ wᵢ yᵢ / W and
+    Σ = Σ wᵢ (yᵢ − μ)(yᵢ − μ)ᵀ / W with W = Σ wᵢ (``np.average(weights=w)`` and
+    ``np.cov(aweights=w, bias=True)``); ``count`` is W, a float. ``ddof`` treats
+    the weights as frequencies: Σ · W/(W − ddof), which for integer weights equals
+    repeating each row wᵢ times (``np.cov(fweights=w, ddof=ddof)``).
+
     Args:
       ddof: the estimate's covariance is Σ · n/(n − ddof) with n = t + n₀ (ddof = 1:
         the unbiased sample covariance when n₀ = 0). While n ≤ ddof the correction is
@@ -215,9 +289,13 @@ def welford(
         (``WelfordState.third``/``fourth``, merged and downdated exactly), which
         ``ledoit_wolf``, ``skewness`` and ``kurtosis`` need. Costs two more d × d
         matmuls per batch; the mean and covariance are unchanged.
+      weighted: accept per-row weights; the count is then a float total weight (not
+        with ``fourth_moments``).
 
     Returns:
-      An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states.
+      An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states, and (unless
+      ``known_mean`` or ``fourth_moments`` is given) a ``grouped_update`` for
+      grouped fits.
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -236,28 +314,35 @@ def welford(
             "fourth_moments=True with a known_mean is not supported: the fourth-moment sums "
             "are centred at the estimated mean"
         )
+    if weighted and fourth_moments:
+        raise ValueError("fourth_moments=True does not take weights (weighted=True) yet")
 
     def init(g0: Gaussian) -> WelfordState:
         higher = (jnp.zeros_like(g0.cov), gaussian_fourth(g0.cov)) if fourth_moments else ()
         return WelfordState(
             _initial_mean(known_mean, g0),
             g0.cov,
-            jnp.zeros((), jnp.int32),
+            jnp.zeros((), _count_dtype(weighted, g0.mean.dtype)),
             jnp.asarray(prior_weight, g0.mean.dtype),
             *higher,
         )
 
-    def update(state: WelfordState, batch: jax.Array) -> WelfordState:
+    def update(state: WelfordState, batch: jax.Array, weights=None) -> WelfordState:
         # Steps 1/(n + 1), …, 1/(n + b) with n = t + n₀ weigh every row 1/(n + b)
         # and the old state n/(n + b): exact weights, no products needed.
         n = state.count.astype(state.mean.dtype) + state.prior_weight
-        keep = n / (n + batch.shape[0])
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, 1 / (n + batch.shape[0]), known)
+        if weights is None:
+            keep, row, added = n / (n + batch.shape[0]), 1 / (n + batch.shape[0]), batch.shape[0]
+        else:
+            weights = _weights_for(weighted, "welford", weights, state.mean.dtype)
+            added = jnp.sum(weights)
+            keep, row = _welford_weights(n, added, weights)
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, row, known)
         higher = ()
         if fourth_moments:
             old = Moments(n, state.mean, state.cov, state.third, state.fourth)
             higher = combine(old, batch_moments(batch))[3:]
-        return WelfordState(mean, cov, state.count + batch.shape[0], state.prior_weight, *higher)
+        return WelfordState(mean, cov, state.count + added, state.prior_weight, *higher)
 
     def estimate(state: WelfordState) -> Gaussian:
         n = state.count + state.prior_weight
@@ -265,7 +350,15 @@ def welford(
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
         return Gaussian(state.mean, scale * state.cov)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+    return Estimator(
+        init=init,
+        update=update,
+        estimate=estimate,
+        is_valid=all_finite,
+        rowwise=True,
+        weighted=weighted,
+        grouped_update=None if known or fourth_moments else _grouped_absorb,
+    )
 
 
 def merge(a: WelfordState, b: WelfordState) -> WelfordState:
@@ -295,6 +388,9 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     Args:
       a: a ``WelfordState``.
       b: a ``WelfordState`` of the same dimension.
+
+    Weighted states (``welford(weighted=True)``, float counts = total weights) merge
+    the same way; merging a weighted and an unweighted state gives a float count.
 
     Returns:
       The merged ``WelfordState``: counts and prior weights add. If both weights are
@@ -374,29 +470,58 @@ def mix_moments(
 
 
 def _moments_estimator(
-    steps: Callable[[jax.Array, int, jnp.dtype], jax.Array], known_mean=None
+    steps: Callable[[jax.Array, jax.Array | None, jnp.dtype], jax.Array],
+    weighted: bool,
+    name: str,
+    known_mean=None,
 ) -> Estimator:
-    """The ``MomentsState`` estimator whose rows get ``steps(count, b, dtype)`` (b,)."""
+    """The ``MomentsState`` estimator whose rows get ``steps(before, w, dtype)`` (b,):
+    ``before`` the count absorbed before each row, ``w`` the rows' weights (None: 1)."""
     _check_known_mean(known_mean)
 
     def init(g0: Gaussian) -> MomentsState:
-        return MomentsState(_initial_mean(known_mean, g0), g0.cov, jnp.zeros((), jnp.int32))
+        count = jnp.zeros((), _count_dtype(weighted, g0.mean.dtype))
+        return MomentsState(_initial_mean(known_mean, g0), g0.cov, count)
 
-    def update(state: MomentsState, batch: jax.Array) -> MomentsState:
-        keep, weights = _step_weights(steps(state.count, batch.shape[0], state.mean.dtype))
-        mean, cov = _absorb(state.mean, state.cov, batch, keep, weights, known_mean is not None)
-        return MomentsState(mean, cov, state.count + batch.shape[0])
+    def update(state: MomentsState, batch: jax.Array, weights=None) -> MomentsState:
+        dtype, b = state.mean.dtype, batch.shape[0]
+        if weights is None:
+            before = state.count + jnp.arange(b, dtype=state.count.dtype)
+            added = b
+        else:
+            weights = _weights_for(weighted, name, weights, dtype)
+            before = state.count + jnp.cumsum(weights) - weights
+            added = jnp.sum(weights)
+        keep, row = _step_weights(steps(before, weights, dtype))
+        mean, cov = _absorb(state.mean, state.cov, batch, keep, row, known_mean is not None)
+        return MomentsState(mean, cov, state.count + added)
 
     def estimate(state: MomentsState) -> Gaussian:
         return Gaussian(state.mean, state.cov)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+    return Estimator(
+        init=init,
+        update=update,
+        estimate=estimate,
+        is_valid=all_finite,
+        rowwise=True,
+        weighted=weighted,
+    )
+
+
+def _per_weight(step: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """The step a row of weight w takes for a per-unit step a: 1 − (1 − a)^w (w
+    single steps of a), exactly a when unweighted and 0 for w = 0."""
+    if weights is None:
+        return step
+    return -jnp.expm1(weights * jnp.log1p(-step))
 
 
 def natural_gradient(
     learning_rate: float | jax.Array | optax.Schedule | None = None,
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
+    weighted: bool = False,
 ) -> Estimator:
     """Natural-gradient ascent on the log-likelihood, in expectation parameters.
 
@@ -427,6 +552,10 @@ def natural_gradient(
         step only (a given step sets the initial Gaussian's weight itself).
       known_mean: None, or a known mean m (scalar or (d,)): μ stays m and Σ averages
         (y − m)(y − m)ᵀ with the same steps (see ``welford``).
+      weighted: accept per-row weights (the count is then a float total weight): a
+        row of weight w takes the step 1 − (1 − a)^w, as w rows of step a would (a
+        schedule is evaluated at the total weight before the row); the default step
+        is ``welford(weighted=True)``'s weighted MLE.
 
     Returns:
       An ``Estimator`` with ``rowwise=True``.
@@ -444,7 +573,7 @@ def natural_gradient(
       2.5
     """
     if learning_rate is None:
-        return welford(prior_weight=prior_weight, known_mean=known_mean)
+        return welford(prior_weight=prior_weight, known_mean=known_mean, weighted=weighted)
     if not (isinstance(prior_weight, Real) and prior_weight == 0):
         raise ValueError(
             "prior_weight applies only to the default step (learning_rate=None); a constant "
@@ -453,23 +582,24 @@ def natural_gradient(
     if callable(learning_rate):
         schedule = jax.vmap(learning_rate)
 
-        def steps(count, b, dtype):
-            return schedule(_row_numbers(count, b) - 1).astype(dtype)
+        def steps(before, weights, dtype):
+            return _per_weight(schedule(before).astype(dtype), weights)
 
     else:
         if isinstance(learning_rate, Real) and not 0 < learning_rate <= 1:
             raise ValueError(f"a constant learning_rate must be in (0, 1], got {learning_rate}")
 
-        def steps(count, b, dtype):
-            return jnp.full((b,), learning_rate, dtype)
+        def steps(before, weights, dtype):
+            return _per_weight(jnp.full(before.shape, learning_rate, dtype), weights)
 
-    return _moments_estimator(steps, known_mean)
+    return _moments_estimator(steps, weighted, "natural_gradient", known_mean)
 
 
 def exponential(
     half_life: float | jax.Array,
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
+    weighted: bool = False,
 ) -> Estimator:
     """Exponentially forgetting mean and covariance, for drifting streams.
 
@@ -483,6 +613,9 @@ def exponential(
       half_life: h > 0, in data rows. May be traced (``jnp.inf`` allowed).
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, as in ``welford``.
       known_mean: None, or a known mean m (scalar or (d,)), as in ``welford``.
+      weighted: accept per-row weights (the count is then a float total weight T):
+        forgetting is per unit of weight, a row of weight w taking the step
+        max(w/(T + w + n₀), 1 − 2^(−w/h)), 0 for w = 0.
 
     Returns:
       An ``Estimator`` with ``rowwise=True`` and ``MomentsState`` states.
@@ -502,8 +635,13 @@ def exponential(
         raise ValueError(f"half_life must be > 0, got {half_life}")
     _check_nonnegative("prior_weight", prior_weight)
 
-    def steps(count, b, dtype):
-        floor = -jnp.expm1(-jnp.log(2.0) / jnp.asarray(half_life, dtype))
-        return jnp.maximum(1 / (_row_numbers(count, b).astype(dtype) + prior_weight), floor)
+    def steps(before, weights, dtype):
+        rate = jnp.log(2.0) / jnp.asarray(half_life, dtype)
+        before = before.astype(dtype)
+        if weights is None:
+            return jnp.maximum(1 / (before + 1 + prior_weight), -jnp.expm1(-rate))
+        live = weights > 0
+        warm = jnp.where(live, weights, 0) / jnp.where(live, before + weights + prior_weight, 1)
+        return jnp.maximum(warm, -jnp.expm1(-rate * weights))
 
-    return _moments_estimator(steps, known_mean)
+    return _moments_estimator(steps, weighted, "exponential", known_mean)
