@@ -120,7 +120,7 @@ def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
     return jax.vmap(one_group)(carry, batches, weights, first)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "score"))
+@functools.partial(jax.jit, static_argnames=("estimator", "score", "truth_axis"))
 def _snapshot(estimator, score, state, truth, truth_axis):
     estimate = jax.vmap(estimator.estimate)(state)
     if truth is None:
@@ -164,7 +164,7 @@ def _check_groups(g: np.ndarray, n_groups: int, offset: int) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"groups[{offset + i}] = {g[i]!r} is not an integer in [0, n_groups = {n_groups})"
+            f"groups[{offset + i}] = {g[i].item()!r} is not an integer in [0, n_groups = {n_groups})"
         )
     return g.astype(np.int32)
 
@@ -179,7 +179,7 @@ def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
         bad = ~np.isfinite(w) | (w < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"weights[{offset + i}] = {w[i]!r} is not a finite number >= 0")
+        raise ValueError(f"weights[{offset + i}] = {w[i].item()!r} is not a finite number >= 0")
     return w
 
 
