@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgauss._checks import check_int, check_truth
+from jaxgauss._checks import check_int, check_stacked_gaussian, check_truth
 from jaxgauss._fit import (
     DataError,
     FitCarry,
@@ -216,10 +216,7 @@ class _Grouped:
         if self.state0 is None:
             init = Gaussian.standard(d, dtype) if self.init is None else self.init
             if jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
-                if init.mean.shape[0] != G:
-                    raise ValueError(f"init has {init.mean.shape[0]} Gaussians for {G} groups")
-                for k in range(G):
-                    check_gaussian(Gaussian(init.mean[k], init.cov[k]), d, name=f"init[{k}]")
+                check_stacked_gaussian(init, G, d, "groups", name="init")
                 state = jax.vmap(est.init)(init.astype(dtype))
             else:
                 check_gaussian(init, d)
@@ -491,10 +488,7 @@ def _check_group_truth(truth, plan: ScanPlan, d: int, dtype, n_groups: int):
     if truth is None:
         return None, None
     if isinstance(truth, Gaussian) and jnp.ndim(truth.mean) == 2:
-        if truth.mean.shape[0] != n_groups:
-            raise ValueError(f"truth has {truth.mean.shape[0]} Gaussians for {n_groups} groups")
-        for k in range(n_groups):
-            check_gaussian(Gaussian(truth.mean[k], truth.cov[k]), d, name=f"truth[{k}]")
+        check_stacked_gaussian(truth, n_groups, d, "groups", name="truth")
         return truth.astype(dtype), 0
     return check_truth(truth, plan.score, d, dtype), None
 

@@ -241,3 +241,21 @@ def test_per_class_gaussians_of_wine_equal_numpy(dtype):
         scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
         err = np.abs(np.asarray(res.estimate.cov[k], np.float64) - ref) / scale
         assert err.max() < (1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_sweep_with_a_truth_per_seed_equals_sweeps_of_each_truth():
+    import jax
+
+    keys = jax.random.split(jax.random.key(3), 2)
+    truths = [jg.streams.random_truth(k, 2, c, jnp.float64) for k, c in zip(keys, [1.0, 100.0])]
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *truths)
+    make = jg.make_method("sgd", "cholesky")
+    grid = np.array([0.01, 0.05])
+    both = jg.sweep(make, grid, truth=stacked, n_steps=64, seeds=2)
+    assert both.final_kl.shape == (2, 2) and both.truth.mean.shape == (2, 2)
+    for s, truth in enumerate(truths):
+        alone = jg.sweep(make, grid, truth=truth, n_steps=64, seeds=2)
+        np.testing.assert_allclose(both.final_kl[:, s], alone.final_kl[:, s], rtol=1e-12)
+        np.testing.assert_allclose(both.mle_kl[s], alone.mle_kl[s], rtol=1e-12)
+    with pytest.raises(ValueError, match="2 Gaussians for 3 seeds"):
+        jg.sweep(make, grid, truth=stacked, n_steps=64, seeds=3)
