@@ -259,3 +259,41 @@ def test_sweep_with_a_truth_per_seed_equals_sweeps_of_each_truth():
         np.testing.assert_allclose(both.mle_kl[s], alone.mle_kl[s], rtol=1e-12)
     with pytest.raises(ValueError, match="2 Gaussians for 3 seeds"):
         jg.sweep(make, grid, truth=stacked, n_steps=64, seeds=3)
+
+
+def test_cli_group_by_text_labels_and_weights(tmp_path, capsys):
+    import json
+
+    from jaxgauss.cli import main
+
+    rng = np.random.default_rng(5)
+    n = 120
+    labels = rng.choice(["north", "south", "east"], n)
+    x, w = rng.normal(size=(n, 2)) * [1.0, 3.0], rng.uniform(0, 2, n)
+    path = tmp_path / "fleet.csv"
+    lines = ["a,site,b,w"] + [
+        f"{x[i, 0]:.17g},{labels[i]},{x[i, 1]:.17g},{w[i]:.17g}" for i in range(n)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.json"
+    args = ["fit", str(path), "--group-by", "site", "--weights", "3", "--float64", "--quiet"]
+    assert main(args + ["--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    first_seen = list(dict.fromkeys(labels))
+    assert [g["label"] for g in doc["groups"]] == first_seen
+    for g in doc["groups"]:
+        sel = labels == g["label"]
+        assert g["n"] == sel.sum()
+        np.testing.assert_allclose(
+            g["mean"], np.average(x[sel], axis=0, weights=w[sel]), atol=1e-12
+        )
+        np.testing.assert_allclose(
+            g["cov"], np.cov(x[sel].T, aweights=w[sel], bias=True), atol=1e-12
+        )
+    # one pass with a bound: the same result; past the bound a clear error
+    assert main(args + ["--max-groups", "3", "--out", str(out)]) == 0
+    assert [g["n"] for g in json.loads(out.read_text())["groups"]] == [
+        g["n"] for g in doc["groups"]
+    ]
+    assert main(args + ["--max-groups", "2"]) == 2
+    assert "past --max-groups 2" in capsys.readouterr().err
