@@ -25,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         description="jaxgauss against peers (speed) and the statistical efficiency of its "
         "estimators; results go to --out as JSON, Markdown and PNG.",
     )
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "speed", "efficiency", "groups"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["all", "speed", "efficiency", "groups"]
+    )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)"
     )

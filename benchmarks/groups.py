@@ -39,9 +39,7 @@ def _numpy_sorted(x: np.ndarray, g: np.ndarray, n_groups: int) -> np.ndarray:
     order = np.argsort(g, kind="stable")
     xs = x[order]
     bounds = np.searchsorted(g[order], np.arange(n_groups + 1))
-    return np.stack(
-        [np.cov(xs[bounds[k] : bounds[k + 1]].T, bias=True) for k in range(n_groups)]
-    )
+    return np.stack([np.cov(xs[bounds[k] : bounds[k + 1]].T, bias=True) for k in range(n_groups)])
 
 
 def run(d: int = D, rows: int = ROWS, n_groups: int = GROUPS, repeats: int = REPEATS, log=print):
