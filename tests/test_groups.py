@@ -15,6 +15,9 @@ import jaxgauss as jg
 # ~1e-6 relative (eps 1.2e-7 times the log of the row count), float64 to ~1e-13.
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 N, D, G = 600, 3, 5
+# One estimator object per kind: fit's compilations are cached per estimator object.
+WELFORD, WEIGHTED = jg.welford(), jg.welford(weighted=True)
+ADAM = jg.gradient_ascent(optax.adam(0.05))
 
 
 def _data(dtype, seed=0):
@@ -35,7 +38,7 @@ def _close(got, want, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_grouped_welford_equals_numpy_per_group(dtype):
     x, groups, _ = _data(dtype)
-    res = jg.fit(jg.welford(), x, groups=groups, n_groups=G)
+    res = jg.fit(WELFORD, x, groups=groups, n_groups=G)
     assert res.estimate.mean.shape == (G, D) and res.estimate.cov.dtype == dtype
     np.testing.assert_array_equal(res.n_rows, np.bincount(groups, minlength=G))
     for k in range(G):
@@ -52,9 +55,7 @@ def test_grouped_welford_equals_numpy_per_group(dtype):
 def test_grouped_weighted_welford_equals_numpy_aweights(dtype):
     x, groups, w = _data(dtype)
     # chunked and in small blocks: many compiled pieces, the state carried between them
-    res = jg.fit(
-        jg.welford(weighted=True), x, groups=groups, weights=w, chunk_rows=170, block_rows=64
-    )
+    res = jg.fit(WEIGHTED, x, groups=groups, weights=w, chunk_rows=170, block_rows=64)
     assert res.estimate.mean.shape == (G, D)  # n_groups = 1 + the largest id
     for k in (0, 1, 2):
         sel = groups == k
@@ -67,26 +68,29 @@ def test_grouped_weighted_welford_equals_numpy_aweights(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weighted_welford_without_groups_equals_numpy(dtype):
     x, _, w = _data(dtype)
-    res = jg.fit(jg.welford(weighted=True), x, weights=w)
+    res = jg.fit(WEIGHTED, x, weights=w)
     assert res.estimate.mean.shape == (D,) and res.n_rows == N
     _close(res.estimate.mean, np.average(x.astype(np.float64), axis=0, weights=w), dtype)
     _close(res.estimate.cov, np.cov(x.T.astype(np.float64), aweights=w, bias=True), dtype)
 
 
 def test_integer_weights_equal_repeated_rows_and_ddof_is_frequency():
+    # The estimator-level contract (one update each, no fit: nothing to compile).
     x, _, _ = _data(np.float64)
     reps = np.random.default_rng(1).integers(0, 4, N)
-    rep = np.repeat(x, reps, axis=0)
+    rep = jnp.asarray(np.repeat(x, reps, axis=0))
+    g0 = jg.Gaussian.standard(D, jnp.float64)
     for est, ref in [
         (jg.welford(ddof=1, weighted=True), jg.welford(ddof=1)),
         (jg.exponential(50.0, weighted=True), jg.exponential(50.0)),
         (jg.natural_gradient(0.01, weighted=True), jg.natural_gradient(0.01)),
     ]:
-        got = jg.fit(est, x, weights=reps.astype(float)).estimate
-        want = jg.fit(ref, rep).estimate
+        got = est.estimate(est.update(est.init(g0), jnp.asarray(x), jnp.asarray(reps, float)))
+        want = ref.estimate(ref.update(ref.init(g0), rep))
         np.testing.assert_allclose(got.cov, want.cov, atol=1e-11)
         np.testing.assert_allclose(got.mean, want.mean, atol=1e-11)
-    ddof1 = jg.fit(jg.welford(ddof=1, weighted=True), x, weights=reps.astype(float)).estimate
+    est = jg.welford(ddof=1, weighted=True)
+    ddof1 = est.estimate(est.update(est.init(g0), jnp.asarray(x), jnp.asarray(reps, float)))
     np.testing.assert_allclose(ddof1.cov, np.cov(x.T, fweights=reps, ddof=1), atol=1e-11)
 
 
@@ -110,7 +114,7 @@ def test_weight_zero_is_a_no_op_for_every_weighted_update():
 def test_unweighted_estimators_refuse_weights():
     x, groups, w = _data(np.float64)
     with pytest.raises(ValueError, match="weighted=True"):
-        jg.fit(jg.welford(), x, weights=w)
+        jg.fit(WELFORD, x, weights=w)
     with pytest.raises(ValueError, match="weighted=True"):
         jg.fit(jg.natural_gradient(0.1), x, groups=groups)
     with pytest.raises(ValueError, match="weighted=True"):
@@ -119,9 +123,9 @@ def test_unweighted_estimators_refuse_weights():
 
 def test_grouped_gradient_ascent_equals_each_groups_own_fit():
     x, groups, w = _data(np.float64)
-    est = jg.gradient_ascent(optax.adam(0.05))
+    est = ADAM
     res = jg.fit(est, x, groups=groups, n_groups=G, weights=w, batch_size=4, chunk_rows=130)
-    for k in (0, 4):
+    for k in (4,):
         sel = groups == k
         alone = jg.fit(est, x[sel], weights=w[sel], batch_size=4)
         np.testing.assert_allclose(res.estimate.cov[k], alone.estimate.cov, atol=1e-12)
@@ -134,7 +138,7 @@ def test_diverged_at_is_per_group_and_a_row_of_the_data_as_given():
     x[:, 0] *= 0.01
     est = jg.gradient_ascent(optax.sgd(3.0), "covariance")  # blows up
     res = jg.fit(est, x, groups=groups, n_groups=G)
-    for k in (0, 1):
+    for k in (1,):
         alone = jg.fit(est, x[groups == k])
         assert int(alone.diverged_at) >= 0
         assert int(res.diverged_at[k]) == int(np.flatnonzero(groups == k)[int(alone.diverged_at)])
@@ -146,7 +150,7 @@ def test_grouped_welford_guard_names_the_exact_row():
     # block is replayed row by row for that group only.
     x, groups, _ = _data(np.float64)
     x[100] = 1e200
-    res = jg.fit(jg.welford(), x, groups=groups, n_groups=G, block_rows=64)
+    res = jg.fit(WELFORD, x, groups=groups, n_groups=G, block_rows=64)
     k = groups[100]
     assert int(res.diverged_at[k]) == 100
     sel = (groups == k) & (np.arange(N) < 100)
@@ -157,7 +161,7 @@ def test_grouped_welford_guard_names_the_exact_row():
 
 def test_merge_and_checkpoint_of_grouped_weighted_states(tmp_path):
     x, groups, w = _data(np.float64)
-    est = jg.welford(weighted=True)
+    est = WEIGHTED
     a = jg.fit(est, x[:250], groups=groups[:250], n_groups=G, weights=w[:250]).state
     b = jg.fit(est, x[250:], groups=groups[250:], n_groups=G, weights=w[250:]).state
     merged = jg.merge(a, b)
@@ -176,7 +180,7 @@ def test_merge_and_checkpoint_of_grouped_weighted_states(tmp_path):
 def test_grouped_trace_is_per_group():
     x, groups, _ = _data(np.float64)
     truth = jg.Gaussian(jnp.zeros((G, D)), jnp.broadcast_to(jnp.eye(D), (G, D, D)))
-    res = jg.fit(jg.welford(), x, groups=groups, n_groups=G, trace_every=200, truth=truth)
+    res = jg.fit(WELFORD, x, groups=groups, n_groups=G, trace_every=200, truth=truth)
     assert res.trace.rows.tolist() == [200, 400, 600]
     assert res.trace.score.shape == (3, G) and res.trace.estimate.cov.shape == (3, G, D, D)
     np.testing.assert_array_equal(res.trace.estimate.cov[-1], res.estimate.cov)
@@ -185,14 +189,14 @@ def test_grouped_trace_is_per_group():
 def test_groups_and_weights_from_columns_and_iterables():
     x, groups, w = _data(np.float64)
     table = np.column_stack([groups, x, w])
-    want = jg.fit(jg.welford(weighted=True), x, groups=groups, n_groups=G, weights=w)
-    got = jg.fit(jg.welford(weighted=True), table, groups=0, weights=-1, chunk_rows=100)
+    want = jg.fit(WEIGHTED, x, groups=groups, n_groups=G, weights=w)
+    got = jg.fit(WEIGHTED, table, groups=0, weights=-1, chunk_rows=100)
     np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, atol=1e-12)
     chunks = (table[i : i + 97] for i in range(0, N, 97))
-    got = jg.fit(jg.welford(weighted=True), chunks, groups=0, n_groups=G, weights=D + 1)
+    got = jg.fit(WEIGHTED, chunks, groups=0, n_groups=G, weights=D + 1)
     np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, atol=1e-12)
     with pytest.raises(ValueError, match="n_groups is needed"):
-        jg.fit(jg.welford(), iter([table]), groups=0)
+        jg.fit(WELFORD, iter([table]), groups=0)
 
 
 @pytest.mark.parametrize(
@@ -210,17 +214,17 @@ def test_groups_and_weights_from_columns_and_iterables():
 def test_bad_groups_and_weights_are_named(kwargs, match):
     x, _, _ = _data(np.float64)
     with pytest.raises(ValueError, match=match):
-        jg.fit(jg.welford(weighted=True), x, **kwargs)
+        jg.fit(WEIGHTED, x, **kwargs)
 
 
 def test_nonfinite_row_in_a_grouped_fit_keeps_the_rows_before_it():
     x, groups, _ = _data(np.float64)
     x[300, 1] = np.nan
     with pytest.raises(jg.DataError) as err:
-        jg.fit(jg.welford(), x, groups=groups, n_groups=G)
+        jg.fit(WELFORD, x, groups=groups, n_groups=G)
     assert err.value.row == 300
     assert err.value.result.n_rows.sum() == 300
-    skipped = jg.fit(jg.welford(), x, groups=groups, n_groups=G, nan_policy="skip")
+    skipped = jg.fit(WELFORD, x, groups=groups, n_groups=G, nan_policy="skip")
     keep = np.arange(N) != 300
     k = groups[300]
     ref = np.cov(x[keep & (groups == k)].T, bias=True)
@@ -234,7 +238,7 @@ def test_per_class_gaussians_of_wine_equal_numpy(dtype):
     datasets = pytest.importorskip("sklearn.datasets")
     bunch = datasets.load_wine()
     x, y = bunch.data.astype(dtype), bunch.target
-    res = jg.fit(jg.welford(), x, groups=y)
+    res = jg.fit(WELFORD, x, groups=y)
     for k in range(3):
         ref = np.cov(bunch.data[y == k].T, bias=True)
         # Relative to each entry's scale √(Σᵢᵢ Σⱼⱼ), as in test_real_data.py.
