@@ -106,6 +106,22 @@ def _run_segments(plan: _GroupPlan, carry, rows, groups, weights, index):
     return jax.lax.scan(step, carry, pieces)[0]
 
 
+@functools.partial(jax.jit, static_argnames=("plan", "m"))
+def _run_laid_out(plan: _GroupPlan, carry, rows, weights, source, m):
+    """Gather the rows into their groups' slots, (G, m, d) (``source``: the row of
+    each slot, n for padding), and apply them in one ``grouped_update``. Returns the
+    new carry and whether every live group's update was accepted."""
+    est, G = plan.estimator, carry.diverged_at.shape[0]
+    live = carry.diverged_at < 0
+    rows = jnp.concatenate([rows, jnp.zeros((1, rows.shape[1]), rows.dtype)])
+    weights = jnp.concatenate([weights, jnp.zeros((1,), weights.dtype)])
+    laid = rows[source].reshape(G, m, -1)
+    w = jnp.where(live[:, None], weights[source].reshape(G, m), 0)
+    new = est.grouped_update(carry.state, laid, None, w)
+    ok = jnp.all(jax.vmap(est.is_valid)(new) | ~live)
+    return carry._replace(state=new), ok
+
+
 @functools.partial(jax.jit, static_argnames="plan")
 def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
     """Per group k, its batches ``batches[k]`` (u, b, d) with ``weights[k]`` (u, b)
@@ -371,13 +387,49 @@ class _Grouped:
                 )
             )
 
+    def _run_laid_out(self, rows, groups, weights) -> bool:
+        """Apply a piece with its rows laid out per group, (G, m, d), m the largest
+        group's count rounded up (by at most 1/8): one batched Gram matmul, faster than
+        the blocks' segment sums of outer products when the groups are about equal.
+        Returns False (nothing applied) when G = 1, when padding would more than
+        double the rows, or when a group's update is rejected (the block path then
+        replays the piece and names the exact row)."""
+        n, G = rows.shape[0], self.n_groups
+        counts = np.bincount(groups, minlength=G)
+        top = int(counts.max())
+        q = 1 << max(0, top.bit_length() - 3)
+        m = -(-top // q) * q
+        if G == 1 or G * m > 2 * n:
+            return False
+        order = np.argsort(groups.astype(np.uint16) if G <= 2**16 else groups, kind="stable")
+        starts = np.cumsum(counts) - counts
+        ranked = groups[order]
+        source = np.full(G * m, n, np.int64)  # slot -> row (n: a zero row of weight 0)
+        source[ranked * m + np.arange(n) - starts[ranked]] = order
+        carry, ok = _run_laid_out(
+            self.gplan,
+            self.carry,
+            rows,
+            jnp.asarray(weights, self.dtype),
+            jnp.asarray(source, jnp.int32),
+            m,
+        )
+        if bool(ok):
+            self.carry = carry
+        return bool(ok)
+
     def _run_segment(self, rows, groups, weights, index) -> None:
+        """The piece laid out per group if that suits it, else in blocks."""
+        if not self._run_laid_out(rows, groups, weights):
+            self._run_blocks(rows, groups, weights, index)
+
+    def _run_blocks(self, rows, groups, weights, index) -> None:
         """Whole blocks in one call, the rest padded to one block with weight-0 rows
         (a no-op), so a stream compiles at most three shapes."""
         b, m = self.gplan.block, rows.shape[0]
         head = m // b * b
         if head and head < m:
-            self._run_segment(rows[:head], groups[:head], weights[:head], index[:head])
+            self._run_blocks(rows[:head], groups[:head], weights[:head], index[:head])
             rows, groups, weights, index = rows[head:], groups[head:], weights[head:], index[head:]
             m -= head
         pad = -m % b

@@ -44,8 +44,10 @@ class Estimator(NamedTuple):
         states`` for states with a leading (G,) axis, rows (B, d), group ids (B,) in
         [0, G) and weights (B,) (0/1 for unweighted states): every group's state
         absorbs its rows in order, as ``update`` would, in one pass over the rows
-        (segment sums rather than a loop over groups). ``fit(..., groups=...)`` uses
-        it when present and otherwise vmaps ``update`` over per-group batches.
+        (segment sums rather than a loop over groups); with ``groups=None`` the rows
+        come laid out per group, (G, m, d) with weights (G, m), padding weighted 0.
+        ``fit(..., groups=...)`` uses it when present and otherwise vmaps ``update``
+        over per-group batches.
 
     Fields may be added later with defaults: build estimators by keyword, never
     unpack one positionally.

@@ -181,9 +181,31 @@ def _welford_weights(n: jax.Array, added: jax.Array, weights) -> tuple[jax.Array
     return jnp.where(some, n, 1) / total, jnp.where(some, weights, 0) / total
 
 
+def _add_count(count: jax.Array, added: jax.Array) -> jax.Array:
+    """count + added, kept an integer for unweighted (0/1-masked) states."""
+    if jnp.issubdtype(count.dtype, jnp.integer):
+        return count + jnp.round(added).astype(count.dtype)
+    return count + added
+
+
+def _laid_out_absorb(state: WelfordState, batch, weights) -> WelfordState:
+    """One group's rows (m, d) with weights (m,), padded with weight-0 rows: the
+    weighted update, with a 0/1 mask for an unweighted state."""
+    weights = weights.astype(state.mean.dtype)
+    n = state.count.astype(state.mean.dtype) + state.prior_weight
+    added = jnp.sum(weights)
+    keep, row = _welford_weights(n, added, weights)
+    mean, cov = _absorb(state.mean, state.cov, batch, keep, row)
+    return WelfordState(mean, cov, _add_count(state.count, added), state.prior_weight)
+
+
 def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState:
-    """``welford``'s update of G states at once (leading axis G): rows yᵢ of group gᵢ
-    with weights wᵢ, as ``_absorb`` per group, in segment sums over the rows:
+    """``welford``'s update of G states at once (leading axis G).
+
+    With ``groups=None`` the rows are already laid out per group, ``batch`` (G, m, d)
+    and ``weights`` (G, m) (padding has weight 0): one batched Gram matmul. Otherwise
+    rows yᵢ of group gᵢ with weights wᵢ, as ``_absorb`` per group, in segment sums over
+    the rows:
 
       eᵢ = yᵢ − μ_{gᵢ},  s_k = Σ_{gᵢ=k} ωᵢ eᵢ,  Σ'_k = Σ_k − W_k Σ_k + Σ_{gᵢ=k} ωᵢ eᵢ eᵢᵀ − s_k s_kᵀ,
 
@@ -191,6 +213,8 @@ def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState
     the batch is unchanged; a group's first rows with n_k = 0 replace its state,
     shifted by its first row of positive weight. With G = 1 the outer products are one
     Gram matmul."""
+    if groups is None:
+        return jax.vmap(_laid_out_absorb)(state, batch, weights)
     n_groups, dtype = state.mean.shape[0], state.mean.dtype
     weights = weights.astype(dtype)
     segsum = lambda x: jax.ops.segment_sum(x, groups, n_groups)  # noqa: E731
@@ -211,11 +235,8 @@ def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState
     decay = (added * scale)[:, None, None]
     old = jnp.where(forget[:, None, None], 0, state.cov - decay * state.cov)
     cov = old + gram - s[:, :, None] * s[:, None, :]
-    if jnp.issubdtype(state.count.dtype, jnp.integer):
-        count = state.count + jnp.round(added).astype(state.count.dtype)
-    else:
-        count = state.count + added
-    return WelfordState(shift + s, 0.5 * (cov + jnp.swapaxes(cov, 1, 2)), count, state.prior_weight)
+    cov = 0.5 * (cov + jnp.swapaxes(cov, 1, 2))
+    return WelfordState(shift + s, cov, _add_count(state.count, added), state.prior_weight)
 
 
 def _check_known_mean(known_mean) -> None:
