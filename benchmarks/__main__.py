@@ -1,7 +1,8 @@
-"""``python -m benchmarks [all | speed | efficiency] [options]``, from a checkout.
+"""``python -m benchmarks [all | speed | efficiency | groups] [options]``, from a checkout.
 
 speed writes ``<out>/<backend>.json`` and ``.md`` (``--name`` overrides the name);
-efficiency writes ``<out>/efficiency.json``, ``.md`` and ``.png``.
+efficiency writes ``<out>/efficiency.json``, ``.md`` and ``.png``; groups writes
+``<out>/groups.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import efficiency, speed
+from benchmarks import efficiency, groups, speed
 from jaxgauss import bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -24,7 +25,9 @@ def _parser() -> argparse.ArgumentParser:
         description="jaxgauss against peers (speed) and the statistical efficiency of its "
         "estimators; results go to --out as JSON, Markdown and PNG.",
     )
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "speed", "efficiency"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["all", "speed", "efficiency", "groups"]
+    )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)"
     )
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             args.dim, args.seeds, args.max_rows, args.conditions, log=lambda s: print(s, flush=True)
         )
         for path in efficiency.write(result, args.out):
+            print(f"wrote {path}")
+    if args.what in ("all", "groups"):
+        for path in groups.write(groups.run(log=lambda s: print(s, flush=True)), args.out):
             print(f"wrote {path}")
     print(f"done in {time.perf_counter() - start:.0f} s")
     return 0

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgauss.gaussian import check_gaussian, kl_divergence
+from jaxgauss.gaussian import Gaussian, check_gaussian, kl_divergence
 
 Score = Callable[[Any, Any], jax.Array]
 
@@ -46,3 +46,15 @@ def check_truth(truth: Any, score: Score, d: int | None, dtype: Any) -> Any:
         ),
         truth,
     )
+
+
+def check_stacked_gaussian(g: Any, n: int, d: int | None, what: str, *, name: str) -> int:
+    """Boundary check of a ``Gaussian`` with a leading axis of ``n`` (one per group
+    or seed, ``what`` names them). Returns d."""
+    if not isinstance(g, Gaussian) or jnp.ndim(g.mean) != 2:
+        raise ValueError(f"{name} must be a Gaussian with mean (n, d), got {type(g).__name__}")
+    if jnp.shape(g.mean)[0] != n:
+        raise ValueError(f"{name} has {jnp.shape(g.mean)[0]} Gaussians for {n} {what}")
+    for k in range(n):
+        check_gaussian(Gaussian(g.mean[k], g.cov[k]), d, name=f"{name}[{k}]")
+    return jnp.shape(g.mean)[1]

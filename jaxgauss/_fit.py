@@ -106,12 +106,21 @@ class ScanPlan(NamedTuple):
     unroll: int = 1
 
 
-def _guarded_step(estimator: Estimator, carry: FitCarry, batch: jax.Array) -> FitCarry:
-    new = estimator.update(carry.state, batch)
+def _guarded_step(
+    estimator: Estimator, carry: FitCarry, batch: jax.Array, weights=None, first_row=None
+) -> FitCarry:
+    """One guarded update; ``weights`` (b,) are passed to a weighted update, and
+    ``first_row`` (default: the rows seen) is what a rejection records."""
+    new = (
+        estimator.update(carry.state, batch)
+        if weights is None
+        else (estimator.update(carry.state, batch, weights))
+    )
     accept = estimator.is_valid(new) & (carry.diverged_at < 0)
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, carry.state)
     first_reject = (~accept) & (carry.diverged_at < 0)
-    diverged_at = jnp.where(first_reject, carry.rows, carry.diverged_at)
+    row = carry.rows if first_row is None else first_row
+    diverged_at = jnp.where(first_reject, row, carry.diverged_at)
     return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
 
 
@@ -666,6 +675,9 @@ def fit(
     progress: bool = False,
     score: Score | None = None,
     devices: Any = None,
+    groups: Any = None,
+    n_groups: int | None = None,
+    weights: Any = None,
 ) -> FitResult:
     """Run ``estimator`` over the rows of ``data`` in jit-compiled ``lax.scan`` calls.
 
@@ -730,6 +742,28 @@ def fit(
         same result. Moment estimators equal a one-device fit of all rows in order
         to rounding; other estimators take ``batch_size / D`` rows per update from
         every shard (README, "More than one machine").
+      groups: the group of every row, integers in [0, n_groups): an array (n,)
+        aligned with the rows as given (any source), or an int, the index of a data
+        column holding them (split off every chunk, for files and iterables). The
+        fit then keeps one state per group (a leading (n_groups,) axis on
+        ``estimate``, ``state``, ``diverged_at``, ``n_rows`` and the trace) and group
+        k's equals a fit of its rows alone, in order: ``welford``'s to rounding, in
+        one pass of segment sums per block; any other estimator (it must be
+        weighted) with its own batches of ``batch_size`` of the group's rows and its
+        own counts. A group with no rows keeps ``init`` (``n_rows[k] == 0``).
+        ``init`` and ``truth`` may be one ``Gaussian`` or one per group (leading
+        axis); ``state`` continues a grouped state. A grouped trace takes a
+        snapshot of every group after each ``batch_size·trace_every`` rows of the
+        stream (``trace.rows``); rows still waiting to fill a group's batch are in
+        a later snapshot.
+      n_groups: the number of groups; None: 1 + the largest id, when the ids are
+        an array or a column of an array (streamed columns need it).
+      weights: finite reliability weights wᵢ ≥ 0 per row, an array (n,) or a column
+        index as for ``groups``; the estimator must be weighted
+        (``welford(weighted=True)``, ``gradient_ascent``, …; others are refused).
+        Moment estimators give the weighted MLE (``np.cov(aweights=w, bias=True)``),
+        gradient estimators maximise Σ wᵢ ℓᵢ / Σ wᵢ per batch; a weight of 0 masks
+        its row. Without ``groups`` the result has no group axis.
 
     Returns:
       A ``FitResult`` (estimate, state, diverged_at, trace, n_rows, n_skipped).
@@ -739,7 +773,9 @@ def fit(
         with a non-finite row (a ``DataError``); ``init`` or ``truth`` of the wrong
         shape, non-finite, asymmetric or not positive definite; a ``state`` of another
         estimator or shape; ``batch_size < 1``; ``trace_every < 0``; an unknown
-        ``nan_policy``.
+        ``nan_policy``; a group id that is not an integer in [0, n_groups), a
+        weight that is negative or not finite (the message names the first such
+        row), ``groups`` or ``weights`` of another length than the data.
 
     Example:
       >>> import jax, optax, jaxgauss as jg
@@ -747,9 +783,20 @@ def fit(
       >>> res = jg.fit(jg.gradient_ascent(optax.sgd(0.002), "covariance"), ys, trace_every=10)
       >>> res.trace.rows.tolist()[:3], int(res.diverged_at), res.n_rows
       ([10, 20, 30], -1, 100)
+
+      Two groups, the second masked in part by a weight of 0:
+
+      >>> import numpy as np
+      >>> ys = np.array([[0.0], [1.0], [10.0], [20.0], [99.0]])
+      >>> res = jg.fit(jg.welford(weighted=True), ys, groups=[0, 0, 1, 1, 1],
+      ...              weights=[1, 1, 1, 1, 0])
+      >>> res.estimate.mean[:, 0].tolist(), res.n_rows.tolist()
+      ([0.5, 15.0], [2, 3])
     """
     plan = _plan(estimator, batch_size, trace_every, block_rows, score)
     _check_source_options(chunk_rows, nan_policy, init, state)
+    if devices is not None and (groups is not None or weights is not None):
+        raise ValueError("devices= does not combine with groups= or weights= yet")
     if devices is not None:
         from jaxgauss._distributed import fit_data_parallel
 
@@ -764,6 +811,13 @@ def fit(
             nan_policy=nan_policy,
             progress=progress,
         )
+    if groups is not None or weights is not None or n_groups is not None:
+        from jaxgauss._grouped import fit_grouped  # it builds on this module
+
+        return fit_grouped(
+            plan, data, init, groups=groups, n_groups=n_groups, weights=weights, truth=truth,
+            state=state, chunk_rows=chunk_rows, nan_policy=nan_policy, progress=progress,
+        )  # fmt: skip
     chunks, total, size = read_chunks(data, chunk_rows)
     stream = _Stream(plan, init=init, state=state, truth=truth, size=size, nan_policy=nan_policy)
     started = time.perf_counter()

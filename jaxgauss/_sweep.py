@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxgauss._checks import check_int, check_score
+from jaxgauss._checks import check_int, check_score, check_stacked_gaussian
 from jaxgauss._fit import Trace, init_carry, scan_batches
 from jaxgauss._memory import available_memory, gigabytes
 from jaxgauss.estimators import (
@@ -58,6 +58,9 @@ class SweepResult(NamedTuple):
       trace: with ``trace_every > 0``, a ``Trace`` whose ``rows`` (m,) are the rows
         seen at each snapshot and ``kl`` (K, S, m) is KL(truth ‖ estimate) there;
         ``estimate`` is None (a sweep keeps only the KL over time). Otherwise None.
+      truth: the truth every seed's stream was drawn from: one ``Gaussian``, or one
+        per seed (a leading (S,) axis), so column s of ``final_kl`` and
+        ``efficiency`` is measured against ``truth[s]``.
 
     Example:
       >>> import numpy as np, jaxgauss as jg
@@ -79,6 +82,7 @@ class SweepResult(NamedTuple):
     mle_kl: jax.Array
     efficiency: jax.Array
     trace: Trace | None
+    truth: Gaussian | None = None
 
     def _names_and_values(self) -> tuple[list[str], np.ndarray]:
         """Column names and a (K, n_names) table of the grid's values."""
@@ -219,6 +223,7 @@ class _ChunkPlan(NamedTuple):
       batch_size: rows per update.
       trace_every: a snapshot every this many updates (0: none).
       score: ``score(truth, estimate) -> scalar``, the yardstick.
+      truth_per_seed: the truth has a leading seed axis (sharded like the seeds).
     """
 
     make_estimator: Callable[[Any], Estimator]
@@ -228,6 +233,7 @@ class _ChunkPlan(NamedTuple):
     batch_size: int
     trace_every: int
     score: Callable[[Any, Any], jax.Array]
+    truth_per_seed: bool = False
 
 
 @functools.partial(jax.jit, static_argnames=("make_estimator", "mesh", "num_seeds"))
@@ -254,29 +260,33 @@ def _chunk_program(plan: _ChunkPlan, *, carry, mle_state, grid, keys, truth, sta
     """
     n_rows = plan.num_updates * plan.batch_size
 
+    t_axis = 0 if plan.truth_per_seed else None  # a truth per seed, or one for all
+
     def local(carry, mle_state, grid, keys, truth, start):
-        ys = jax.vmap(lambda k: _rows(k, truth, start, n_rows))(keys)
+        ys = jax.vmap(lambda k, t: _rows(k, t, start, n_rows), (0, t_axis))(keys, truth)
         mle_state = jax.vmap(welford().update)(mle_state, ys)
         ys = ys.reshape(ys.shape[0], plan.num_updates, plan.batch_size, ys.shape[-1])
 
-        def one(h, c, y):
+        def one(h, c, y, t):
             est = plan.make_estimator(h)
-            c, trace = scan_batches(est, c, y, truth, plan.trace_every, score=plan.score)
+            c, trace = scan_batches(est, c, y, t, plan.trace_every, score=plan.score)
             estimate = est.estimate(c.state)
             trace_score = None if trace is None else trace.score
-            return c, estimate, plan.score(truth, estimate), trace_score
+            return c, estimate, plan.score(t, estimate), trace_score
 
         # Outer vmap over grid values (data shared), inner over seeds (data per seed).
-        run = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, 0, None))
-        carry, estimate, final, trace_score = run(grid, carry, ys)
-        mle = jax.vmap(lambda s: plan.score(truth, welford().estimate(s)))(mle_state)
+        run = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0, t_axis)), in_axes=(0, 0, None, None))
+        carry, estimate, final, trace_score = run(grid, carry, ys, truth)
+        mle = jax.vmap(lambda s, t: plan.score(t, welford().estimate(s)), (0, t_axis))(
+            mle_state, truth
+        )
         return carry, mle_state, estimate, final, carry.diverged_at, mle, trace_score
 
     ks = P("k", "s")
     out = jax.shard_map(
         local,
         mesh=plan.mesh,
-        in_specs=(ks, P("s"), P("k"), P("s"), P(), P()),
+        in_specs=(ks, P("s"), P("k"), P("s"), P("s") if plan.truth_per_seed else P(), P()),
         out_specs=(ks, P("s"), ks, ks, ks, P("s"), ks),
     )(carry, mle_state, grid, keys, truth, start)
     return out[:2] + _replicated(plan.mesh, out[2:])
@@ -473,7 +483,11 @@ def sweep(
       grid: an array (K,) or a dict of equal-length arrays (K,) (see
         ``grid_product``). Floating values take the truth's dtype.
       truth: the ``Gaussian`` the streams are drawn from; its dtype is the data's
-        (float32 unless x64 is enabled and the truth is float64).
+        (float32 unless x64 is enabled and the truth is float64). A ``Gaussian``
+        with a leading (S,) axis gives each seed its own truth of the same d (e.g.
+        ``random_truth`` over condition numbers), so experiments over the
+        data-generating process are one compiled call too; every grid value still
+        sees the same S streams, and ``final_kl[:, s]`` is against ``truth[s]``.
       n_steps: rows per stream, a multiple of ``batch_size``, > d (so the MLE is
         non-singular).
       seeds: the number S of streams.
@@ -508,12 +522,16 @@ def sweep(
     if not callable(make_estimator):
         raise ValueError(f"make_estimator must be callable, got {type(make_estimator).__name__}")
     score = check_score(score)
-    check_gaussian(truth, name="truth")
+    num_seeds = check_int("seeds", seeds, 1)
+    per_seed = isinstance(truth, Gaussian) and jnp.ndim(truth.mean) == 2
+    if per_seed:
+        check_stacked_gaussian(truth, num_seeds, None, "seeds", name="truth")
+    else:
+        check_gaussian(truth, name="truth")
     dtype = jnp.asarray(truth.mean).dtype
     truth = truth.astype(dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype)
-    d, dtype = truth.mean.shape[0], truth.mean.dtype
+    d, dtype = truth.mean.shape[-1], truth.mean.dtype
     n_steps, batch_size = _check_steps(n_steps, batch_size, d)
-    num_seeds = check_int("seeds", seeds, 1)
     trace_every = check_int("trace_every", trace_every, 0)
     if chunk_steps is not None:
         chunk_steps = check_int("chunk_steps", chunk_steps, 1)
@@ -547,6 +565,7 @@ def sweep(
         batch_size=batch_size,
         trace_every=trace_every,
         score=score,
+        truth_per_seed=per_seed,
     )
     # Floating grid values are traced in the data's dtype; the result keeps them as given.
     grid_pad = jax.tree_util.tree_map(
@@ -562,11 +581,13 @@ def sweep(
         n_steps=n_steps,
         grid=grid_pad,
         keys=keys,
-        truth=truth,
+        truth=jax.tree_util.tree_map(lambda x: _pad(x, layout.seeds_pad), truth)
+        if per_seed
+        else truth,
         init=init.astype(dtype),
         progress=progress,
     )
-    return _assemble(grid, layout, plan, outputs)
+    return _assemble(grid, layout, plan, outputs)._replace(truth=truth)
 
 
 def _check_steps(n_steps: Any, batch_size: Any, d: int) -> tuple[int, int]:

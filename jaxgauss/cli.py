@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 
+from jaxgauss import _cli_groups
 from jaxgauss.estimators.registry import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
@@ -213,6 +214,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     distributed = _init_distributed(args)
     est = _build_estimator(config)
+    if _cli_groups.wanted(args):
+        return _cli_groups.run(args, est, config)
     dtype = _data_dtype(args)
     saved = {**config, "dtype": str(dtype)}
     state, d, before = None, None, 0
@@ -640,6 +643,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")
     _add_distributed_options(fit)
+    _cli_groups.add_arguments(fit)
     fit.set_defaults(func=_fit)
 
     sweep = sub.add_parser(

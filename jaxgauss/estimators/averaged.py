@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgauss.estimators.base import Estimator, all_finite, new_counter
+from jaxgauss.estimators.base import Estimator, all_finite, new_counter, skip_if_weightless
 from jaxgauss.gaussian import Gaussian
 
 __all__ = ["AveragedState", "averaged"]
@@ -44,6 +44,10 @@ def averaged(estimator: Estimator, start: int | jax.Array = 0) -> Estimator:
     Cramér–Rao efficiency of the MLE asymptotically (Polyak and Juditsky, 1992),
     which neither the last iterate nor any single step size does.
 
+    Weights: if ``estimator`` is weighted, so is the average: ``update(state, batch,
+    weights)`` passes them on, and a batch of total weight 0 is no update (no term in
+    the average).
+
     Updates are counted, not rows: the average has one term per ``update`` call, so
     the result depends on the batch size and ``rowwise`` is False.
 
@@ -74,8 +78,13 @@ def averaged(estimator: Estimator, start: int | jax.Array = 0) -> Estimator:
         inner = estimator.init(g0)
         return AveragedState(inner, estimator.estimate(inner), new_counter())
 
-    def update(state: AveragedState, batch: jax.Array) -> AveragedState:
-        inner = estimator.update(state.inner, batch)
+    def update(state: AveragedState, batch: jax.Array, weights=None) -> AveragedState:
+        if weights is None:
+            inner = estimator.update(state.inner, batch)
+        elif not estimator.weighted:
+            raise ValueError("averaged(estimator) takes weights only if its estimator does")
+        else:
+            inner = estimator.update(state.inner, batch, weights)
         count = state.count + 1
         terms = count - start  # iterates in the average, this one included
         current = estimator.estimate(inner)
@@ -85,7 +94,8 @@ def averaged(estimator: Estimator, start: int | jax.Array = 0) -> Estimator:
             return jnp.where(terms > 1, step, new)
 
         average = jax.tree_util.tree_map(running_mean, state.average, current)
-        return AveragedState(inner, average, count)
+        new = AveragedState(inner, average, count)
+        return new if weights is None else skip_if_weightless(new, state, weights)
 
     def estimate(state: AveragedState) -> Gaussian:
         return state.average
@@ -93,4 +103,6 @@ def averaged(estimator: Estimator, start: int | jax.Array = 0) -> Estimator:
     def is_valid(state: AveragedState) -> jax.Array:
         return estimator.is_valid(state.inner) & all_finite(state.average)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=is_valid)
+    return Estimator(
+        init=init, update=update, estimate=estimate, is_valid=is_valid, weighted=estimator.weighted
+    )

@@ -10,7 +10,14 @@ import jax.numpy as jnp
 
 from jaxgauss.gaussian import Gaussian
 
-__all__ = ["Estimator", "all_finite", "counter_dtype", "new_counter", "COUNTER_LIMIT_INT32"]
+__all__ = [
+    "Estimator",
+    "all_finite",
+    "counter_dtype",
+    "new_counter",
+    "skip_if_weightless",
+    "COUNTER_LIMIT_INT32",
+]
 
 State = Any
 
@@ -22,8 +29,11 @@ class Estimator(NamedTuple):
     Attributes:
       init: ``init(g0: Gaussian) -> state``. The state is a pytree of arrays whose
         structure, shapes and dtypes ``update`` keeps (the scan carries it); counters
-        are scalar integer arrays.
-      update: ``update(state, batch) -> state`` for a batch of rows (b, d), b ≥ 1.
+        are scalar integer arrays (a weighted state's count is its total weight, a
+        float scalar).
+      update: ``update(state, batch) -> state`` for a batch of rows (b, d), b ≥ 1;
+        when ``weighted``, also ``update(state, batch, weights)`` with finite weights
+        wᵢ ≥ 0 (b,) (a batch of total weight 0 leaves the state unchanged).
       estimate: ``estimate(state) -> estimate``: a ``Gaussian`` for the estimators of
         one Gaussian; any pytree of arrays otherwise (a Student-t, a mixture). The
         drivers only stack it (traces) and hand it to a ``score(truth, estimate)``
@@ -34,6 +44,17 @@ class Estimator(NamedTuple):
       rowwise: True when ``update(state, batch)`` equals b single-row updates to
         rounding (the moment estimators). ``fit`` may then apply many rows per
         compiled step without changing the result.
+      weighted: True when ``update`` takes per-row ``weights`` (see each factory for
+        what a weight means to it). ``fit(..., weights=...)`` refuses an estimator
+        without them rather than ignore the weights.
+      grouped_update: None, or ``grouped_update(states, batch, groups, weights) ->
+        states`` for states with a leading (G,) axis, rows (B, d), group ids (B,) in
+        [0, G) and weights (B,) (0/1 for unweighted states): every group's state
+        absorbs its rows in order, as ``update`` would, in one pass over the rows
+        (segment sums rather than a loop over groups); with ``groups=None`` the rows
+        come laid out per group, (G, m, d) with weights (G, m), padding weighted 0.
+        ``fit(..., groups=...)`` uses it when present and otherwise vmaps ``update``
+        over per-group batches.
 
     Fields may be added later with defaults: build estimators by keyword, never
     unpack one positionally.
@@ -44,6 +65,8 @@ class Estimator(NamedTuple):
     estimate: Callable[[State], Any]
     is_valid: Callable[[State], jax.Array]
     rowwise: bool = False
+    weighted: bool = False
+    grouped_update: Callable[..., State] | None = None
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -70,3 +93,11 @@ def counter_dtype() -> jnp.dtype:
 def new_counter(value: int = 0) -> jax.Array:
     """A scalar counter in ``counter_dtype()``."""
     return jnp.asarray(value, counter_dtype())
+
+
+def skip_if_weightless(new: Any, old: Any, weights: jax.Array) -> Any:
+    """``new`` where the batch's ``weights`` sum to more than 0, else ``old``: a batch
+    of total weight 0 is no update (for estimators whose step does not vanish with
+    the weights by itself, such as an optimizer's)."""
+    live = jnp.sum(weights) > 0
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(live, a, b), new, old)

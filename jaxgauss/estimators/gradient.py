@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgauss.estimators.base import Estimator, all_finite, new_counter
+from jaxgauss.estimators.base import Estimator, all_finite, new_counter, skip_if_weightless
 from jaxgauss.gaussian import Gaussian
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 
@@ -50,6 +50,10 @@ def gradient_ascent(
     parameterisations keep every iterate SPD; they reject non-finite states and
     parameters whose covariance would overflow (``Parameterization.is_valid``).
 
+    Weights: ``update(state, batch, weights)`` maximises the weighted mean
+    Σᵢ wᵢ log N(yᵢ | θ) / Σᵢ wᵢ of the batch instead; a batch of total weight 0 takes
+    no step (the state, the optimizer's included, is unchanged and not counted).
+
     A learning rate may be a traced value (``optax.sgd(lr)`` with ``lr`` under
     ``vmap``), so one compiled program serves many learning rates.
 
@@ -67,18 +71,27 @@ def gradient_ascent(
     """
     param = get_parameterization(parameterization)
 
-    def loss(params: Params, batch: jax.Array) -> jax.Array:
-        return -jnp.mean(param.log_likelihood(params, batch))
+    def loss(params: Params, batch: jax.Array, weights: jax.Array | None) -> jax.Array:
+        ll = param.log_likelihood(params, batch)
+        if weights is None:
+            return -jnp.mean(ll)
+        total = jnp.sum(weights)
+        return -jnp.sum(weights * ll) / jnp.where(total > 0, total, 1)
 
     def init(g0: Gaussian) -> GradientAscentState:
         params = param.from_gaussian(g0)
         return GradientAscentState(params, optimizer.init(params), new_counter())
 
-    def update(state: GradientAscentState, batch: jax.Array) -> GradientAscentState:
-        grads = jax.grad(loss)(state.params, batch)
+    def update(state: GradientAscentState, batch: jax.Array, weights=None) -> GradientAscentState:
+        if weights is not None:
+            weights = jnp.asarray(weights, batch.dtype)
+        grads = jax.grad(loss)(state.params, batch, weights)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return GradientAscentState(params, opt_state, state.count + 1)
+        new = GradientAscentState(params, opt_state, state.count + 1)
+        if weights is None:
+            return new
+        return skip_if_weightless(new, state, weights)
 
     def estimate(state: GradientAscentState) -> Gaussian:
         return param.to_gaussian(state.params)
@@ -86,4 +99,4 @@ def gradient_ascent(
     def is_valid(state: GradientAscentState) -> jax.Array:
         return all_finite(state) & param.is_valid(state.params)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=is_valid)
+    return Estimator(init=init, update=update, estimate=estimate, is_valid=is_valid, weighted=True)

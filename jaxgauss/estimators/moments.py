@@ -33,6 +33,14 @@ reach a float32 estimator as small numbers, and the covariance keeps float32's
 relative accuracy whatever the offset. The origin travels with the state, so
 continuing, ``merge`` and checkpoints stay exact.
 
+Weights. Built with ``weighted=True``, each estimator's ``update`` also takes
+reliability weights wᵢ ≥ 0, and t becomes the total weight absorbed (a float scalar
+in the data's dtype, since a sum of weights is not an integer). A row of weight w
+counts as w rows: ``welford`` gives the weighted MLE (integer weights equal repeated
+rows), a constant step becomes 1 − (1 − a)^w, ``exponential`` forgets per unit of
+weight, and a row of weight 0 leaves the state exactly as it was (a mask). The
+unweighted default keeps t an exact integer row count.
+
 A known mean m (``known_mean=``: scikit-learn's ``assume_centered`` is m = 0, scipy's
 ``multivariate_normal.fit(fix_mean=m)``) keeps μₜ = m and makes Σ the weighted second
 moment about m, Σₜ = (1 − aₜ) Σₜ₋₁ + aₜ (yₜ − m)(yₜ − m)ᵀ: no degree of freedom is
@@ -55,7 +63,6 @@ from jaxgauss.estimators.base import (
     Estimator,
     all_finite,
     counter_dtype,
-    new_counter,
 )
 from jaxgauss.estimators.higher_moments import Moments, batch_moments, combine, gaussian_fourth
 from jaxgauss.gaussian import Gaussian
@@ -78,7 +85,8 @@ class WelfordState(NamedTuple):
       cov: Σ, their weighted scatter divided by the total weight t + n₀ (the MLE
         when n₀ = 0), (d, d), exactly symmetric. ``ddof`` is applied only by
         ``estimate``.
-      count: t, the number of data rows absorbed, in ``counter_dtype()``.
+      count: t, the number of data rows absorbed, in ``counter_dtype()``; with
+        ``weighted=True`` their total weight, a float scalar of the data's dtype.
       prior_weight: n₀, the number of pseudo-rows the initial Gaussian counts as
         (0: the initial Gaussian is forgotten at the first row), a float scalar.
       third: with ``welford(fourth_moments=True)``, T = E[eᵢ² eⱼ] (d, d), the centred
@@ -106,7 +114,7 @@ class MomentsState(NamedTuple):
       mean: μ, the current weighted mean, (d,).
       cov: Σ, the current weighted covariance, (d, d), exactly symmetric.
       count: t, the number of data rows absorbed, in ``counter_dtype()`` (the steps
-        depend on it).
+        depend on it); with ``weighted=True`` their total weight, a float scalar.
       origin: the reference row the mean is kept relative to, (d,): the weighted mean
         is ``origin + mean``.
     """
@@ -115,11 +123,6 @@ class MomentsState(NamedTuple):
     cov: jax.Array
     count: jax.Array
     origin: jax.Array
-
-
-def _row_numbers(count: jax.Array, b: int) -> jax.Array:
-    """The row numbers t = count + 1, …, count + b of a batch of b rows."""
-    return count + jnp.arange(1, b + 1, dtype=count.dtype)
 
 
 def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -177,6 +180,90 @@ def _check_nonnegative(name: str, value) -> None:
         raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _count_dtype(weighted: bool, dtype) -> jnp.dtype:
+    """An exact integer row count (``counter_dtype()``), or for weighted states a total
+    weight in ``dtype``."""
+    return dtype if weighted else counter_dtype()
+
+
+def _weights_for(weighted: bool, name: str, weights, dtype) -> jax.Array:
+    """Per-row weights in ``dtype``, refused (never ignored) by an unweighted estimator."""
+    if not weighted:
+        raise ValueError(
+            f"this {name} estimator was built without weights (its count is an integer "
+            f"number of rows): build it with {name}(..., weighted=True) to pass weights"
+        )
+    return jnp.asarray(weights, dtype)
+
+
+def _welford_weights(n: jax.Array, added: jax.Array, weights) -> tuple[jax.Array, jax.Array]:
+    """``welford``'s exact weights: the old state (weight n) keeps n/(n + W) and a row
+    of weight wᵢ gets wᵢ/(n + W), W the batch's total weight; when n + W = 0 nothing
+    changes (keep 1, rows 0)."""
+    some = added + n > 0
+    total = jnp.where(some, n + added, 1)
+    return jnp.where(some, n, 1) / total, jnp.where(some, weights, 0) / total
+
+
+def _add_count(count: jax.Array, added: jax.Array) -> jax.Array:
+    """count + added, kept an integer for unweighted (0/1-masked) states."""
+    if jnp.issubdtype(count.dtype, jnp.integer):
+        return count + jnp.round(added).astype(count.dtype)
+    return count + added
+
+
+def _laid_out_absorb(state: WelfordState, batch, weights) -> WelfordState:
+    """One group's rows (m, d) with weights (m,), padded with weight-0 rows: the
+    weighted update, with a 0/1 mask for an unweighted state."""
+    weights = weights.astype(state.mean.dtype)
+    n = state.count.astype(state.mean.dtype) + state.prior_weight
+    added = jnp.sum(weights)
+    keep, row = _welford_weights(n, added, weights)
+    mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, row)
+    return state._replace(mean=mean, cov=cov, count=_add_count(state.count, added))
+
+
+def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState:
+    """``welford``'s update of G states at once (leading axis G).
+
+    With ``groups=None`` the rows are already laid out per group, ``batch`` (G, m, d)
+    and ``weights`` (G, m) (padding has weight 0): one batched Gram matmul. Otherwise
+    rows yᵢ of group gᵢ with weights wᵢ, as ``_absorb`` per group, in segment sums over
+    the rows:
+
+      eᵢ = yᵢ − μ_{gᵢ},  s_k = Σ_{gᵢ=k} ωᵢ eᵢ,  Σ'_k = Σ_k − W_k Σ_k + Σ_{gᵢ=k} ωᵢ eᵢ eᵢᵀ − s_k s_kᵀ,
+
+    with ωᵢ = wᵢ/(n_k + Σ_{gᵢ=k} wᵢ) and W_k = Σ_{gᵢ=k} ωᵢ. A group with no weight in
+    the batch is unchanged; a group's first rows with n_k = 0 replace its state,
+    shifted by its first row of positive weight. With G = 1 the outer products are one
+    Gram matmul."""
+    if groups is None:
+        return jax.vmap(_laid_out_absorb)(state, batch, weights)
+    n_groups, dtype = state.mean.shape[0], state.mean.dtype
+    weights = weights.astype(dtype)
+    segsum = lambda x: jax.ops.segment_sum(x, groups, n_groups)  # noqa: E731
+    n = state.count.astype(dtype) + state.prior_weight
+    added = segsum(weights)
+    keep, scale = _welford_weights(n, added, 1.0)
+    row = weights * scale[groups]
+    forget = keep == 0
+    batch = batch - state.origin[groups]  # each row in its group's frame
+    index = jnp.arange(batch.shape[0])
+    first = jax.ops.segment_min(jnp.where(weights > 0, index, batch.shape[0] - 1), groups, n_groups)
+    shift = jnp.where(forget[:, None], batch[jnp.clip(first, 0, batch.shape[0] - 1)], state.mean)
+    e = batch - shift[groups]
+    s = segsum(row[:, None] * e)
+    if n_groups == 1:
+        gram = ((e.T * row) @ e)[None]
+    else:
+        gram = segsum(row[:, None, None] * (e[:, :, None] * e[:, None, :]))
+    decay = (added * scale)[:, None, None]
+    old = jnp.where(forget[:, None, None], 0, state.cov - decay * state.cov)
+    cov = old + gram - s[:, :, None] * s[:, None, :]
+    cov = 0.5 * (cov + jnp.swapaxes(cov, 1, 2))
+    return state._replace(mean=shift + s, cov=cov, count=_add_count(state.count, added))
+
+
 def _check_known_mean(known_mean) -> None:
     """Boundary check of ``known_mean``: None, or a finite scalar or (d,) vector."""
     if known_mean is None or isinstance(known_mean, jax.core.Tracer):
@@ -205,6 +292,7 @@ def welford(
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
     fourth_moments: bool = False,
+    weighted: bool = False,
 ) -> Estimator:
     """Exact streaming mean and covariance (Welford's algorithm, blocked).
 
@@ -225,6 +313,13 @@ def welford(
     ``batch_size`` changes only the speed. Two states over disjoint rows combine with
     ``merge``.
 
+    Weights (``weighted=True``): ``update(state, batch, weights)`` absorbs row i with
+    weight wᵢ ≥ 0, so the state is the weighted MLE, μ = Σ wᵢ yᵢ / W and
+    Σ = Σ wᵢ (yᵢ − μ)(yᵢ − μ)ᵀ / W with W = Σ wᵢ (``np.average(weights=w)`` and
+    ``np.cov(aweights=w, bias=True)``); ``count`` is W, a float. ``ddof`` treats
+    the weights as frequencies: Σ · W/(W − ddof), which for integer weights equals
+    repeating each row wᵢ times (``np.cov(fweights=w, ddof=ddof)``).
+
     Args:
       ddof: the estimate's covariance is Σ · n/(n − ddof) with n = t + n₀ (ddof = 1:
         the unbiased sample covariance when n₀ = 0). While n ≤ ddof the correction is
@@ -240,9 +335,13 @@ def welford(
         (``WelfordState.third``/``fourth``, merged and downdated exactly), which
         ``ledoit_wolf``, ``skewness`` and ``kurtosis`` need. Costs two more d × d
         matmuls per batch; the mean and covariance are unchanged.
+      weighted: accept per-row weights; the count is then a float total weight (not
+        with ``fourth_moments``).
 
     Returns:
-      An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states.
+      An ``Estimator`` with ``rowwise=True`` and ``WelfordState`` states, and (unless
+      ``known_mean`` or ``fourth_moments`` is given) a ``grouped_update`` for
+      grouped fits.
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -261,6 +360,8 @@ def welford(
             "fourth_moments=True with a known_mean is not supported: the fourth-moment sums "
             "are centred at the estimated mean"
         )
+    if weighted and fourth_moments:
+        raise ValueError("fourth_moments=True does not take weights (weighted=True) yet")
 
     def init(g0: Gaussian) -> WelfordState:
         higher = {}
@@ -269,25 +370,30 @@ def welford(
         return WelfordState(
             mean=_initial_mean(known_mean, g0),
             cov=g0.cov,
-            count=new_counter(),
+            count=jnp.zeros((), _count_dtype(weighted, g0.mean.dtype)),
             prior_weight=jnp.asarray(prior_weight, g0.mean.dtype),
             origin=jnp.zeros_like(g0.mean),
             **higher,
         )
 
-    def update(state: WelfordState, batch: jax.Array) -> WelfordState:
+    def update(state: WelfordState, batch: jax.Array, weights=None) -> WelfordState:
         # Steps 1/(n + 1), …, 1/(n + b) with n = t + n₀ weigh every row 1/(n + b)
         # and the old state n/(n + b): exact weights, no products needed.
         n = state.count.astype(state.mean.dtype) + state.prior_weight
-        keep = n / (n + batch.shape[0])
+        if weights is None:
+            keep, row, added = n / (n + batch.shape[0]), 1 / (n + batch.shape[0]), batch.shape[0]
+        else:
+            weights = _weights_for(weighted, "welford", weights, state.mean.dtype)
+            added = jnp.sum(weights)
+            keep, row = _welford_weights(n, added, weights)
         rows = batch - state.origin
-        mean, cov = _absorb(state.mean, state.cov, rows, keep, 1 / (n + batch.shape[0]), known)
+        mean, cov = _absorb(state.mean, state.cov, rows, keep, row, known)
         higher = {}
         if fourth_moments:
             old = Moments(n, state.mean, state.cov, state.third, state.fourth)
             third, fourth = combine(old, batch_moments(rows))[3:]
             higher = dict(third=third, fourth=fourth)
-        return state._replace(mean=mean, cov=cov, count=state.count + batch.shape[0], **higher)
+        return state._replace(mean=mean, cov=cov, count=state.count + added, **higher)
 
     def estimate(state: WelfordState) -> Gaussian:
         n = state.count + state.prior_weight
@@ -295,7 +401,15 @@ def welford(
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
         return Gaussian(state.origin + state.mean, scale * state.cov)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+    return Estimator(
+        init=init,
+        update=update,
+        estimate=estimate,
+        is_valid=all_finite,
+        rowwise=True,
+        weighted=weighted,
+        grouped_update=None if known or fourth_moments else _grouped_absorb,
+    )
 
 
 def merge(a: WelfordState, b: WelfordState) -> WelfordState:
@@ -329,6 +443,9 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     The merged state keeps the origin (the reference row its mean is relative to) of
     the state with the larger weight, and the other state's mean is carried into that
     frame, so merging states fitted to data far from 0 loses no precision.
+
+    Weighted states (``welford(weighted=True)``, float counts = total weights) merge
+    the same way; merging a weighted and an unweighted state gives a float count.
 
     Returns:
       The merged ``WelfordState``: counts and prior weights add. If both weights are
@@ -392,7 +509,7 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
     return WelfordState(
         mean=mean,
         cov=cov,
-        count=a.count.astype(counter_dtype()) + b.count.astype(counter_dtype()),
+        count=_merged_count(a.count, b.count),
         prior_weight=a.prior_weight + b.prior_weight,
         origin=origin,
         **higher,
@@ -421,6 +538,13 @@ def mix_moments(
     return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
 
+def _merged_count(count_a: jax.Array, count_b: jax.Array) -> jax.Array:
+    """Row counts add in ``counter_dtype()``; a weighted (float) total weight stays a float."""
+    if jnp.issubdtype(jnp.result_type(count_a, count_b), jnp.integer):
+        return count_a.astype(counter_dtype()) + count_b.astype(counter_dtype())
+    return count_a + count_b
+
+
 def _check_merged_count(count_a, count_b) -> None:
     """Without x64 the counters are int32: refuse (when the counts are concrete) a
     merge whose row count would wrap past 2³¹ − 1."""
@@ -438,41 +562,71 @@ def _check_merged_count(count_a, count_b) -> None:
 
 
 def _moments_estimator(
-    steps: Callable[[jax.Array, int, jnp.dtype], jax.Array], known_mean=None
+    steps: Callable[[jax.Array, jax.Array | None, jnp.dtype], jax.Array],
+    weighted: bool,
+    name: str,
+    known_mean=None,
 ) -> Estimator:
-    """The ``MomentsState`` estimator whose rows get ``steps(count, b, dtype)`` (b,)."""
+    """The ``MomentsState`` estimator whose rows get ``steps(before, w, dtype)`` (b,):
+    ``before`` the count absorbed before each row, ``w`` the rows' weights (None: 1)."""
     _check_known_mean(known_mean)
 
     def init(g0: Gaussian) -> MomentsState:
         return MomentsState(
             mean=_initial_mean(known_mean, g0),
             cov=g0.cov,
-            count=new_counter(),
+            count=jnp.zeros((), _count_dtype(weighted, g0.mean.dtype)),
             origin=jnp.zeros_like(g0.mean),
         )
 
-    def update(state: MomentsState, batch: jax.Array) -> MomentsState:
-        a = steps(state.count, batch.shape[0], state.mean.dtype)
-        keep, weights = _step_weights(a)
+    def update(state: MomentsState, batch: jax.Array, weights=None) -> MomentsState:
+        dtype, b = state.mean.dtype, batch.shape[0]
+        if weights is None:
+            before = state.count + jnp.arange(b, dtype=state.count.dtype)
+            added = b
+        else:
+            weights = _weights_for(weighted, name, weights, dtype)
+            before = state.count + jnp.cumsum(weights) - weights
+            added = jnp.sum(weights)
+        a = steps(before, weights, dtype)
+        keep, row = _step_weights(a)
         known = known_mean is not None
-        mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, weights, known)
+        mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, row, known)
         # A step outside (0, 1] makes Σ indefinite (a PSD test of a legitimately
         # singular early MLE would be ill-posed): poison the state so the guard,
-        # which rejects non-finite states, rejects this update.
-        in_range = jnp.all((a > 0) & (a <= 1))
+        # which rejects non-finite states, rejects this update. A row of weight 0
+        # takes the step 0 (no update).
+        massless = False if weights is None else weights == 0
+        in_range = jnp.all(((a > 0) | massless) & (a <= 1))
         mean = jnp.where(in_range, mean, jnp.nan)
-        return state._replace(mean=mean, cov=cov, count=state.count + batch.shape[0])
+        return state._replace(mean=mean, cov=cov, count=state.count + added)
 
     def estimate(state: MomentsState) -> Gaussian:
         return Gaussian(state.origin + state.mean, state.cov)
 
-    return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
+    return Estimator(
+        init=init,
+        update=update,
+        estimate=estimate,
+        is_valid=all_finite,
+        rowwise=True,
+        weighted=weighted,
+    )
+
+
+def _per_weight(step: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """The step a row of weight w takes for a per-unit step a: 1 − (1 − a)^w (w
+    single steps of a), exactly a when unweighted and 0 for w = 0."""
+    if weights is None:
+        return step
+    return -jnp.expm1(weights * jnp.log1p(-step))
 
 
 def natural_gradient(
     learning_rate: float | jax.Array | optax.Schedule | None = None,
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
+    weighted: bool = False,
 ) -> Estimator:
     """Natural-gradient ascent on the log-likelihood, in expectation parameters.
 
@@ -505,6 +659,10 @@ def natural_gradient(
         step only (a given step sets the initial Gaussian's weight itself).
       known_mean: None, or a known mean m (scalar or (d,)): μ stays m and Σ averages
         (y − m)(y − m)ᵀ with the same steps (see ``welford``).
+      weighted: accept per-row weights (the count is then a float total weight): a
+        row of weight w takes the step 1 − (1 − a)^w, as w rows of step a would (a
+        schedule is evaluated at the total weight before the row); the default step
+        is ``welford(weighted=True)``'s weighted MLE.
 
     Returns:
       An ``Estimator`` with ``rowwise=True``.
@@ -522,7 +680,7 @@ def natural_gradient(
       2.5
     """
     if learning_rate is None:
-        return welford(prior_weight=prior_weight, known_mean=known_mean)
+        return welford(prior_weight=prior_weight, known_mean=known_mean, weighted=weighted)
     if not (isinstance(prior_weight, Real) and prior_weight == 0):
         raise ValueError(
             "prior_weight applies only to the default step (learning_rate=None); a constant "
@@ -531,16 +689,16 @@ def natural_gradient(
     if callable(learning_rate):
         schedule = jax.vmap(learning_rate)
 
-        def steps(count, b, dtype):
-            return schedule(_row_numbers(count, b) - 1).astype(dtype)
+        def steps(before, weights, dtype):
+            return _per_weight(schedule(before).astype(dtype), weights)
 
     else:
         _check_static_rate(learning_rate)
 
-        def steps(count, b, dtype):
-            return jnp.full((b,), learning_rate, dtype)
+        def steps(before, weights, dtype):
+            return _per_weight(jnp.full(before.shape, learning_rate, dtype), weights)
 
-    return _moments_estimator(steps, known_mean)
+    return _moments_estimator(steps, weighted, "natural_gradient", known_mean)
 
 
 def _check_static_rate(learning_rate) -> None:
@@ -557,6 +715,7 @@ def exponential(
     half_life: float | jax.Array,
     prior_weight: float | jax.Array = 0.0,
     known_mean: float | jax.Array | None = None,
+    weighted: bool = False,
 ) -> Estimator:
     """Exponentially forgetting mean and covariance, for drifting streams.
 
@@ -570,6 +729,9 @@ def exponential(
       half_life: h > 0, in data rows. May be traced (``jnp.inf`` allowed).
       prior_weight: n₀ ≥ 0, the initial Gaussian's weight in rows, as in ``welford``.
       known_mean: None, or a known mean m (scalar or (d,)), as in ``welford``.
+      weighted: accept per-row weights (the count is then a float total weight T):
+        forgetting is per unit of weight, a row of weight w taking the step
+        max(w/(T + w + n₀), 1 − 2^(−w/h)), 0 for w = 0.
 
     Returns:
       An ``Estimator`` with ``rowwise=True`` and ``MomentsState`` states.
@@ -589,8 +751,13 @@ def exponential(
         raise ValueError(f"half_life must be > 0, got {half_life}")
     _check_nonnegative("prior_weight", prior_weight)
 
-    def steps(count, b, dtype):
-        floor = -jnp.expm1(-jnp.log(2.0) / jnp.asarray(half_life, dtype))
-        return jnp.maximum(1 / (_row_numbers(count, b).astype(dtype) + prior_weight), floor)
+    def steps(before, weights, dtype):
+        rate = jnp.log(2.0) / jnp.asarray(half_life, dtype)
+        before = before.astype(dtype)
+        if weights is None:
+            return jnp.maximum(1 / (before + 1 + prior_weight), -jnp.expm1(-rate))
+        live = weights > 0
+        warm = jnp.where(live, weights, 0) / jnp.where(live, before + weights + prior_weight, 1)
+        return jnp.maximum(warm, -jnp.expm1(-rate * weights))
 
-    return _moments_estimator(steps, known_mean)
+    return _moments_estimator(steps, weighted, "exponential", known_mean)

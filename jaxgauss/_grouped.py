@@ -1,0 +1,633 @@
+"""``fit`` with ``groups`` and ``weights``: many Gaussians from one stream of rows.
+
+A grouped fit keeps G estimator states stacked along a leading axis and lets every
+row update only its own group's state, so group k ends exactly where a fit of its
+rows alone would. Two formulations, both one compiled program per piece of rows:
+
+* estimators with a ``grouped_update`` (``welford``) take blocks of rows in one
+  pass: gather each row's group mean, shift, segment sums of rows and of outer
+  products. The cost is that of an ungrouped fit plus a scatter, whatever G.
+* any other weighted estimator gets each group's rows cut into its own batches of
+  ``batch_size`` on the host (rows of one group keep their order, a group's last
+  rows wait for the next chunk to fill a batch), padded with weight-0 rows to a
+  common shape and run as a ``vmap`` over groups of ``fit``'s guarded scan: padding
+  is exact because a batch of weight 0 is no update.
+
+Weights without groups are the case G = 1, run on the same path and returned without
+the group axis.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgauss._checks import check_int, check_stacked_gaussian, check_truth
+from jaxgauss._fit import (
+    DataError,
+    FitCarry,
+    FitResult,
+    ScanPlan,
+    Trace,
+    _check_chunk,
+    _check_state,
+    _float_dtype,
+    _guarded_step,
+    _nonfinite_rows,
+    _report,
+)
+from jaxgauss.estimators.base import Estimator, counter_dtype
+from jaxgauss.gaussian import Gaussian, check_gaussian
+from jaxgauss.streams import read_chunks
+
+
+def _tile(tree: Any, n: int) -> Any:
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
+
+
+def _where_groups(mask: jax.Array, a: Any, b: Any) -> Any:
+    """Per group (leading axis): ``a`` where ``mask``, else ``b``."""
+    return jax.tree_util.tree_map(
+        lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y), a, b
+    )
+
+
+class _GroupPlan(NamedTuple):
+    """The compiled programs' static settings."""
+
+    estimator: Estimator
+    batch_size: int
+    block: int  # rows per segment step (segment path)
+
+
+# --- the compiled programs ------------------------------------------------------------
+
+
+def _segment_step(est: Estimator, carry: FitCarry, piece) -> FitCarry:
+    """One block of rows through ``grouped_update``, guarded per group. If a group's
+    result is rejected the block is replayed row by row, so that its ``diverged_at``
+    names the exact row and its state the last valid one."""
+    rows, groups, weights, index = piece
+    live = carry.diverged_at < 0
+
+    def apply(c, rows, groups, weights):
+        w = jnp.where((c.diverged_at < 0)[groups], weights, 0)
+        return est.grouped_update(c.state, rows, groups, w)
+
+    new = apply(carry, rows, groups, weights)
+    ok = jax.vmap(est.is_valid)(new) | ~live
+
+    def one_by_one(c):
+        def row(c, x):
+            y, g, w, i = x
+            new = apply(c, y[None], g[None], w[None])
+            accept = jax.vmap(est.is_valid)(new) & (c.diverged_at < 0)
+            reject = ~accept & (c.diverged_at < 0)
+            state = _where_groups(accept, new, c.state)
+            return c._replace(state=state, diverged_at=jnp.where(reject, i, c.diverged_at)), None
+
+        return jax.lax.scan(row, c, (rows, groups, weights, index))[0]
+
+    return jax.lax.cond(jnp.all(ok), lambda c: c._replace(state=new), one_by_one, carry)
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _run_segments(plan: _GroupPlan, carry, rows, groups, weights, index):
+    """Blocks of ``plan.block`` rows (m a multiple of it) through ``_segment_step``."""
+    d, b = rows.shape[1], plan.block
+    pieces = (rows.reshape(-1, b, d), groups.reshape(-1, b), weights.reshape(-1, b))
+    pieces += (index.reshape(-1, b),)
+    step = lambda c, p: (_segment_step(plan.estimator, c, p), None)  # noqa: E731
+    return jax.lax.scan(step, carry, pieces)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("plan", "m"))
+def _run_laid_out(plan: _GroupPlan, carry, rows, weights, source, m):
+    """Gather the rows into their groups' slots, (G, m, d) (``source``: the row of
+    each slot, n for padding), and apply them in one ``grouped_update``. Returns the
+    new carry and whether every live group's update was accepted."""
+    est, G = plan.estimator, carry.diverged_at.shape[0]
+    live = carry.diverged_at < 0
+    rows = jnp.concatenate([rows, jnp.zeros((1, rows.shape[1]), rows.dtype)])
+    weights = jnp.concatenate([weights, jnp.zeros((1,), weights.dtype)])
+    laid = rows[source].reshape(G, m, -1)
+    w = jnp.where(live[:, None], weights[source].reshape(G, m), 0)
+    new = est.grouped_update(carry.state, laid, None, w)
+    ok = jnp.all(jax.vmap(est.is_valid)(new) | ~live)
+    return carry._replace(state=new), ok
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
+    """Per group k, its batches ``batches[k]`` (u, b, d) with ``weights[k]`` (u, b)
+    through ``fit``'s guarded step (a rejection records ``first[k]``)."""
+
+    def one_group(c, batches, weights, first):
+        def step(c, x):
+            return _guarded_step(plan.estimator, c, *x), None
+
+        return jax.lax.scan(step, c, (batches, weights, first))[0]
+
+    return jax.vmap(one_group)(carry, batches, weights, first)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "score", "truth_axis"))
+def _snapshot(estimator, score, state, truth, truth_axis):
+    estimate = jax.vmap(estimator.estimate)(state)
+    if truth is None:
+        return estimate, None
+    return estimate, jax.vmap(score, in_axes=(truth_axis, 0))(truth, estimate)
+
+
+# --- the host side ---------------------------------------------------------------------
+
+
+class _Source(NamedTuple):
+    """Where groups or weights come from: None, a column of the data, or an array
+    aligned with the rows as given."""
+
+    column: int | None
+    values: np.ndarray | None
+
+
+def _source(name: str, value: Any) -> _Source:
+    if value is None:
+        return _Source(None, None)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return _Source(int(value), None)
+    arr = np.asarray(value)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D array with one entry per row, or a column index, "
+            f"got shape {arr.shape}"
+        )
+    return _Source(None, arr)
+
+
+def _check_groups(g: np.ndarray, n_groups: int, offset: int) -> np.ndarray:
+    """Group ids of one chunk as int32, with a ValueError naming the first bad row."""
+    if g.dtype == np.bool_ or not (
+        np.issubdtype(g.dtype, np.integer) or np.issubdtype(g.dtype, np.floating)
+    ):
+        raise ValueError(f"groups must be integers, got dtype {g.dtype}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(g) | (g != np.round(g)) | (g < 0) | (g >= n_groups)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"groups[{offset + i}] = {g[i].item()!r} is not an integer in [0, n_groups = {n_groups})"
+        )
+    return g.astype(np.int32)
+
+
+def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
+    """Weights of one chunk, with a ValueError naming the first bad row."""
+    if w.dtype == np.bool_ or not (
+        np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)
+    ):
+        raise ValueError(f"weights must be real numbers, got dtype {w.dtype}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"weights[{offset + i}] = {w[i].item()!r} is not a finite number >= 0")
+    return w
+
+
+class _Grouped:
+    """One grouped fit in progress: splits each chunk into rows, group ids, weights
+    and original row indices, buffers them into pieces of ``size`` rows, applies
+    each piece in one compiled call and (with a trace) snapshots after it."""
+
+    def __init__(
+        self, plan: ScanPlan, *, n_groups, groups, weights, init, state, truth, size, nan_policy
+    ):
+        self.plan, self.n_groups, self.nan_policy = plan, n_groups, nan_policy
+        self.groups, self.weights = groups, weights
+        self.init, self.state0, self.truth0 = init, state, truth
+        self.interval = plan.batch_size * plan.trace_every
+        self.size = self.interval or size
+        self.pending: list[tuple] = []
+        self.n_pending = 0
+        self.carry: FitCarry | None = None
+        self.d = self.dtype = None
+        self.seen = 0  # rows read, skipped ones included
+        self.skipped: list[int] = []
+        self.n_rows = np.zeros(n_groups, np.int64)
+        self.leftover: list[tuple] = []  # per group: rows waiting to fill a batch
+        self.snapshots: list[tuple] = []
+        self.done = 0  # rows applied (the trace's row count)
+
+    # -- start -------------------------------------------------------------------------
+
+    def _start(self, d: int, dtype) -> None:
+        est, G = self.plan.estimator, self.n_groups
+        self.d, self.dtype = d, dtype
+        stacked = est._replace(init=lambda g0: _tile(est.init(g0), G))
+        if self.state0 is None:
+            init = Gaussian.standard(d, dtype) if self.init is None else self.init
+            if jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
+                check_stacked_gaussian(init, G, d, "groups", name="init")
+                state = jax.vmap(est.init)(init.astype(dtype))
+            else:
+                check_gaussian(init, d)
+                state = stacked.init(init.astype(dtype))
+        else:
+            _check_state(stacked, self.state0, d, dtype)
+            state = self.state0
+        self.carry = FitCarry(
+            state, jnp.full((G,), -1, counter_dtype()), jnp.zeros((G,), counter_dtype())
+        )
+        self.truth, self.truth_axis = _check_group_truth(self.truth0, self.plan, d, dtype, G)
+        segment = est.grouped_update is not None
+        block = 0
+        if segment:
+            block = self.plan.block * self.plan.batch_size
+            block = max(1, min(block, self.size or block))
+            if self.interval:
+                block = max(q for q in range(1, block + 1) if self.interval % q == 0)
+        self.gplan = _GroupPlan(est, self.plan.batch_size, block)
+        self.leftover = [None] * G if not segment else []
+
+    # -- feed --------------------------------------------------------------------------
+
+    def feed(self, chunk: Any) -> None:
+        """Split, check and buffer one chunk; apply every full piece."""
+        chunk, groups, weights = self._split(chunk)
+        if chunk.shape[0] == 0:
+            return
+        if self.carry is None:
+            self._start(chunk.shape[1], _float_dtype(chunk.dtype))
+        rows = jnp.asarray(chunk, self.dtype)
+        index = self.seen + np.arange(chunk.shape[0], dtype=np.int64)
+        bad = _nonfinite_rows(rows)
+        m = chunk.shape[0]
+        if bad.size:
+            if self.nan_policy == "raise":
+                cut = int(bad[0])
+                self._push(rows[:cut], groups[:cut], weights[:cut], index[:cut])
+                row = self.seen + cut
+                self.seen += cut
+                raise DataError(
+                    f"data row {row} is not finite ({np.asarray(rows[cut]).tolist()}); "
+                    f"the {row} rows before it were estimated: the error's .result holds "
+                    "them (or pass nan_policy='skip' to drop such rows)",
+                    row,
+                )
+            keep = np.ones(m, bool)
+            keep[bad] = False
+            self.skipped.extend((self.seen + bad).tolist())
+            rows, groups, weights, index = rows[keep], groups[keep], weights[keep], index[keep]
+        self.seen += m
+        self._push(rows, groups, weights, index)
+
+    def _split(self, chunk: Any):
+        """(rows, group ids, weights) of a chunk: columns split off, arrays sliced."""
+        offset = self.seen
+        cols = [c for c in (self.groups.column, self.weights.column) if c is not None]
+        if cols:
+            arr = np.asarray(chunk)
+            full = _check_chunk(arr, None, offset)
+            for c in cols:
+                if not -full.shape[1] <= c < full.shape[1]:
+                    raise ValueError(
+                        f"column {c} is out of range for data of {full.shape[1]} columns"
+                    )
+            drop = sorted({c % full.shape[1] for c in cols})
+            if len(drop) != len(cols):
+                raise ValueError("groups and weights must be different columns")
+            chunk = np.delete(arr, drop, axis=1)
+        chunk = _check_chunk(chunk, self.d, offset)
+        m = chunk.shape[0]
+        G = self.n_groups
+        if self.groups.column is not None:
+            g = np.asarray(arr[:, self.groups.column])
+        elif self.groups.values is not None:
+            g = self.groups.values[offset : offset + m]
+            if g.shape[0] != m:
+                raise ValueError(
+                    f"groups has {self.groups.values.shape[0]} entries, data more rows"
+                )
+        else:
+            g = np.zeros(m, np.int32)
+        if self.weights.column is not None:
+            w = np.asarray(arr[:, self.weights.column])
+        elif self.weights.values is not None:
+            w = self.weights.values[offset : offset + m]
+            if w.shape[0] != m:
+                raise ValueError(
+                    f"weights has {self.weights.values.shape[0]} entries, data more rows"
+                )
+        else:
+            w = np.ones(m, np.float32)
+        return chunk, _check_groups(g, G, offset), _check_weights(w, offset)
+
+    def _push(self, rows, groups, weights, index) -> None:
+        if not rows.shape[0]:
+            return
+        self.n_rows += np.bincount(groups, minlength=self.n_groups)
+        self.pending.append((rows, groups, weights, index))
+        self.n_pending += rows.shape[0]
+        if self.size and self.n_pending >= self.size:
+            parts = (
+                [
+                    np.concatenate(p) if i else jnp.concatenate(p)
+                    for i, p in enumerate(zip(*self.pending))
+                ]
+                if len(self.pending) > 1
+                else list(self.pending[0])
+            )
+            self.pending, self.n_pending = [], 0
+            done = 0
+            while parts[0].shape[0] - done >= self.size:
+                self._apply(
+                    [p[done : done + self.size] for p in parts], snapshot=bool(self.interval)
+                )
+                done += self.size
+            if done < parts[0].shape[0]:
+                self.pending = [tuple(p[done:] for p in parts)]
+                self.n_pending = parts[0].shape[0] - done
+
+    def close(self) -> None:
+        """Apply what is buffered, then (generic path) every group's last short batch."""
+        if self.carry is None:
+            return
+        if self.n_pending:
+            parts = [
+                np.concatenate(p) if i else jnp.concatenate(p)
+                for i, p in enumerate(zip(*self.pending))
+            ]
+            self.pending, self.n_pending = [], 0
+            self._apply(parts, snapshot=False)
+        if self.gplan.block == 0:
+            self._run_groups(flush=True)
+
+    # -- apply -------------------------------------------------------------------------
+
+    def _apply(self, parts, snapshot: bool) -> None:
+        rows, groups, weights, index = parts
+        if self.gplan.block:
+            self._run_segment(rows, groups, weights, index)
+        else:
+            self._collect(rows, groups, weights, index)
+            self._run_groups(flush=False)
+        self.done += rows.shape[0]
+        if snapshot:
+            self.snapshots.append(
+                (self.done,)
+                + _snapshot(
+                    self.plan.estimator,
+                    self.plan.score,
+                    self.carry.state,
+                    self.truth,
+                    self.truth_axis,
+                )
+            )
+
+    def _run_laid_out(self, rows, groups, weights) -> bool:
+        """Apply a piece with its rows laid out per group, (G, m, d), m the largest
+        group's count rounded up (by at most 1/8): one batched Gram matmul, faster than
+        the blocks' segment sums of outer products when the groups are about equal.
+        Returns False (nothing applied) when G = 1, when padding would more than
+        double the rows, or when a group's update is rejected (the block path then
+        replays the piece and names the exact row)."""
+        n, G = rows.shape[0], self.n_groups
+        counts = np.bincount(groups, minlength=G)
+        top = int(counts.max())
+        q = 1 << max(0, top.bit_length() - 3)
+        m = -(-top // q) * q
+        if G == 1 or G * m > 2 * n:
+            return False
+        order = np.argsort(groups.astype(np.uint16) if G <= 2**16 else groups, kind="stable")
+        starts = np.cumsum(counts) - counts
+        ranked = groups[order]
+        source = np.full(G * m, n, np.int64)  # slot -> row (n: a zero row of weight 0)
+        source[ranked * m + np.arange(n) - starts[ranked]] = order
+        carry, ok = _run_laid_out(
+            self.gplan,
+            self.carry,
+            rows,
+            jnp.asarray(weights, self.dtype),
+            jnp.asarray(source, jnp.int32),
+            m,
+        )
+        if bool(ok):
+            self.carry = carry
+        return bool(ok)
+
+    def _run_segment(self, rows, groups, weights, index) -> None:
+        """The piece laid out per group if that suits it, else in blocks."""
+        if not self._run_laid_out(rows, groups, weights):
+            self._run_blocks(rows, groups, weights, index)
+
+    def _run_blocks(self, rows, groups, weights, index) -> None:
+        """Whole blocks in one call, the rest padded to one block with weight-0 rows
+        (a no-op), so a stream compiles at most three shapes."""
+        b, m = self.gplan.block, rows.shape[0]
+        head = m // b * b
+        if head and head < m:
+            self._run_blocks(rows[:head], groups[:head], weights[:head], index[:head])
+            rows, groups, weights, index = rows[head:], groups[head:], weights[head:], index[head:]
+            m -= head
+        pad = -m % b
+        if pad:
+            rows = jnp.concatenate([rows, jnp.zeros((pad, rows.shape[1]), rows.dtype)])
+            groups = np.concatenate([groups, np.zeros(pad, np.int32)])
+            weights = np.concatenate([weights, np.zeros(pad, weights.dtype)])
+            index = np.concatenate([index, np.full(pad, -1, np.int64)])
+        self.carry = _run_segments(
+            self.gplan,
+            self.carry,
+            rows,
+            jnp.asarray(groups),
+            jnp.asarray(weights, self.dtype),
+            jnp.asarray(index, jnp.int32),
+        )
+
+    def _collect(self, rows, groups, weights, index) -> None:
+        """Append the piece's rows to each group's waiting rows, in order."""
+        rows = np.asarray(rows)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(self.n_groups + 1))
+        for k in range(self.n_groups):
+            sel = order[bounds[k] : bounds[k + 1]]
+            if not sel.size:
+                continue
+            new = (rows[sel], weights[sel], index[sel])
+            old = self.leftover[k]
+            self.leftover[k] = (
+                new if old is None else tuple(np.concatenate([a, c]) for a, c in zip(old, new))
+            )
+
+    def _run_groups(self, flush: bool) -> None:
+        """Every group's full batches (with ``flush``, its short last one too), padded
+        with weight-0 batches to a power-of-two count, in one vmapped call."""
+        b, G, d = self.plan.batch_size, self.n_groups, self.d
+        counts = [0 if x is None else x[0].shape[0] for x in self.leftover]
+        nb = [(c + b - 1) // b if flush else c // b for c in counts]
+        u = max(nb)
+        if not u:
+            return
+        u = 1 << (u - 1).bit_length()
+        batches = np.zeros((G, u * b, d), self.dtype)
+        weights = np.zeros((G, u * b), self.dtype)
+        first = np.full((G, u), -1, np.int64)
+        for k in range(G):
+            take = min(counts[k], nb[k] * b)
+            if not take:
+                continue
+            y, w, i = self.leftover[k]
+            batches[k, :take], weights[k, :take] = y[:take], w[:take]
+            first[k, : nb[k]] = i[:take:b]
+            self.leftover[k] = None if take == counts[k] else (y[take:], w[take:], i[take:])
+        self.carry = _run_batches(
+            self.gplan,
+            self.carry,
+            jnp.asarray(batches.reshape(G, u, b, d)),
+            jnp.asarray(weights.reshape(G, u, b)),
+            jnp.asarray(first, jnp.int32),
+        )
+
+    # -- result ------------------------------------------------------------------------
+
+    def result(self, squeeze: bool) -> FitResult:
+        est, carry = self.plan.estimator, self.carry
+        estimate = jax.vmap(est.estimate)(carry.state)
+        trace = None
+        if self.plan.trace_every:
+            trace = self._trace(estimate)
+        n_rows = self.n_rows
+        out = FitResult(estimate, carry.state, carry.diverged_at, trace, n_rows, len(self.skipped))
+        if squeeze:
+            first = lambda x: x[0]  # noqa: E731
+            t = out.trace
+            if t is not None:
+                t = Trace(
+                    t.rows,
+                    jax.tree_util.tree_map(lambda x: x[:, 0], t.estimate),
+                    None if t.score is None else t.score[:, 0],
+                )
+            out = FitResult(
+                jax.tree_util.tree_map(first, estimate),
+                jax.tree_util.tree_map(first, carry.state),
+                carry.diverged_at[0],
+                t,
+                int(n_rows[0]),
+                len(self.skipped),
+            )
+        return out
+
+    def _trace(self, like) -> Trace:
+        if not self.snapshots:
+            empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
+            score = None if self.truth is None else jnp.zeros((0, self.n_groups), self.dtype)
+            return Trace(jnp.zeros((0,), counter_dtype()), empty, score)
+        rows, estimates, scores = zip(*self.snapshots)
+        stack = lambda *xs: jnp.stack(xs)  # noqa: E731
+        return Trace(
+            jnp.asarray(rows, counter_dtype()),
+            jax.tree_util.tree_map(stack, *estimates),
+            None if self.truth is None else jnp.stack(scores),
+        )
+
+
+def _check_group_truth(truth, plan: ScanPlan, d: int, dtype, n_groups: int):
+    """The truth for a grouped trace: one ``Gaussian`` for all groups, or one with a
+    leading (G,) axis (one per group). Returns it and its vmap axis."""
+    if truth is None:
+        return None, None
+    if isinstance(truth, Gaussian) and jnp.ndim(truth.mean) == 2:
+        check_stacked_gaussian(truth, n_groups, d, "groups", name="truth")
+        return truth.astype(dtype), 0
+    return check_truth(truth, plan.score, d, dtype), None
+
+
+def fit_grouped(
+    plan: ScanPlan,
+    data: Any,
+    init: Any,
+    *,
+    groups: Any,
+    n_groups: Any,
+    weights: Any,
+    truth: Any,
+    state: Any,
+    chunk_rows: int | None,
+    nan_policy: str,
+    progress: bool,
+) -> FitResult:
+    """``fit`` with ``groups`` and/or ``weights`` (see ``fit``'s docstring)."""
+    est = plan.estimator
+    if weights is not None and not est.weighted:
+        raise ValueError(
+            "this estimator's update takes no weights (Estimator.weighted is False); "
+            "build it with weighted=True (welford, natural_gradient, exponential) or "
+            "give it a weighted update"
+        )
+    if groups is not None and est.grouped_update is None and not est.weighted:
+        raise ValueError(
+            "a grouped fit of this estimator pads each group's batches with weight-0 rows, "
+            "which needs a weighted update: build it with weighted=True"
+        )
+    g_src, w_src = _source("groups", groups), _source("weights", weights)
+    chunks, total, size = read_chunks(data, chunk_rows)
+    for name, src in (("groups", g_src), ("weights", w_src)):
+        if src.values is not None and total is not None and src.values.shape[0] != total:
+            raise ValueError(f"{name} has {src.values.shape[0]} entries but data has {total} rows")
+    squeeze = groups is None
+    if squeeze:
+        if n_groups not in (None, 1):
+            raise ValueError("n_groups needs groups")
+        n_groups = 1
+    elif n_groups is None:
+        if g_src.values is not None:
+            n_groups = int(np.max(_check_groups(g_src.values, np.iinfo(np.int32).max, 0)) + 1)
+        elif total is not None:
+            col = np.asarray(data)[:, g_src.column]
+            n_groups = int(np.max(_check_groups(col, np.iinfo(np.int32).max, 0)) + 1)
+        else:
+            raise ValueError(
+                "n_groups is needed when the group ids come from a column of a file or an "
+                "iterable (they are not known before the stream ends)"
+            )
+    else:
+        n_groups = check_int("n_groups", n_groups, 1)
+    run = _Grouped(
+        plan,
+        n_groups=n_groups,
+        groups=g_src,
+        weights=w_src,
+        init=init,
+        state=None if state is None else (_tile(state, 1) if squeeze else state),
+        truth=truth,
+        size=size,
+        nan_policy=nan_policy,
+    )
+    started = time.perf_counter()
+    try:
+        for chunk in chunks:
+            run.feed(chunk)
+            if progress:
+                _report(run.seen, total, started)
+        if run.carry is None:
+            raise ValueError("data is empty: no rows")
+        for name, src in (("groups", g_src), ("weights", w_src)):
+            if src.values is not None and src.values.shape[0] != run.seen:
+                raise ValueError(
+                    f"{name} has {src.values.shape[0]} entries but data has {run.seen} rows"
+                )
+        run.close()
+        return run.result(squeeze)
+    except BaseException as err:
+        if getattr(err, "result", None) is None and run.carry is not None:
+            try:
+                run.close()
+            except Exception:
+                pass
+            err.result = run.result(squeeze)
+        raise
