@@ -197,14 +197,15 @@ def _replicated(mesh: Mesh, tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, P()))
 
 
-def _check_made(make_estimator: Any, grid: Any) -> None:
-    """``make_estimator`` must return an ``Estimator``: checked in Python on the first
-    grid value, before anything is traced."""
-    made = make_estimator(jax.tree_util.tree_map(lambda x: x[0], grid))
+def _made(make_estimator: Callable[[Any], Estimator], h: Any) -> Estimator:
+    """``make_estimator(h)``, which must be an ``Estimator``: checked as the programs
+    are traced (a ``ValueError`` out of ``sweep``), so no extra call is made."""
+    made = make_estimator(h)
     if not isinstance(made, Estimator):
         raise ValueError(
             f"make_estimator must return a jaxgauss Estimator, got {type(made).__name__}"
         )
+    return made
 
 
 def _tile(tree: Any, n: int) -> Any:
@@ -242,7 +243,7 @@ def _init_program(*, make_estimator, mesh, num_seeds, grid, g0):
     s_local = num_seeds // mesh.shape["s"]
 
     def local(grid):
-        init = lambda h: _tile(init_carry(make_estimator(h).init(g0)), s_local)  # noqa: E731
+        init = lambda h: _tile(init_carry(_made(make_estimator, h).init(g0)), s_local)  # noqa: E731
         return jax.vmap(init)(grid), _tile(welford().init(g0), s_local)
 
     specs = dict(in_specs=(P("k"),), out_specs=(P("k", "s"), P("s")))
@@ -268,7 +269,7 @@ def _chunk_program(plan: _ChunkPlan, *, carry, mle_state, grid, keys, truth, sta
         ys = ys.reshape(ys.shape[0], plan.num_updates, plan.batch_size, ys.shape[-1])
 
         def one(h, c, y, t):
-            est = plan.make_estimator(h)
+            est = _made(plan.make_estimator, h)
             c, trace = scan_batches(est, c, y, t, plan.trace_every, score=plan.score)
             estimate = est.estimate(c.state)
             trace_score = None if trace is None else trace.score
@@ -542,7 +543,6 @@ def sweep(
     check_gaussian(init, d)
     key = _check_key(key)
     grid = _as_grid(grid)
-    _check_made(make_estimator, grid)
     num_grid = jax.tree_util.tree_leaves(grid)[0].shape[0]
 
     layout = _layout(

@@ -98,7 +98,7 @@ def save(
       >>> folder = tempfile.TemporaryDirectory()
       >>> path = jg.checkpoint.save(f"{folder.name}/run", res.state, name="welford")
       >>> path.name, jg.checkpoint.info(path)["n_leaves"]
-      ('run.npz', 4)
+      ('run.npz', 5)
       >>> like = est.init(jg.Gaussian(jnp.zeros(1), jnp.eye(1)))
       >>> state = jg.checkpoint.load(path, like, name="welford")
       >>> jg.fit(est, jnp.array([[2.0]]), state=state).estimate.mean.tolist()  # of 1, 3, 2
@@ -327,7 +327,7 @@ def info(path: str | os.PathLike) -> dict:
       >>> state = jg.welford().init(jg.Gaussian(jnp.zeros(2), jnp.eye(2)))
       >>> meta = jg.checkpoint.info(jg.checkpoint.save(f"{folder.name}/w", state, name="welford"))
       >>> meta["name"], meta["n_leaves"], "WelfordState" in meta["treedef"]
-      ('welford', 4, True)
+      ('welford', 5, True)
       >>> folder.cleanup()
     """
     with _opened(path) as (_, _, meta):

@@ -261,7 +261,7 @@ def _rewrite(path, **changes):
 def test_short_dtypes_entry(tmp_path):
     path = _saved(tmp_path, "welford")
     _rewrite(path, dtypes=np.array(["float64"]))
-    with pytest.raises(ValueError, match="'dtypes' entry names 1 dtypes for 4 leaves"):
+    with pytest.raises(ValueError, match="'dtypes' entry names 1 dtypes for 5 leaves"):
         jg.checkpoint.load(path, jg.welford().init(_init(jnp.float64)))
 
 

@@ -170,7 +170,8 @@ def test_needs_params(make):
 def test_unknown_parameterization():
     with pytest.raises(ValueError, match="unknown parameterization"):
         jg.fisher_preconditioner("eigen")
-    custom = jg.get_parameterization("cholesky")._replace(name="mine")
+    # a parameterisation record without a closed-form Fisher inverse
+    custom = jg.get_parameterization("cholesky")._replace(name="mine", fisher_inverse=None)
     with pytest.raises(ValueError, match="no closed-form Fisher information"):
         jg.fisher_preconditioner(custom)
 
