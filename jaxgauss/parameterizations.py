@@ -92,7 +92,7 @@ def _natural_log_factor(m: jax.Array, g: jax.Array) -> jax.Array:
     return jnp.tril(t @ x, -1) + jnp.diag(x_diag)
 
 
-# --- covariance: the question's raw Σ ------------------------------------------------
+# --- covariance: the raw Σ ------------------------------------------------
 
 
 def _cov_from(g: Gaussian) -> Params:

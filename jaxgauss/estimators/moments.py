@@ -18,6 +18,17 @@ ever absorbed, whatever the batching):
 | ``natural_gradient(a)`` | a constant a, or ``schedule(t − 1)`` for an optax schedule |
 | ``exponential(h)`` | max(1/(t + n₀), 1 − 2^(−1/h)): forgets with half-life h rows |
 
+Why this is the natural gradient: for an exponential family the Fisher information
+in the natural parameters θ is F = ∂η/∂θ and the score is T(y) − η, so a
+natural-gradient step θ += a F⁻¹ (T(y) − η) moves the expectation parameters by
+η += a (T(y) − η) to first order; taking that step exactly in η gives the recursion
+above. The Euclidean gradient of the log-likelihood (∇μ = Σ⁻¹ r,
+∇Σ = −½ (Σ⁻¹ − Σ⁻¹ r rᵀ Σ⁻¹)) preconditioned by the inverse Fisher metric of (μ, Σ)
+(Σ for μ, 2 Σ ⊗ Σ for Σ) is instead the additive step μ += a r, Σ += a (r rᵀ − Σ).
+The two differ by a² r rᵀ in Σ, at O(a²); the additive one centres each row at the
+previous mean only, so with aₜ = 1/t it keeps the initial mean's error in Σ and is
+not the MLE, while the exact step is.
+
 For 0 < aₜ < 1 the new Σ is a positive combination of an SPD matrix and a PSD
 rank-one term, so it never leaves the SPD cone; aₜ = 1 (the first row with n₀ = 0)
 replaces the state by the one-row MLE, which is singular like every MLE of t ≤ d
@@ -628,22 +639,13 @@ def natural_gradient(
     known_mean: float | jax.Array | None = None,
     weighted: bool = False,
 ) -> Estimator:
-    """Natural-gradient ascent on the log-likelihood, in expectation parameters.
-
-    For an exponential family the Fisher information in the natural parameters θ is
-    F = ∂η/∂θ and the score is T(y) − η, so a natural-gradient step θ += a F⁻¹ (T(y) − η)
-    moves the expectation parameters by η += a (T(y) − η) to first order. Taking that
-    step exactly in η gives the moment recursion (module docstring)
+    """Natural-gradient ascent on the log-likelihood, in expectation parameters:
 
       μ ← μ + a r,        Σ ← (1 − a) Σ + a (1 − a) r rᵀ,        r = y − μ,
 
-    which for 0 < a < 1 never leaves the SPD cone: (1 − a) Σ is SPD and
-    a (1 − a) r rᵀ is PSD. The question's Euclidean gradient (∇μ = Σ⁻¹ r,
-    ∇Σ = −½ (Σ⁻¹ − Σ⁻¹ r rᵀ Σ⁻¹)) preconditioned by the inverse Fisher metric of (μ, Σ)
-    (Σ for μ, 2 Σ ⊗ Σ for Σ) is the additive step μ += a r, Σ += a (r rᵀ − Σ). The two
-    differ by a² r rᵀ in Σ, i.e. at O(a²); the additive one centres each row at the
-    previous mean only, so with aₜ = 1/t it keeps the initial mean's error in Σ and
-    is not the MLE, while the exact step is.
+    the natural-gradient step taken exactly in η (the derivation, and how it differs
+    from the first-order Fisher step, are in the module docstring). For 0 < a < 1 it
+    never leaves the SPD cone.
 
     Args:
       learning_rate: the step aₜ (t counts data rows, so batching changes the result
