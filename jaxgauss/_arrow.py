@@ -185,7 +185,7 @@ def _check_columns(path: str, schema: Any, columns: Sequence[str] | None) -> Non
         if not (pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)):
             raise ValueError(
                 f"{path}: column {col!r} holds {t}, not numbers; choose numeric columns "
-                "with jaxgauss.streams.read_table_chunks(path, columns=[...]) (CLI: --columns)"
+                "with jaxgauss.streams.read_table_chunks(path, columns=[...])"
             )
 
 
