@@ -478,7 +478,12 @@ class _Feeder:
             self.traces.append(trace)
 
     def _take(self) -> jax.Array:
-        rows = jnp.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        if len(self.pending) == 1:
+            rows = self.pending[0]
+        elif all(isinstance(p, np.ndarray) for p in self.pending):
+            rows = np.concatenate(self.pending)
+        else:
+            rows = jnp.concatenate(self.pending)
         self.pending, self.n_pending = [], 0
         return rows
 
@@ -513,8 +518,10 @@ class _Feeder:
             m = rows.shape[0] // b
             if m:
                 k = 1 << m.bit_length()  # a power of two above m
-                padded = jnp.pad(rows[: m * b], ((0, (k - m) * b), (0, 0)))
-                self.carry = _run_tail_jit(self.plan, self.carry, padded, jnp.int32(m))
+                head = rows if m * b == rows.shape[0] else rows[: m * b]
+                pad = np.pad if isinstance(rows, np.ndarray) else jnp.pad
+                padded = pad(head, ((0, (k - m) * b), (0, 0)))
+                self.carry = _run_tail_jit(self.plan, self.carry, padded, np.int32(m))
                 done = m * b
         else:
             units = rows.shape[0] // self.unit
@@ -673,7 +680,7 @@ class _Stream:
                 "int64 counters"
             )
 
-    def _screen(self, rows: jax.Array) -> jax.Array:
+    def _screen(self, rows: Any) -> jax.Array:
         """The finite rows of a chunk: non-finite ones are dropped and counted
         ("skip"), or end the fit with a ``DataError`` after the rows before them.
         Also records each column's spread about the origin (float32 range check)."""
@@ -692,7 +699,7 @@ class _Stream:
                 row,
             )
         self.feeder.skipped.extend((self.seen + bad).tolist())
-        return jnp.delete(rows, bad, axis=0)
+        return (np if isinstance(rows, np.ndarray) else jnp).delete(rows, bad, axis=0)
 
     def _record_spread(self, spread: jax.Array) -> None:
         if self.framed and self.feeder.origin is not None and self.dtype == jnp.float32:
