@@ -132,6 +132,8 @@ def read_csv(path: str, chunk_rows: int, python_reader) -> Iterator[np.ndarray]:
 def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) -> Iterator[Any]:
     """Record batches of a Parquet, Feather or Arrow IPC file, selecting ``columns``."""
     pa = need_pyarrow(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
     if path.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 
