@@ -1,8 +1,9 @@
-"""``python -m benchmarks [all | speed | efficiency | groups] [options]``, from a checkout.
+"""``python -m benchmarks [all | speed | files | efficiency | groups] [options]``, from a checkout.
 
 speed writes ``<out>/<backend>.json`` and ``.md`` (``--name`` overrides the name);
-efficiency writes ``<out>/efficiency.json``, ``.md`` and ``.png``; groups writes
-``<out>/groups.json`` and ``.md``.
+files (file input: CSV and Parquet against pandas) writes ``<out>/files.json`` and
+``.md``; efficiency writes ``<out>/efficiency.json``, ``.md`` and ``.png``; groups
+writes ``<out>/groups.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import efficiency, groups, speed
+from benchmarks import efficiency, files, groups, speed
 from jaxgauss import bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -26,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
         "estimators; results go to --out as JSON, Markdown and PNG.",
     )
     parser.add_argument(
-        "what", nargs="?", default="all", choices=["all", "speed", "efficiency", "groups"]
+        "what",
+        nargs="?",
+        default="all",
+        choices=["all", "speed", "files", "efficiency", "groups"],
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="results folder (default: %(default)s)"
@@ -38,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     speed_args.add_argument("--repeats", type=int, default=bench.DEFAULT_REPEATS)
     speed_args.add_argument("--name", help="results name (default: the JAX backend, e.g. cpu)")
+    file_args = parser.add_argument_group("files")
+    file_args.add_argument(
+        "--file-rows", type=int, default=files.ROWS, help="rows of the CSV/Parquet files"
+    )
     eff_args = parser.add_argument_group("efficiency")
     eff_args.add_argument("--dim", type=int, default=efficiency.DIM)
     eff_args.add_argument("--seeds", type=int, default=efficiency.SEEDS)
@@ -54,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "speed"):
         result = speed.run(args.dims, args.rows, args.repeats, log=lambda s: print(s, flush=True))
         for path in speed.write(result, args.out, args.name or jax.default_backend()):
+            print(f"wrote {path}")
+    if args.what in ("all", "files"):
+        result = files.run(args.file_rows, repeats=min(args.repeats, 3))
+        for path in files.write(result, args.out):
             print(f"wrote {path}")
     if args.what in ("all", "efficiency"):
         result = efficiency.run(

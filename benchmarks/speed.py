@@ -12,6 +12,7 @@ it is made of (``breakdown``), which explains where its time goes. The speed tar
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -113,6 +114,40 @@ def breakdown(data: jax.Array, repeats: int) -> dict:
     return {"d": d, "rows": n, "block_rows": block, "ns_per_row": ns}
 
 
+OVERHEAD_ROWS, OVERHEAD_REPEATS = 1000, 101
+
+
+def overhead(d: int = 10, repeats: int = OVERHEAD_REPEATS) -> dict:
+    """The fixed cost of one ``fit`` call: ``fit(welford(), rows)`` of 1 000 rows after
+    warm-up against one bare jitted call on the same rows (``jax.jit(lambda a: a.T @ a)``),
+    for NumPy rows (as a live stream hands them over) and rows already on the device;
+    interleaved, medians of ``repeats``. Target: ≤ 0.5 ms and ≤ 10× the bare call."""
+    rows = np.asarray(bench.make_data(d, OVERHEAD_ROWS))
+    on_device = jnp.asarray(rows)
+    est, gram = welford(), jax.jit(lambda a: a.T @ a)
+    calls = {
+        "fit, NumPy rows": lambda: fit(est, rows).estimate,
+        "fit, device rows": lambda: fit(est, on_device).estimate,
+        "jit(a.T @ a), NumPy rows": lambda: gram(rows),
+        "jit(a.T @ a), device rows": lambda: gram(on_device),
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for f in calls.values():
+        jax.block_until_ready(f())
+    for _ in range(repeats):
+        for k, f in calls.items():
+            times[k].append(bench.time_call(f, 1).seconds)
+    ms = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    return {
+        "d": d,
+        "rows": OVERHEAD_ROWS,
+        "repeats": repeats,
+        "ms": ms,
+        "ratio_numpy": ms["fit, NumPy rows"] / ms["jit(a.T @ a), NumPy rows"],
+        "ratio_device": ms["fit, device rows"] / ms["jit(a.T @ a), device rows"],
+    }
+
+
 def _rate(entries: Iterable[dict], name: str, d: int) -> float | None:
     for e in entries:
         if e["name"] == name and e["d"] == d and e.get("status", "ok") == "ok":
@@ -157,13 +192,20 @@ def run(
             log(f"d={d:<4} peer     {r['name']:<34} {rate}")
         if d >= 10:
             layers.append(breakdown(data[: bench.case_rows(rows, d, 0)], repeats))
+    fixed = overhead()
+    log(
+        f"fit of {fixed['rows']} rows: {fixed['ms']['fit, NumPy rows']:.3f} ms, "
+        f"{fixed['ratio_numpy']:.1f}x one jitted a.T @ a"
+    )
     return {
         "machine": bench.machine_info(["river", "torch", "threadpoolctl"]),
         "settings": {"dims": dims, "rows": rows, "repeats": repeats, "dtype": "float32"},
         "jaxgauss": cases,
         "peers": peers,
         "breakdown": layers,
+        "overhead": fixed,
         "targets": evaluate_targets(cases, peers),
+        "load_average": list(os.getloadavg()),
     }
 
 
@@ -256,7 +298,36 @@ def markdown(result: dict) -> str:
             cells = " | ".join(_ratio(ours / _rate(peers, p, d)) for p in ok_peers)
             lines.append(f"| {c.name} | {cells} |")
     lines += _breakdown_markdown(result["breakdown"], peers)
+    lines += _overhead_markdown(result.get("overhead"))
+    if result.get("load_average"):
+        load = ", ".join(f"{x:.1f}" for x in result["load_average"])
+        lines += [
+            "",
+            f"Load average (1, 5, 15 min) at the end of the run: {load} on {m['cpu_count']} CPUs.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _overhead_markdown(o: dict | None) -> list[str]:
+    if not o:
+        return []
+    ok = o["ms"]["fit, NumPy rows"] <= 0.5 and o["ratio_numpy"] <= 10
+    lines = [
+        "",
+        f"## Fixed cost of one `fit` call ({o['rows']:,} rows, d = {o['d']}, medians of "
+        f"{o['repeats']} interleaved calls)",
+        "",
+        "| call | ms |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {k} | {v:.3f} |" for k, v in o["ms"].items()]
+    lines += [
+        "",
+        f"`fit` ÷ one bare jitted call on the same rows: {o['ratio_numpy']:.1f}× (NumPy rows), "
+        f"{o['ratio_device']:.1f}× (device rows); target ≤ 0.5 ms and ≤ 10×: "
+        f"{'pass' if ok else 'miss'}.",
+    ]
+    return lines
 
 
 def _breakdown_markdown(layers: list[dict], peers: list[dict]) -> list[str]:

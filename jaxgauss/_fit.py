@@ -7,6 +7,7 @@ its inputs in Python first.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any, NamedTuple
@@ -124,14 +125,43 @@ def _guarded_step(
     return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
 
 
-def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int) -> FitCarry:
-    """k updates of b rows each (``rows``: (k·b, d)) of a rowwise estimator as ONE
-    update on all k·b rows.
+# Updates of a non-rowwise estimator unrolled into one step of the compiled loop: at
+# d = 10 a gradient step is a few dozen tiny kernels, and the loop's own work per
+# iteration (its condition, slicing a row, the guard's selects) cost as much again.
+_UNROLL = 8
 
-    A rowwise update of many rows equals the single-row updates to rounding, so the
-    whole block is applied at once (one Gram matmul). Only if that result is rejected
-    is the block replayed update by update, so that ``diverged_at`` names the exact
-    row and the state stops at the exact last valid update.
+
+def _apply_block(estimator: Estimator, state: Any, rows: jax.Array, b: int):
+    """The state after the k = n/b updates of ``rows`` (n, d), unguarded, and whether
+    every state along the way was valid.
+
+    A rowwise estimator applies all n rows as ONE update (it equals the k updates to
+    rounding: one Gram matmul). Any other runs its k updates in an unrolled scan that
+    only ANDs ``is_valid`` of each state: no per-update selects or bookkeeping.
+    """
+    if estimator.rowwise:
+        new = estimator.update(state, rows)
+        return new, estimator.is_valid(new)
+
+    def body(carry, batch):
+        s, ok = carry
+        s = estimator.update(s, batch)
+        return (s, ok & estimator.is_valid(s)), None
+
+    batches = rows.reshape(rows.shape[0] // b, b, rows.shape[1])
+    (new, ok), _ = jax.lax.scan(
+        body, (state, jnp.array(True)), batches, unroll=min(_UNROLL, batches.shape[0])
+    )
+    return new, ok
+
+
+def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int) -> FitCarry:
+    """k updates of b rows each (``rows``: (k·b, d)) applied at once (``_apply_block``).
+
+    Only if some state along the block is rejected is the block replayed update by
+    update from its start, so that ``diverged_at`` names the exact row and the state
+    stops at the exact last valid update: the result is that of the guarded
+    update-by-update scan.
     """
     n = rows.shape[0]
 
@@ -139,19 +169,19 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
         batches = rows.reshape(n // b, b, rows.shape[1])
         return jax.lax.scan(lambda c, x: (_guarded_step(estimator, c, x), None), c, batches)[0]
 
-    def live(c):
-        new = estimator.update(c.state, rows)
-        return jax.lax.cond(
-            estimator.is_valid(new),
-            lambda c: FitCarry(new, c.diverged_at, c.rows + n),
-            one_by_one,
-            c,
-        )
-
     def frozen(c):
         return c._replace(rows=c.rows + n)
 
-    return jax.lax.cond(carry.diverged_at < 0, live, frozen, carry)
+    # One conditional on the common path (a diverged run computes and drops its
+    # blocks: nothing is applied after divergence either way).
+    new, ok = _apply_block(estimator, carry.state, rows, b)
+    live = carry.diverged_at < 0
+    return jax.lax.cond(
+        ok & live,
+        lambda c: FitCarry(new, c.diverged_at, c.rows + n),
+        lambda c: jax.lax.cond(live, one_by_one, frozen, c),
+        carry,
+    )
 
 
 def _scan_rows(
@@ -206,10 +236,13 @@ def scan_batches(
     Pure and un-jitted: the building block for running an estimator inside your own
     ``jit``/``vmap`` (``fit`` and ``sweep`` are built on it). With ``trace_every = k > 0``
     a snapshot is taken after every k updates (u // k snapshots), recording
-    ``score(truth, estimate)`` when ``truth`` is given. With ``block > 1`` (only for
-    rowwise estimators; it must divide ``trace_every``) each scan step applies
-    ``block`` updates at once; the result agrees with ``block=1`` to rounding, guard
-    and trace included.
+    ``score(truth, estimate)`` when ``truth`` is given. With ``block > 1`` (it must
+    divide ``trace_every``) each scan step applies ``block`` updates at once (one
+    update of all their rows for a rowwise estimator, an unrolled loop with one
+    validity check per block otherwise; a rejected block is replayed update by
+    update); the result agrees with ``block=1`` to rounding, guard and trace
+    included. Under ``vmap`` keep ``block=1`` for non-rowwise estimators: the replay
+    branch of a vmapped conditional always runs.
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -220,8 +253,6 @@ def scan_batches(
       >>> trace.rows.tolist(), trace.estimate.mean[:, 0].tolist(), int(carry.diverged_at)
       ([2, 4, 6], [0.5, 1.5, 2.5], -1)
     """
-    if block > 1 and not estimator.rowwise:
-        raise ValueError("block > 1 needs a rowwise estimator")
     if trace_every and trace_every % block:
         raise ValueError(f"block ({block}) must divide trace_every ({trace_every})")
     u, b, d = batches.shape
@@ -244,14 +275,20 @@ def default_block_rows() -> int:
     return 4096 if jax.default_backend() == "cpu" else 65_536
 
 
+# Updates per compiled step of a non-rowwise estimator (measured at d = 10 on a CPU:
+# beyond 16 a longer block saves nothing, and a rejected block replays more).
+GRADIENT_BLOCK = 16
+
+
 def _block_updates(estimator: Estimator, batch_size: int, trace_every: int, block_rows) -> int:
-    """Updates per compiled step: 1, or for rowwise estimators about ``block_rows``
-    rows' worth; with a trace, the largest divisor of ``trace_every`` not above that,
-    so snapshots fall on block edges."""
-    if not estimator.rowwise:
-        return 1
+    """Updates per compiled step: for rowwise estimators about ``block_rows`` rows'
+    worth, for others at most ``GRADIENT_BLOCK`` (1 with ``block_rows=1``); with a
+    trace, the largest divisor of ``trace_every`` not above that, so snapshots fall on
+    block edges."""
     rows = default_block_rows() if block_rows is None else block_rows
     k = max(1, rows // batch_size)
+    if not estimator.rowwise:
+        k = min(k, GRADIENT_BLOCK)
     if trace_every:
         k = max(q for q in range(1, min(k, trace_every) + 1) if trace_every % q == 0)
     return k
@@ -385,6 +422,34 @@ def _largest_counter(state: Any) -> int:
     return max(counts, default=0)
 
 
+def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) -> FitCarry:
+    """The first ``m`` batches (traced) of ``rows`` ((K·b, d), K a power of two, the
+    rest padding) in power-of-two pieces, each applied or skipped by a conditional
+    on one bit of m: whole units (``plan.block`` updates) by the bits of m // block,
+    then the rest as one block per piece. One compiled program serves every m < K,
+    so a stream's ragged end is one call, and at most log₂ K programs exist."""
+    b, block = plan.batch_size, plan.block
+    k_batches = rows.shape[0] // b
+    offset = jnp.zeros((), jnp.int32)
+
+    def piece(carry, offset, size, piece_plan, take):
+        part = jax.lax.dynamic_slice_in_dim(rows, offset * b, size * b)
+        apply = lambda c: _scan_rows(piece_plan, c, part, None)[0]  # noqa: E731
+        return jax.lax.cond(take, apply, lambda c: c, carry), offset + take * size
+
+    for bit in reversed(range(((k_batches - 1) // block).bit_length())):
+        take = ((m // block) >> bit & 1).astype(jnp.int32)
+        carry, offset = piece(carry, offset, block << bit, plan, take)
+    for bit in reversed(range((min(block, k_batches) - 1).bit_length())):
+        take = ((m % block) >> bit & 1).astype(jnp.int32)
+        piece_plan = plan._replace(block=(1 << bit) if block > 1 else 1)
+        carry, offset = piece(carry, offset, 1 << bit, piece_plan, take)
+    return carry
+
+
+_run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
+
+
 class _Feeder:
     """One fit in progress: regroups incoming rows into compiled pieces of fixed
     shapes, applies them, and assembles the ``FitResult``.
@@ -413,7 +478,12 @@ class _Feeder:
             self.traces.append(trace)
 
     def _take(self) -> jax.Array:
-        rows = jnp.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        if len(self.pending) == 1:
+            rows = self.pending[0]
+        elif all(isinstance(p, np.ndarray) for p in self.pending):
+            rows = np.concatenate(self.pending)
+        else:
+            rows = jnp.concatenate(self.pending)
         self.pending, self.n_pending = [], 0
         return rows
 
@@ -434,26 +504,40 @@ class _Feeder:
                 self.push(rows[done:])
 
     def close(self) -> None:
-        """Apply whatever is buffered: the end of the stream. Whole units go in
-        power-of-two counts; the rest (fewer than one unit) in power-of-two numbers
-        of batches, each as one block for rowwise estimators."""
+        """Apply whatever is buffered: the end of the stream. Without a trace, all
+        whole batches go in one call of ``_run_tail`` (rows padded to a power of two
+        of batches); with a trace, whole units go in power-of-two counts and the rest
+        in power-of-two numbers of batches, one call each. Either way about
+        2 log₂ of the chunk size programs exist at most. Fewer than ``batch_size``
+        rows left are one shorter update."""
         if not self.n_pending:
             return
         rows, done = self._take(), 0
-        units = rows.shape[0] // self.unit
-        for bit in reversed(range(units.bit_length())):
-            if units >> bit & 1:
-                self._run(rows[done : done + (self.unit << bit)], self.plan)
-                done += self.unit << bit
         b = self.plan.batch_size
-        batches = (rows.shape[0] - done) // b
-        for bit in reversed(range(batches.bit_length())):
-            if batches >> bit & 1:
-                block = 1 << bit if self.plan.block > 1 else 1
-                self._run(
-                    rows[done : done + (b << bit)], self.plan._replace(block=block, trace_every=0)
-                )
-                done += b << bit
+        if not self.plan.trace_every and self.run is _run:  # one device, no trace
+            m = rows.shape[0] // b
+            if m:
+                k = 1 << m.bit_length()  # a power of two above m
+                head = rows if m * b == rows.shape[0] else rows[: m * b]
+                pad = np.pad if isinstance(rows, np.ndarray) else jnp.pad
+                padded = pad(head, ((0, (k - m) * b), (0, 0)))
+                self.carry = _run_tail_jit(self.plan, self.carry, padded, np.int32(m))
+                done = m * b
+        else:
+            units = rows.shape[0] // self.unit
+            for bit in reversed(range(units.bit_length())):
+                if units >> bit & 1:
+                    self._run(rows[done : done + (self.unit << bit)], self.plan)
+                    done += self.unit << bit
+            batches = (rows.shape[0] - done) // b
+            for bit in reversed(range(batches.bit_length())):
+                if batches >> bit & 1:
+                    block = 1 << bit if self.plan.block > 1 else 1
+                    self._run(
+                        rows[done : done + (b << bit)],
+                        self.plan._replace(block=block, trace_every=0),
+                    )
+                    done += b << bit
         if done < rows.shape[0]:
             # one update of fewer than batch_size rows
             self._run(rows[done:], ScanPlan(self.plan.estimator, rows.shape[0] - done))
@@ -479,7 +563,7 @@ class _Feeder:
     def result(self) -> FitResult:
         carry = self.carry
         state = carry.state if self.origin is None else _leave_frame(carry.state, self.origin)
-        estimate = self.plan.estimator.estimate(state)
+        estimate = _jitted(self.plan.estimator.estimate)(state)
         diverged = carry.diverged_at
         if self.skipped and int(diverged) >= 0:
             diverged = new_counter(_original_row(int(diverged), self.skipped))
@@ -502,6 +586,20 @@ def _enter_frame(state: Any, origin: jax.Array) -> Any:
 
 def _leave_frame(state: Any, origin: jax.Array) -> Any:
     return state._replace(origin=jnp.broadcast_to(origin, state.origin.shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(fn: Any) -> Any:
+    """``jax.jit(fn)``, one per function: an estimator's few small operations run as
+    one compiled call instead of one dispatch each."""
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _standard_state(estimator: Estimator, d: int, dtype: Any) -> Any:
+    """``estimator.init`` of the standard Gaussian N(0, I), computed once per
+    (estimator, d, dtype): states are immutable arrays, so every fit may share it."""
+    return estimator.init(Gaussian.standard(d, dtype))
 
 
 def _original_row(kept: int, skipped: list[int]) -> int:
@@ -539,13 +637,12 @@ class _Stream:
         truth = None if self.truth is None else check_truth(self.truth, self.plan.score, d, dtype)
         state = self.state
         if state is None:
+            check_memory(self.plan.estimator, d, dtype, chunk_rows=self.size or 0)
             if self.init is None:  # the identity needs no check (nor a d × d factorisation)
-                init = Gaussian.standard(d, dtype)
+                state = _standard_state(self.plan.estimator, d, jnp.dtype(dtype))
             else:
                 check_gaussian(self.init, d)
-                init = self.init.astype(dtype)
-            check_memory(self.plan.estimator, d, dtype, chunk_rows=self.size or 0)
-            state = self.plan.estimator.init(init)
+                state = self.plan.estimator.init(self.init.astype(dtype))
         else:
             _check_state(self.plan.estimator, state, d, dtype)
             self.counted = _largest_counter(state)
@@ -583,7 +680,7 @@ class _Stream:
                 "int64 counters"
             )
 
-    def _screen(self, rows: jax.Array) -> jax.Array:
+    def _screen(self, rows: Any) -> jax.Array:
         """The finite rows of a chunk: non-finite ones are dropped and counted
         ("skip"), or end the fit with a ``DataError`` after the rows before them.
         Also records each column's spread about the origin (float32 range check)."""
@@ -602,7 +699,7 @@ class _Stream:
                 row,
             )
         self.feeder.skipped.extend((self.seen + bad).tolist())
-        return jnp.delete(rows, bad, axis=0)
+        return (np if isinstance(rows, np.ndarray) else jnp).delete(rows, bad, axis=0)
 
     def _record_spread(self, spread: jax.Array) -> None:
         if self.framed and self.feeder.origin is not None and self.dtype == jnp.float32:
@@ -723,9 +820,11 @@ def fit(
       block_rows: for rowwise estimators (``welford``, ``exponential``,
         ``natural_gradient``), about how many rows each compiled step applies at once
         as one Gram matmul (None: ``default_block_rows()``, 4096 on a CPU and 65 536 on
-        accelerators; 1: update by update). The result equals the
-        update-by-update one to rounding, the guard and trace included: a rejected
-        block is replayed update by update. Ignored for other estimators.
+        accelerators; 1: update by update). Other estimators apply up to
+        ``GRADIENT_BLOCK`` (16) updates per compiled step, unrolled, with one
+        validity check; ``block_rows=1`` makes them update by update too. The result
+        equals the update-by-update one to rounding, the guard and trace included: a
+        rejected block is replayed update by update.
       chunk_rows: rows per chunk read from a file or sliced from an array (None:
         65 536 for files, the whole array for arrays).
       nan_policy: what a row with NaN or ±inf does: "raise" (a ``DataError``, a

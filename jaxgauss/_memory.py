@@ -10,6 +10,7 @@ an out-of-memory crash into a clear error.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any
@@ -72,11 +73,17 @@ def abstract_gaussian(d: int, dtype: Any) -> Gaussian:
     return Gaussian(jax.ShapeDtypeStruct((d,), dtype), jax.ShapeDtypeStruct((d, d), dtype))
 
 
+@functools.lru_cache(maxsize=64)
+def _state_bytes(estimator: Any, d: int, dtype: Any) -> int:
+    # eval_shape traces init: once per (estimator, d, dtype), not per fit call.
+    return tree_bytes(jax.eval_shape(estimator.init, abstract_gaussian(d, dtype)))
+
+
 def fit_bytes(estimator: Any, d: int, dtype: Any, chunk_rows: int) -> int:
     """Estimated peak bytes of a ``fit``: copies of the state, the initial and final
     ``Gaussian`` (and a host copy of the result) and two copies of a chunk of rows."""
     itemsize = jnp.dtype(dtype).itemsize
-    state = tree_bytes(jax.eval_shape(estimator.init, abstract_gaussian(d, dtype)))
+    state = _state_bytes(estimator, d, jnp.dtype(dtype))
     gaussian = (d * d + d) * itemsize
     return _STATE_COPIES * state + 3 * gaussian + 2 * chunk_rows * d * itemsize
 

@@ -607,8 +607,8 @@ def _parser() -> argparse.ArgumentParser:
         "file",
         metavar="FILE",
         nargs="+",
-        help="a .npy or .csv file of shape (n, d); several files are read in order "
-        "(with several processes, divided among them)",
+        help="a .npy, .csv (or with pyarrow .parquet, .feather) file of shape (n, d); "
+        "several files are read in order (with several processes, divided among them)",
     )
     fit.add_argument(
         "--method",

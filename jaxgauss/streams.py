@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgauss import _arrow
 from jaxgauss.gaussian import Gaussian, _spectral
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "sample",
     "read_chunks",
     "read_csv_chunks",
+    "read_table_chunks",
     "open_npy",
     "file_kind",
     "DEFAULT_CHUNK_ROWS",
@@ -97,13 +99,17 @@ def _is_array_like(data: Any) -> bool:
 
 
 def file_kind(path: str) -> str | None:
-    """ "npy", "csv" or None (unsupported) from a file name, case-insensitively:
-    ``.npy``; ``.csv``, ``.txt``, ``.tsv`` and their gzip-compressed ``.gz`` forms."""
+    """ "npy", "csv", "table" or None (unsupported) from a file name,
+    case-insensitively: ``.npy``; ``.csv``, ``.txt``, ``.tsv`` and their
+    gzip-compressed ``.gz`` forms; ``.parquet``, ``.feather``, ``.arrow``, ``.ipc``
+    (read with pyarrow, the extra ``jaxgauss[arrow]``)."""
     name = path.lower()
     if name.endswith(".npy"):
         return "npy"
     if name.endswith((".csv", ".txt", ".tsv", ".csv.gz", ".txt.gz", ".tsv.gz")):
         return "csv"
+    if name.endswith(_arrow.TABLE_SUFFIXES):
+        return "table"
     return None
 
 
@@ -116,10 +122,11 @@ def read_chunks(
       * an array (NumPy, JAX, nested lists): one chunk, or chunks of ``chunk_rows``
         rows when given (NumPy arrays are sliced, not copied);
       * a path (str or ``os.PathLike``) to a ``.npy`` file (see ``open_npy``),
-        memory-mapped so files larger than RAM stream through, or to a ``.csv``,
+        memory-mapped so files larger than RAM stream through, to a ``.csv``,
         ``.tsv`` or ``.txt`` file, optionally gzip-compressed (``.csv.gz``; see
-        ``read_csv_chunks``); suffixes in any case; chunks of ``chunk_rows`` rows
-        (default 65 536);
+        ``read_csv_chunks``), or to a ``.parquet``, ``.feather``, ``.arrow`` or
+        ``.ipc`` file (all its columns; see ``read_table_chunks``); suffixes in any
+        case; chunks of ``chunk_rows`` rows (default 65 536);
       * any other iterable (a generator, ``iter(list_of_arrays)``, a DataLoader): its
         items are the chunks, each (m, d).
 
@@ -144,8 +151,11 @@ def read_chunks(
             return _slices(arr, rows), (arr.shape[0] if arr.ndim else None), rows
         if kind == "csv":
             return read_csv_chunks(path, rows), None, rows
+        if kind == "table":
+            return read_table_chunks(path, rows), None, rows
         raise ValueError(
-            f"unsupported file type {path!r}: use a .npy, .csv, .tsv or .txt file (or .csv.gz)"
+            f"unsupported file type {path!r}: use a .npy, .csv, .tsv or .txt file (or .csv.gz), "
+            "or with pyarrow a .parquet, .feather or .arrow file"
         )
     if _is_array_like(data):
         arr = data if isinstance(data, jax.Array) else _native(np.asarray(data))
@@ -362,7 +372,9 @@ def _parse_block(
     return np.array(rows, np.float64), None
 
 
-def read_csv_chunks(source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[np.ndarray]:
+def read_csv_chunks(
+    source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS, *, engine: str = "auto"
+) -> Iterator[np.ndarray]:
     r"""Read delimited numbers in chunks of ``chunk_rows`` rows (float64).
 
     Rules (the same for every reader of text tables in jaxgauss):
@@ -387,7 +399,22 @@ def read_csv_chunks(source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterat
       >>> text = io.BytesIO(b'\xef\xbb\xbfa;b\n"1";2\n3;4\n')
       >>> next(jg.streams.read_csv_chunks(text)).tolist()
       [[1.0, 2.0], [3.0, 4.0]]
+
+    With pyarrow installed (``jaxgauss[arrow]``), a file path is parsed by Arrow's
+    streaming CSV reader in C++, several times faster, by the same rules and with
+    the same messages: at the first block Arrow refuses, this reader takes over at
+    that block's first row. ``engine="python"`` forces the pure-Python reader.
     """
+    if engine not in ("auto", "python"):
+        raise ValueError(f"engine must be 'auto' or 'python', got {engine!r}")
+    if engine == "auto" and isinstance(source, (str, os.PathLike)) and _arrow.pyarrow():
+        return _arrow.read_csv(os.fspath(source), chunk_rows, _read_csv_python)
+    return _read_csv_python(source, chunk_rows)
+
+
+def _read_csv_python(source: Any, chunk_rows: int, skip: int = 0) -> Iterator[np.ndarray]:
+    """``read_csv_chunks`` line by line in Python; the first ``skip`` data rows
+    (already read by Arrow) are decoded but neither parsed nor yielded."""
     f, name = _open_binary(source)
     try:
         lines = _decoded_lines(f, name)
@@ -397,7 +424,9 @@ def read_csv_chunks(source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterat
         delimiter = _sniff_delimiter(first[1])
         if not _is_header(_cells(first[1], delimiter), first[1], first[0], name):
             lines = itertools.chain([first], lines)
-        row, width = 0, None
+        row, width = skip, None
+        if skip:
+            lines = itertools.islice(lines, skip, None)
         while block := list(itertools.islice(lines, chunk_rows)):
             chunk, err = _parse_block(block, delimiter, width, row, name)
             if chunk is not None and chunk.shape[0]:
@@ -409,3 +438,32 @@ def read_csv_chunks(source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterat
     finally:
         if f is not source:
             f.close()
+
+
+def read_table_chunks(
+    path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: list[str] | None = None
+) -> Iterator[np.ndarray]:
+    """Read a Parquet, Feather or Arrow IPC file in chunks of ``chunk_rows`` float64 rows.
+
+    Needs pyarrow (``pip install 'jaxgauss[arrow]'``). One record batch is in memory
+    at a time, so files larger than RAM stream through. ``columns`` selects columns
+    by name, in that order (None: all); each must hold numbers (integers, floats or
+    booleans), otherwise a ``ValueError`` names it. A null (missing) cell is a
+    ``ValueError`` naming its 0-based row and column, as an empty CSV cell is; the
+    rows before it are yielded first.
+
+    Example:
+      >>> import tempfile, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+      >>> import jaxgauss as jg
+      >>> folder = tempfile.TemporaryDirectory()
+      >>> table = pa.table({"id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0], "y": [4, 5, 6]})
+      >>> pq.write_table(table, f"{folder.name}/t.parquet")
+      >>> chunks = jg.streams.read_table_chunks(f"{folder.name}/t.parquet", 2, ["y", "x"])
+      >>> [c.tolist() for c in chunks]
+      [[[4.0, 1.0], [5.0, 2.0]], [[6.0, 3.0]]]
+      >>> res = jg.fit(jg.welford(), jg.streams.read_table_chunks(f"{folder.name}/t.parquet", columns=["x"]))
+      >>> float(res.estimate.mean[0])
+      2.0
+      >>> folder.cleanup()
+    """
+    return _arrow.read_table(os.fspath(path), chunk_rows, columns)

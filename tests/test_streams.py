@@ -1,7 +1,9 @@
 """streams: the file readers on hostile but realistic files (no JAX compile here).
 
 Every bad file is a ValueError naming the file and, for text, the row and line;
-everything before a bad CSV line is still yielded, so a fit keeps it."""
+everything before a bad CSV line is still yielded, so a fit keeps it. The CSV tests
+run on both readers, the pure-Python one and Arrow's (where pyarrow is installed):
+the same files must give the same rows and the same messages."""
 
 import gzip
 import io
@@ -13,6 +15,25 @@ import pytest
 import jaxgauss as jg
 
 ROWS = np.array([[1.0, 2.5], [-3.0, 4e-3], [5.0, 6.0]])
+
+
+@pytest.fixture(params=["python", "arrow"])
+def engine(request, monkeypatch):
+    """Which CSV reader path-based reads use; "arrow" also checks Arrow was used."""
+    if request.param == "python":
+        monkeypatch.setattr(jg.streams._arrow, "pyarrow", lambda: None)
+        yield "python"
+        return
+    pytest.importorskip("pyarrow")
+    real, calls = jg.streams._arrow.read_csv, []
+
+    def spy(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(jg.streams._arrow, "read_csv", spy)
+    yield "arrow"
+    assert calls, "the Arrow reader was not used"
 
 
 def _read(path, chunk_rows=2):
@@ -32,13 +53,13 @@ def _read(path, chunk_rows=2):
         ("UPPER.CSV", "1,2.5\n-3,4e-3\n5,6\n"),
     ],
 )
-def test_csv_dialects_read_the_same_rows(tmp_path, name, text):
+def test_csv_dialects_read_the_same_rows(engine, tmp_path, name, text):
     path = tmp_path / name
     path.write_bytes(text.encode("utf-8"))
     np.testing.assert_array_equal(_read(path), ROWS)
 
 
-def test_gzip_and_binary_stream(tmp_path):
+def test_gzip_and_binary_stream(engine, tmp_path):
     text = b"a,b\n1,2.5\n-3,4e-3\n5,6\n"
     with gzip.open(tmp_path / "t.csv.gz", "wb") as f:
         f.write(text)
@@ -69,14 +90,14 @@ def test_gzip_and_binary_stream(tmp_path):
         ("\n\n", "has no rows"),
     ],
 )
-def test_bad_csv_lines_are_named(tmp_path, text, message):
+def test_bad_csv_lines_are_named(engine, tmp_path, text, message):
     path = tmp_path / "t.csv"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         _read(path)
 
 
-def test_rows_before_a_bad_line_are_yielded_first(tmp_path):
+def test_rows_before_a_bad_line_are_yielded_first(engine, tmp_path):
     # A change of width in the third chunk: the rows before the bad line come out,
     # including the good head of the chunk that holds it.
     lines = [f"{i},{i}" for i in range(7)] + ["7,7,7"] + ["8,8"]
@@ -88,7 +109,7 @@ def test_rows_before_a_bad_line_are_yielded_first(tmp_path):
         next(chunks)
 
 
-def test_non_utf8_bytes_name_file_and_offset(tmp_path):
+def test_non_utf8_bytes_name_file_and_offset(engine, tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes(b"a,b\n1,2\n3,\xe94\n")
     with pytest.raises(
@@ -131,3 +152,102 @@ def test_big_endian_npy_is_read_natively(tmp_path):
 def test_unsupported_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"unsupported file type .*\.xlsx"):
         jg.streams.read_chunks(str(tmp_path / "t.xlsx"))
+
+
+def test_arrow_csv_many_blocks_no_hand_over(tmp_path, monkeypatch):
+    # A clean file is read by Arrow alone (the Python reader would raise here), in
+    # chunks of exactly chunk_rows rows whatever Arrow's own block size.
+    pytest.importorskip("pyarrow")
+    rows = np.random.default_rng(0).normal(size=(5000, 3)).round(6)
+    text = "a;b;c\n" + "\n".join(";".join(map(str, r)) for r in rows) + "\n"
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
+        f.write(text)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("handed over to the Python reader")
+
+    monkeypatch.setattr(jg.streams, "_read_csv_python", refuse)
+    chunks = list(jg.streams.read_csv_chunks(str(tmp_path / "t.csv.gz"), chunk_rows=1024))
+    assert [c.shape[0] for c in chunks] == [1024] * 4 + [904]
+    assert all(c.flags.c_contiguous and c.dtype == np.float64 for c in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), rows)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("4000, 5", None),  # a space before a number: both read it
+        ('4000, "5"', None),  # a space before a quote: Arrow refuses, Python reads on
+        ("   ", None),  # a line of spaces is blank
+        ("4000,x", r"row 4000 \(line 4002\) column 1 is not a number: 'x'"),
+        ("# mid-file", r"row 4000 \(line 4002\) column 0 is not a number: '# mid-file'"),
+    ],
+)
+def test_arrow_hands_over_mid_file(tmp_path, bad, message):
+    # Past Arrow's first blocks, a line it refuses: the Python reader takes over at
+    # that block's first row and reads on, or names the line as it does alone.
+    pytest.importorskip("pyarrow")
+    lines = ["x,y", *(f"{i},{i % 7}" for i in range(4000)), bad, *(f"{i},0" for i in range(50))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    both = {}
+    for engine in ("auto", "python"):
+        got = []
+        chunks = jg.streams.read_csv_chunks(str(tmp_path / "t.csv"), 512, engine=engine)
+        if message is None:
+            got = list(chunks)
+        else:
+            with pytest.raises(ValueError, match=message):
+                for c in chunks:
+                    got.append(c)
+        both[engine] = np.concatenate(got)
+    np.testing.assert_array_equal(both["auto"], both["python"])
+    assert both["auto"].shape[0] == (4000 if message else 4051 - (bad.strip() == ""))
+
+
+def _tables(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(1).normal(size=(300, 2))
+    table = pa.table({"name": [f"r{i}" for i in range(300)], "x": x[:, 0], "y": x[:, 1]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=64)
+    feather.write_feather(table, tmp_path / "t.feather", chunksize=100)
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink:  # IPC stream format
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=70)
+    return x, ["t.parquet", "t.feather", "t.arrow"]
+
+
+def test_parquet_feather_ipc_columns_by_name(tmp_path):
+    x, names = _tables(tmp_path)
+    for name in names:
+        path = str(tmp_path / name)
+        chunks = list(jg.streams.read_table_chunks(path, 128, columns=["y", "x"]))
+        assert [c.shape for c in chunks] == [(128, 2), (128, 2), (44, 2)], name
+        np.testing.assert_array_equal(np.concatenate(chunks), x[:, ::-1])
+        with pytest.raises(ValueError, match=r"column 'name' holds string, not numbers"):
+            _read(path)
+        with pytest.raises(
+            ValueError, match=r"has no column 'z'; its columns: \['name', 'x', 'y'\]"
+        ):
+            next(jg.streams.read_table_chunks(path, columns=["x", "z"]))
+
+
+def test_table_null_cell_is_named_after_rows_before_it(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    values = [float(i) for i in range(10)]
+    table = pa.table({"a": values, "b": values[:7] + [None] + values[8:]})
+    pq.write_table(table, tmp_path / "n.parquet")
+    chunks = jg.streams.read_table_chunks(str(tmp_path / "n.parquet"), 3)
+    assert [next(chunks).shape[0] for _ in range(3)] == [3, 3, 1]
+    with pytest.raises(ValueError, match=r"row 7 column 1 \('b'\) is null \(a missing value\)"):
+        next(chunks)
+
+
+def test_tables_without_pyarrow_name_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setattr(jg.streams._arrow, "pyarrow", lambda: None)
+    with pytest.raises(ValueError, match=r"needs pyarrow: pip install 'jaxgauss\[arrow\]'"):
+        _read(tmp_path / "t.parquet")
