@@ -169,11 +169,17 @@ def _absorb(
     """
     uniform = jnp.ndim(weights) == 0
     # c = 0 (a first row with no prior) drops the old state exactly, however large it
-    # was: the rows are then shifted by the batch's own mean instead of the old mean,
+    # was: the rows are then shifted by the batch's own (weighted) mean, not the old mean,
     # so that s ≈ 0 and Σᵢ wᵢ eᵢ eᵢᵀ − s sᵀ does not cancel (centring on the first
     # row lost ~1e-7 absolute in float32 on data of mean 5).
     forget = keep == 0
-    shift = mean if known else jnp.where(forget, jnp.mean(batch, axis=0), mean)
+    if uniform:
+        centre = jnp.mean(batch, axis=0)
+    else:  # the rows' own weighted mean: padding rows of weight 0 must not pull it
+        total_weight = jnp.sum(weights)
+        some = total_weight > 0
+        centre = jnp.where(some, weights @ batch / jnp.where(some, total_weight, 1), batch[0])
+    shift = mean if known else jnp.where(forget, centre, mean)
     e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
     if uniform:
         s, gram, total = weights * jnp.sum(e, axis=0), weights * (e.T @ e), weights * e.shape[0]
