@@ -156,3 +156,23 @@ def test_cli_fit_mixture_and_student_t(tmp_path, capsys):
     assert result["n"] == 1200 and sorted(np.round(result["weights"], 1)) == [0.2, 0.3, 0.5]
     assert main(args + ["--method", "student-t"]) == 2
     assert "needs --dof" in capsys.readouterr().err
+
+
+def test_mixture_sweeps_over_the_step_exponent_with_a_held_out_score():
+    """Online EM in a sweep: κ of the step (t + 500)^−κ × seeds in one compiled call,
+    scored by the held-out negative log-likelihood (``score`` reads any estimate that
+    ``jg.log_likelihood`` reads). On Gaussian rows a 2-component mixture is no worse
+    than a few per cent above the MLE Gaussian's held-out value (measured 1.01–1.03 at
+    640 rows, 500 of them seeding); 1.1 leaves room for seed noise."""
+    truth = jg.Gaussian(jnp.array([1.0, -1.0]), jnp.array([[2.0, 0.3], [0.3, 0.5]]))
+    held = jg.sample(jax.random.key(9), truth, 512)
+
+    def held_out_nll(truth, estimate):
+        return -jnp.mean(jg.log_likelihood(estimate, held))
+
+    make = jg.make_method("mixture", components=2)
+    res = jg.sweep(
+        make, np.array([0.6, 0.9]), truth=truth, n_steps=640, seeds=2, score=held_out_nll
+    )
+    assert np.all(np.asarray(res.diverged_at) == -1)
+    assert np.all(np.asarray(res.efficiency) < 1.1)
