@@ -450,6 +450,28 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
 
 
+def _unit(plan: ScanPlan, size: int | None) -> tuple[ScanPlan, int, bool]:
+    """The plan a stream of chunks of ``size`` rows is applied with, the rows it is
+    applied in at least (one traced piece, or one block of batches), and whether
+    snapshots are taken on the host. They are when a traced piece
+    (``batch_size·trace_every`` rows) would be longer than a chunk: buffering it
+    could hold a whole file, so blocks that fit a chunk (and divide ``trace_every``,
+    so snapshots fall on their edges) run untraced, with host snapshots between
+    them. One update's ``batch_size`` rows are the floor."""
+    b, every = plan.batch_size, plan.trace_every
+    if not every or size is None or b * every <= size:
+        return plan, b * (every or plan.block), False
+    fits = max(1, min(plan.block, size // b))
+    block = max(q for q in range(1, fits + 1) if every % q == 0)
+    return plan._replace(block=block), b * block, True
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _estimate_and_score(plan: ScanPlan, state: Any, truth: Any) -> tuple[Any, Any]:
+    estimate = plan.estimator.estimate(state)
+    return estimate, None if truth is None else plan.score(truth, estimate)
+
+
 class _Feeder:
     """One fit in progress: regroups incoming rows into compiled pieces of fixed
     shapes, applies them, and assembles the ``FitResult``.
@@ -461,21 +483,53 @@ class _Feeder:
     """
 
     def __init__(self, plan: ScanPlan, carry: FitCarry, truth: Any, size: int | None, run=None):
-        self.plan, self.carry, self.truth = plan, carry, truth
+        self.plan, self.unit, self.host_trace = _unit(plan, size)  # unit: indivisible
+        self.carry, self.truth = carry, truth
         # (plan, carry, rows, truth, origin) -> (carry, trace)
         self.run = _run if run is None else run
         self.origin: jax.Array | None = None  # the frame of the carried state and rows
-        self.unit = plan.batch_size * (plan.trace_every or plan.block)  # indivisible piece
         self.size = None if size is None else self.unit * max(1, size // self.unit)
+        self.since_snapshot = 0  # rows applied since the last host snapshot
         self.pending: list[jax.Array] = []
         self.n_pending = 0
         self.traces: list[Trace] = []
         self.skipped: list[int] = []  # rows dropped by nan_policy="skip", as given
 
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
+        if self.host_trace and plan.trace_every:
+            self._run_to_snapshots(rows, plan._replace(trace_every=0))
+            return
         self.carry, trace = self.run(plan, self.carry, rows, self.truth, self.origin)
         if trace is not None:
             self.traces.append(trace)
+
+    def _run_to_snapshots(self, rows: jax.Array, plan: ScanPlan) -> None:
+        """Apply ``rows`` (whole units) untraced, cut where a snapshot falls due, in
+        power-of-two counts of units (few compiled shapes); snapshot on the host."""
+        every = plan.batch_size * self.plan.trace_every  # a multiple of the unit
+        done = 0
+        while done < rows.shape[0]:
+            take = min(rows.shape[0] - done, every - self.since_snapshot)
+            units = take // self.unit
+            for bit in reversed(range(units.bit_length())):
+                if units >> bit & 1:
+                    self._run(rows[done : done + (self.unit << bit)], plan)
+                    done += self.unit << bit
+            self.since_snapshot += take
+            if self.since_snapshot == every:
+                self.since_snapshot = 0
+                self.traces.append(self._snapshot())
+
+    def _snapshot(self) -> Trace:
+        state = self.carry.state
+        state = state if self.origin is None else _leave_frame(state, self.origin)
+        estimate, score = _estimate_and_score(self.plan, state, self.truth)
+        one = functools.partial(jnp.expand_dims, axis=0)
+        return Trace(
+            one(self.carry.rows),
+            jax.tree_util.tree_map(one, estimate),
+            None if score is None else one(score),
+        )
 
     def _take(self) -> jax.Array:
         if len(self.pending) == 1:
@@ -637,7 +691,8 @@ class _Stream:
         truth = None if self.truth is None else check_truth(self.truth, self.plan.score, d, dtype)
         state = self.state
         if state is None:
-            check_memory(self.plan.estimator, d, dtype, chunk_rows=self.size or 0)
+            held = self.size and max(self.size, _unit(self.plan, self.size)[1])
+            check_memory(self.plan.estimator, d, dtype, chunk_rows=held or 0)
             if self.init is None:  # the identity needs no check (nor a d × d factorisation)
                 state = _standard_state(self.plan.estimator, d, jnp.dtype(dtype))
             else:

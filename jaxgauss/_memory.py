@@ -97,6 +97,14 @@ def check_memory(estimator: Any, d: int, dtype: Any, *, chunk_rows: int = 0) -> 
     """
     need = fit_bytes(estimator, d, dtype, chunk_rows)
     have = available_memory()
+    rows = 2 * chunk_rows * d * jnp.dtype(dtype).itemsize
+    if have is not None and need > have and rows > need // 2:
+        raise ValueError(
+            f"a fit of d = {d:,} columns in {jnp.dtype(dtype).name} holds {chunk_rows:,} rows "
+            f"at once (one update of batch_size rows, or a block of them, and a chunk): about "
+            f"{gigabytes(need)} of memory, more than the {gigabytes(have)} available: use a "
+            "smaller batch_size (or chunk_rows)"
+        )
     if have is not None and need > have:
         raise ValueError(
             f"a fit of d = {d:,} columns in {jnp.dtype(dtype).name} needs about "

@@ -384,3 +384,45 @@ def test_state_of_another_estimator_or_width_is_refused():
 def test_integer_data_give_float32_with_x64():
     # The README's rule: float64 only for float64 data (tests run with x64 enabled).
     assert jg.fit(jg.welford(), np.arange(6).reshape(3, 2)).estimate.mean.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", list(STREAMERS))
+def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, name):
+    """A snapshot every 3·70 = 210 rows of a stream read in chunks of 64: the traced
+    piece does not fit a chunk, so untraced blocks run and the snapshots are taken
+    between them. The buffer stays below a chunk, and the trace equals the one
+    compiled scan of the whole array; a trace_every past the stream's end gives an
+    empty trace without holding the stream."""
+    from jaxgauss._fit import _Feeder
+
+    est = STREAMERS[name]()
+    ys = np.asarray(_data(1001, d=3, seed=7))
+    held = []
+    push = _Feeder.push
+
+    def spy(self, rows):
+        push(self, rows)
+        held.append(self.n_pending)
+
+    kw = dict(batch_size=3, trace_every=70)
+    whole = jg.fit(est, ys, **kw)
+    monkeypatch.setattr(_Feeder, "push", spy)
+    res = jg.fit(est, (ys[i : i + s] for i, s in _ragged(1001)), chunk_rows=64, **kw)
+    assert max(held) < 64
+    np.testing.assert_array_equal(res.trace.rows, [210, 420, 630, 840])
+    np.testing.assert_array_equal(res.trace.rows, whole.trace.rows)
+    np.testing.assert_allclose(res.trace.estimate.cov, whole.trace.estimate.cov, rtol=1e-10)
+    np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10)
+
+    held.clear()
+    res = jg.fit(est, iter(np.array_split(ys, 20)), chunk_rows=64, batch_size=3, trace_every=2000)
+    assert max(held) < 64 and res.trace.rows.shape == (0,) and res.n_rows == 1001
+    np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10)
+
+
+def test_a_batch_larger_than_memory_is_refused_up_front():
+    """One update needs all of its batch's rows at once: a batch_size whose rows
+    cannot fit is refused before anything is read, naming batch_size."""
+    chunks = iter([np.ones((4, 3))])
+    with pytest.raises(ValueError, match="smaller batch_size"):
+        jg.fit(jg.welford(), chunks, batch_size=10**13)
