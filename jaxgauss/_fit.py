@@ -184,6 +184,13 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
     )
 
 
+def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array) -> FitCarry:
+    """One step of the compiled loops: ``plan.block`` updates of ``batch_size`` rows."""
+    if plan.block > 1:
+        return _blocked_step(plan.estimator, carry, rows, plan.batch_size)
+    return _guarded_step(plan.estimator, carry, rows)
+
+
 def _scan_rows(
     plan: ScanPlan, carry: FitCarry, rows: jax.Array, truth: Any, origin: Any = None
 ) -> tuple[FitCarry, Trace | None]:
@@ -202,9 +209,7 @@ def _scan_rows(
     d = rows.shape[1]
 
     def step(c, piece):
-        if block > 1:
-            return _blocked_step(est, c, piece, b), None
-        return _guarded_step(est, c, piece), None
+        return _step(plan, c, piece), None
 
     if not plan.trace_every:
         return jax.lax.scan(step, carry, rows.reshape(-1, b * block, d), unroll=plan.unroll)[
@@ -423,27 +428,24 @@ def _largest_counter(state: Any) -> int:
 
 
 def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) -> FitCarry:
-    """The first ``m`` batches (traced) of ``rows`` ((K·b, d), K a power of two, the
-    rest padding) in power-of-two pieces, each applied or skipped by a conditional
-    on one bit of m: whole units (``plan.block`` updates) by the bits of m // block,
-    then the rest as one block per piece. One compiled program serves every m < K,
-    so a stream's ragged end is one call, and at most log₂ K programs exist."""
-    b, block = plan.batch_size, plan.block
-    k_batches = rows.shape[0] // b
-    offset = jnp.zeros((), jnp.int32)
+    """The first ``m`` batches (traced) of ``rows`` ((K·b, d), the rest padding): whole
+    blocks in one loop, then what is left at ever finer levels (blocks of
+    ``block // 16``, ``block // 256``, … updates, then single updates), one loop per
+    level (fewer than 32 passes each). One compiled program serves every m ≤ K, so a
+    stream's ragged end is one call and, with K a power of two, at most log₂ of the
+    chunk size programs exist; each has only a handful of loop bodies to compile."""
+    b, sizes = plan.batch_size, [plan.block]
+    while sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // 16))
+    done = jnp.zeros((), jnp.int32)  # batches applied
+    for size in (s for s in sizes if s * b <= rows.shape[0]):
+        level = plan._replace(block=size)
 
-    def piece(carry, offset, size, piece_plan, take):
-        part = jax.lax.dynamic_slice_in_dim(rows, offset * b, size * b)
-        apply = lambda c: _scan_rows(piece_plan, c, part, None)[0]  # noqa: E731
-        return jax.lax.cond(take, apply, lambda c: c, carry), offset + take * size
+        def body(_, state, size=size, level=level):
+            c, at = state
+            return _step(level, c, jax.lax.dynamic_slice_in_dim(rows, at * b, size * b)), at + size
 
-    for bit in reversed(range(((k_batches - 1) // block).bit_length())):
-        take = ((m // block) >> bit & 1).astype(jnp.int32)
-        carry, offset = piece(carry, offset, block << bit, plan, take)
-    for bit in reversed(range((min(block, k_batches) - 1).bit_length())):
-        take = ((m % block) >> bit & 1).astype(jnp.int32)
-        piece_plan = plan._replace(block=(1 << bit) if block > 1 else 1)
-        carry, offset = piece(carry, offset, 1 << bit, piece_plan, take)
+        carry, done = jax.lax.fori_loop(0, (m - done) // size, body, (carry, done))
     return carry
 
 
