@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -391,10 +392,35 @@ def _check_state(estimator: Estimator, state: Any, d: int, dtype: Any) -> None:
             )
 
 
+# NumPy chunks up to this many entries are screened on the host: no device call and
+# no wait for its answer (the fixed cost of a small fit); larger ones in one fused
+# compiled pass, which is faster than NumPy's several.
+_HOST_SCREEN_ENTRIES = 1 << 18
+
+
+def _chunk_stats(rows: Any) -> tuple[bool, np.ndarray]:
+    """Whether any entry of a chunk is NaN or ±inf, and each column's largest
+    finite |entry|."""
+    if isinstance(rows, np.ndarray) and rows.size <= _HOST_SCREEN_ENTRIES:
+        finite = np.isfinite(rows)
+        if finite.all():
+            return False, np.max(np.abs(rows), axis=0)
+        return True, np.max(np.where(finite, np.abs(rows), 0), axis=0)
+    bad, spread = _device_chunk_stats(rows)
+    return bool(bad), spread
+
+
+def _zero_padded(rows: Any, n: int) -> Any:
+    """``rows`` followed by rows of zeros up to ``n`` rows (on the host for NumPy)."""
+    if not isinstance(rows, np.ndarray):
+        return jnp.pad(rows, ((0, n - rows.shape[0]), (0, 0)))
+    out = np.zeros((n, rows.shape[1]), rows.dtype)
+    out[: rows.shape[0]] = rows
+    return out
+
+
 @jax.jit
-def _chunk_stats(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One fused pass over a chunk on the device: whether any entry is NaN or ±inf,
-    and each column's largest finite |entry|."""
+def _device_chunk_stats(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     finite = jnp.isfinite(rows)
     return ~jnp.all(finite), jnp.max(jnp.where(finite, jnp.abs(rows), 0), axis=0)
 
@@ -451,6 +477,10 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
 
+# A whole array of at most this many rows goes to ``_run_tail`` in one call (padded to
+# a power of two): one program to compile for a small fit instead of two.
+_WHOLE_IN_TAIL = 1 << 16
+
 
 def _unit(plan: ScanPlan, size: int | None) -> tuple[ScanPlan, int, bool]:
     """The plan a stream of chunks of ``size`` rows is applied with, the rows it is
@@ -489,13 +519,19 @@ class _Feeder:
         self.carry, self.truth = carry, truth
         # (plan, carry, rows, truth, origin) -> (carry, trace)
         self.run = _run if run is None else run
-        self.origin: jax.Array | None = None  # the frame of the carried state and rows
+        self.origin: np.ndarray | None = None  # the frame of the carried state and rows
         self.size = None if size is None else self.unit * max(1, size // self.unit)
         self.since_snapshot = 0  # rows applied since the last host snapshot
         self.pending: list[jax.Array] = []
         self.n_pending = 0
         self.traces: list[Trace] = []
         self.skipped: list[int] = []  # rows dropped by nan_policy="skip", as given
+
+    @property
+    def _tail_only(self) -> bool:
+        """Whether ``close`` applies all whole batches in one ``_run_tail`` call (one
+        device, no trace)."""
+        return not self.plan.trace_every and self.run is _run
 
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
         if self.host_trace and plan.trace_every:
@@ -544,11 +580,15 @@ class _Feeder:
         return rows
 
     def push(self, rows: jax.Array) -> None:
-        """Buffer ``rows`` and apply every full chunk (a whole array: all full units)."""
+        """Buffer ``rows`` and apply every full chunk (a whole array: all full units,
+        unless it is small enough for ``close``'s one tail call: then one compiled
+        program, not two, serves it)."""
         if not rows.shape[0]:
             return
         self.pending.append(rows)
         self.n_pending += rows.shape[0]
+        if self.size is None and self._tail_only and self.n_pending <= _WHOLE_IN_TAIL:
+            return
         size = self.size or self.unit * (self.n_pending // self.unit)
         if size and self.n_pending >= size:
             rows = self._take()
@@ -570,13 +610,11 @@ class _Feeder:
             return
         rows, done = self._take(), 0
         b = self.plan.batch_size
-        if not self.plan.trace_every and self.run is _run:  # one device, no trace
+        if self._tail_only:
             m = rows.shape[0] // b
             if m:
                 k = 1 << m.bit_length()  # a power of two above m
-                head = rows if m * b == rows.shape[0] else rows[: m * b]
-                pad = np.pad if isinstance(rows, np.ndarray) else jnp.pad
-                padded = pad(head, ((0, (k - m) * b), (0, 0)))
+                padded = _zero_padded(rows[: m * b], k * b)
                 self.carry = _run_tail_jit(self.plan, self.carry, padded, np.int32(m))
                 done = m * b
         else:
@@ -611,16 +649,15 @@ class _Feeder:
         )
         return Trace(jnp.zeros((0,), counter_dtype()), empty, score)
 
-    def enter_frame(self, origin: jax.Array) -> None:
+    def enter_frame(self, origin: np.ndarray) -> None:
         """From now on the rows come relative to ``origin`` (the state follows)."""
         self.carry = self.carry._replace(state=_enter_frame(self.carry.state, origin))
         self.origin = origin
 
     def result(self) -> FitResult:
         carry = self.carry
-        state = carry.state if self.origin is None else _leave_frame(carry.state, self.origin)
-        estimate = _jitted(self.plan.estimator.estimate)(state)
-        diverged = carry.diverged_at
+        state, estimate = _finish(self.plan.estimator.estimate, carry.state, self.origin)
+        diverged = jnp.asarray(carry.diverged_at)  # still on the host if nothing ran
         if self.skipped and int(diverged) >= 0:
             diverged = new_counter(_original_row(int(diverged), self.skipped))
         trace = self._trace(estimate)
@@ -633,22 +670,24 @@ def _framed(state: Any) -> bool:
     return isinstance(state, (WelfordState, MomentsState))
 
 
+@jax.jit
 def _enter_frame(state: Any, origin: jax.Array) -> Any:
     """The same state with its mean relative to ``origin`` and its origin field 0: the
     form in which the compiled scans see it while the rows arrive minus ``origin``."""
     mean = state.mean + (state.origin - origin)
-    return state._replace(mean=mean, origin=jnp.zeros_like(origin))
+    return state._replace(mean=mean, origin=jnp.zeros_like(state.origin))
 
 
 def _leave_frame(state: Any, origin: jax.Array) -> Any:
     return state._replace(origin=jnp.broadcast_to(origin, state.origin.shape))
 
 
-@functools.lru_cache(maxsize=64)
-def _jitted(fn: Any) -> Any:
-    """``jax.jit(fn)``, one per function: an estimator's few small operations run as
-    one compiled call instead of one dispatch each."""
-    return jax.jit(fn)
+@functools.partial(jax.jit, static_argnames="estimate")
+def _finish(estimate: Callable, state: Any, origin: Any) -> tuple[Any, Any]:
+    """The state out of ``fit``'s frame (when it has one) and its estimate, in one
+    compiled call instead of a dispatch per operation."""
+    state = state if origin is None else _leave_frame(state, origin)
+    return state, estimate(state)
 
 
 @functools.lru_cache(maxsize=64)
@@ -704,26 +743,31 @@ class _Stream:
             _check_state(self.plan.estimator, state, d, dtype)
             self.counted = _largest_counter(state)
         self.d, self.dtype = d, dtype
-        feeder = _Feeder(self.plan, init_carry(state), truth, self.size)
+        # Counters start on the host: the first compiled call takes them over.
+        counter = functools.partial(np.asarray, dtype=counter_dtype())
+        feeder = _Feeder(self.plan, FitCarry(state, counter(-1), counter(0)), truth, self.size)
         self.framed = _framed(state)
         if self.framed and self.state is not None:
-            feeder.enter_frame(jnp.asarray(state.origin))
+            feeder.enter_frame(np.asarray(state.origin))
         return feeder
 
-    def _frame(self, chunk: Any) -> jax.Array:
+    def _frame(self, chunk: Any) -> Any:
         """The chunk in the working dtype, moved into the state's frame: the origin
-        is subtracted on the host in the data's own precision, before the cast."""
-        if not self.framed:
-            return jnp.asarray(chunk, self.dtype)
-        if self.feeder.origin is None:
+        is subtracted on the host in the data's own precision, before the cast.
+        Small NumPy chunks stay on the host until the compiled call (``_chunk_stats``)."""
+        origin = None
+        if self.framed and self.feeder.origin is None:
             finite = np.flatnonzero(np.all(np.isfinite(np.asarray(chunk)), axis=1))
-            if not finite.size:  # no reference yet: these rows are all screened out
-                return jnp.asarray(chunk, self.dtype)
-            self.feeder.enter_frame(jnp.asarray(np.asarray(chunk[finite[0]]), self.dtype))
-        origin = self.feeder.origin
-        if isinstance(chunk, jax.Array):
-            return jnp.asarray(chunk, self.dtype) - origin
-        return jnp.asarray(_subtract_host(chunk, np.asarray(origin), self.dtype))
+            if finite.size:  # else no reference yet: these rows are all screened out
+                self.feeder.enter_frame(np.asarray(chunk[finite[0]]).astype(self.dtype))
+        if self.framed:
+            origin = self.feeder.origin
+        if isinstance(chunk, jax.Array) or chunk.size > _HOST_SCREEN_ENTRIES:
+            chunk = jnp.asarray(chunk, self.dtype)
+            return chunk if origin is None else chunk - origin
+        if origin is None:
+            return np.asarray(chunk, self.dtype)
+        return _subtract_host(chunk, origin, self.dtype)
 
     def _check_capacity(self, n: int) -> None:
         """Without x64 the counters are int32: refuse, before they wrap, a fit that
@@ -743,7 +787,7 @@ class _Stream:
         Also records each column's spread about the origin (float32 range check)."""
         bad_any, spread = _chunk_stats(rows)
         self._record_spread(spread)
-        bad = _nonfinite_rows(rows) if bool(bad_any) else np.zeros(0, np.int64)
+        bad = _nonfinite_rows(rows) if bad_any else np.zeros(0, np.int64)
         if not bad.size:
             return rows
         if self.nan_policy == "raise":

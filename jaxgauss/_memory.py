@@ -20,6 +20,10 @@ import jax.numpy as jnp
 
 from jaxgauss.gaussian import Gaussian
 
+# Below this estimate a run is not checked (nor the free memory read): any machine
+# that runs JAX has that much to spare, and small fits pay no fixed cost for it.
+_ALWAYS_AVAILABLE = 64 * 2**20
+
 # Copies of a state alive at the peak of one update (old, new, the guard's select,
 # the Gram and outer-product temporaries of a d × d covariance).
 _STATE_COPIES = 6
@@ -96,6 +100,8 @@ def check_memory(estimator: Any, d: int, dtype: Any, *, chunk_rows: int = 0) -> 
       ValueError: with the estimate, what is available and what to do.
     """
     need = fit_bytes(estimator, d, dtype, chunk_rows)
+    if need < _ALWAYS_AVAILABLE:
+        return
     have = available_memory()
     rows = 2 * chunk_rows * d * jnp.dtype(dtype).itemsize
     if have is not None and need > have and rows > need // 2:

@@ -1,8 +1,27 @@
 """Test configuration: float64 is available (tests choose float32 or float64
-explicitly); every test gets a fresh, fixed key through the ``key`` fixture."""
+explicitly); every test gets a fresh, fixed key through the ``key`` fixture.
 
-import jax
-import pytest
+Compiled programs are shared through JAX's persistent compilation cache, in a
+directory made for this session (and removed after it) unless
+``JAX_COMPILATION_CACHE_DIR`` is set: the pytest-xdist workers and the command-line,
+README and multi-process tests' subprocesses inherit it, so a program one of them
+compiled is loaded, not compiled again, by the others. Results are unaffected: the
+cache is keyed by the program, the compile options and the jaxlib version.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session
+    _cache = tempfile.mkdtemp(prefix="jaxgauss-tests-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402  (after the cache's environment variables)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

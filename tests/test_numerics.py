@@ -269,9 +269,11 @@ def test_default_init_is_not_factored_and_user_init_is_checked(monkeypatch):
 
 
 def test_fit_refuses_what_cannot_fit(monkeypatch):
+    # d = 2000: ~150 MB of state copies, above the 64 MiB below which nothing is checked
     monkeypatch.setattr(_memory, "available_memory", lambda: 10**6)
     with pytest.raises(ValueError, match="needs about"):
-        jg.fit(jg.welford(), np.zeros((2, 400)))
+        jg.fit(jg.welford(), np.zeros((2, 2000)))
+    jg.fit(jg.welford(), np.zeros((2, 40)))  # a small fit is not refused
 
 
 def test_cli_large_covariance_goes_to_npy_beside_the_json(tmp_path):
