@@ -132,7 +132,7 @@ def _guarded_step(
 _UNROLL = 8
 
 
-def _apply_block(estimator: Estimator, state: Any, rows: jax.Array, b: int):
+def _apply_block(estimator: Estimator, state: Any, rows: jax.Array, b: int, unroll: int):
     """The state after the k = n/b updates of ``rows`` (n, d), unguarded, and whether
     every state along the way was valid.
 
@@ -151,12 +151,14 @@ def _apply_block(estimator: Estimator, state: Any, rows: jax.Array, b: int):
 
     batches = rows.reshape(rows.shape[0] // b, b, rows.shape[1])
     (new, ok), _ = jax.lax.scan(
-        body, (state, jnp.array(True)), batches, unroll=min(_UNROLL, batches.shape[0])
+        body, (state, jnp.array(True)), batches, unroll=min(unroll, batches.shape[0])
     )
     return new, ok
 
 
-def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int) -> FitCarry:
+def _blocked_step(
+    estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int, unroll: int = _UNROLL
+) -> FitCarry:
     """k updates of b rows each (``rows``: (k·b, d)) applied at once (``_apply_block``).
 
     Only if some state along the block is rejected is the block replayed update by
@@ -175,7 +177,7 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
 
     # One conditional on the common path (a diverged run computes and drops its
     # blocks: nothing is applied after divergence either way).
-    new, ok = _apply_block(estimator, carry.state, rows, b)
+    new, ok = _apply_block(estimator, carry.state, rows, b, unroll)
     live = carry.diverged_at < 0
     return jax.lax.cond(
         ok & live,
@@ -185,10 +187,11 @@ def _blocked_step(estimator: Estimator, carry: FitCarry, rows: jax.Array, b: int
     )
 
 
-def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array) -> FitCarry:
-    """One step of the compiled loops: ``plan.block`` updates of ``batch_size`` rows."""
+def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array, unroll: int = _UNROLL) -> FitCarry:
+    """One step of the compiled loops: ``plan.block`` updates of ``batch_size`` rows
+    (a non-rowwise block's loop unrolled ``unroll`` times)."""
     if plan.block > 1:
-        return _blocked_step(plan.estimator, carry, rows, plan.batch_size)
+        return _blocked_step(plan.estimator, carry, rows, plan.batch_size, unroll)
     return _guarded_step(plan.estimator, carry, rows)
 
 
@@ -459,7 +462,9 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
     ``block // 16``, ``block // 256``, … updates, then single updates), one loop per
     level (fewer than 32 passes each). One compiled program serves every m ≤ K, so a
     stream's ragged end is one call and, with K a power of two, at most log₂ of the
-    chunk size programs exist; each has only a handful of loop bodies to compile."""
+    chunk size programs exist; each has only a handful of loop bodies to compile, and
+    a block's updates are not unrolled (an optimizer step with a factorisation
+    compiled 4-6 s unrolled, for rows that run once)."""
     b, sizes = plan.batch_size, [plan.block]
     while sizes[-1] > 1:
         sizes.append(max(1, sizes[-1] // 16))
@@ -469,7 +474,8 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 
         def body(_, state, size=size, level=level):
             c, at = state
-            return _step(level, c, jax.lax.dynamic_slice_in_dim(rows, at * b, size * b)), at + size
+            piece = jax.lax.dynamic_slice_in_dim(rows, at * b, size * b)
+            return _step(level, c, piece, unroll=1), at + size
 
         carry, done = jax.lax.fori_loop(0, (m - done) // size, body, (carry, done))
     return carry
