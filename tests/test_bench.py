@@ -44,6 +44,7 @@ def test_case_rows_scales_with_cost_and_dimension():
     assert bench.case_rows(1000, 100, 10) == 64
 
 
+@pytest.mark.slow  # the whole harness end to end: run by .ci/run (-m slow)
 def test_jaxgauss_bench_command(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert (
@@ -60,6 +61,7 @@ def test_jaxgauss_bench_command(tmp_path, capsys):
     assert cli.main(["bench", "--rows", "0"]) == 2
 
 
+@pytest.mark.slow  # the whole harness end to end: run by .ci/run (-m slow)
 def test_speed_harness_with_missing_peers(benchmarks, monkeypatch, tmp_path):
     from benchmarks import __main__ as entry
     from benchmarks import peers, speed
@@ -123,6 +125,7 @@ def test_river_peer_matches_the_sample_mean(benchmarks, key):
     np.testing.assert_allclose([mu[i] for i in range(3)], rows.mean(0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # the whole harness end to end: run by .ci/run (-m slow)
 def test_efficiency_benchmark(benchmarks, monkeypatch, tmp_path):
     from benchmarks import efficiency
 

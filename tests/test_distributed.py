@@ -100,7 +100,8 @@ def _close(got: dict, want: jg.FitResult, rtol: float) -> None:
     assert got["n_rows"] == want.n_rows and got["diverged_at"] == int(want.diverged_at)
 
 
-@pytest.mark.parametrize("local_devices", [1, 2])
+# Two processes of two devices each in the quick run; of one device each with -m slow.
+@pytest.mark.parametrize("local_devices", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_two_processes_equal_one(data, local_devices):
     folder, ys = data
     results = _spawn(folder, 2, local_devices)

@@ -61,6 +61,7 @@ def test_sample_moments():
     np.testing.assert_allclose(ys.mean(axis=0), mean, atol=0.125)
 
 
+@pytest.mark.slow  # a statistical comparison with batch EM: run by .ci/run (-m slow)
 def test_one_pass_held_out_likelihood_within_one_percent_of_batch_em():
     """16 seeds of 4000 rows, one vmapped scan of 8 rows per update; the held-out
     mean log-likelihood against scikit-learn's batch EM on the same rows.
