@@ -483,8 +483,8 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
 
-# A whole array of at most this many rows goes to ``_run_tail`` in one call (padded to
-# a power of two): one program to compile for a small fit instead of two.
+# A whole array of at most this many rows (rowwise estimators) goes to ``_run_tail`` in
+# one call (padded to a power of two): one program to compile for a small fit, not two.
 _WHOLE_IN_TAIL = 1 << 16
 
 
@@ -539,6 +539,11 @@ class _Feeder:
         device, no trace)."""
         return not self.plan.trace_every and self.run is _run
 
+    def _whole_in_tail(self, n: int) -> bool:
+        """Whether a whole array of n rows waits for ``close``'s one tail call: for a
+        rowwise estimator, as fast there as in the scan, when small enough to pad."""
+        return self._tail_only and self.plan.estimator.rowwise and n <= _WHOLE_IN_TAIL
+
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
         if self.host_trace and plan.trace_every:
             self._run_to_snapshots(rows, plan._replace(trace_every=0))
@@ -587,13 +592,12 @@ class _Feeder:
 
     def push(self, rows: jax.Array) -> None:
         """Buffer ``rows`` and apply every full chunk (a whole array: all full units,
-        unless it is small enough for ``close``'s one tail call: then one compiled
-        program, not two, serves it)."""
+        unless it waits for ``close``'s one tail call, see ``_whole_in_tail``)."""
         if not rows.shape[0]:
             return
         self.pending.append(rows)
         self.n_pending += rows.shape[0]
-        if self.size is None and self._tail_only and self.n_pending <= _WHOLE_IN_TAIL:
+        if self.size is None and self._whole_in_tail(self.n_pending):
             return
         size = self.size or self.unit * (self.n_pending // self.unit)
         if size and self.n_pending >= size:

@@ -391,8 +391,9 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
     """A snapshot every 3·70 = 210 rows of a stream read in chunks of 64: the traced
     piece does not fit a chunk, so untraced blocks run and the snapshots are taken
     between them. The buffer stays below a chunk, and the trace equals the one
-    compiled scan of the whole array; a trace_every past the stream's end gives an
-    empty trace without holding the stream."""
+    compiled scan of the whole array; a trace_every past the stream's end (1400: the
+    same blocks of 14 updates, so the same programs) gives an empty trace without
+    holding the stream."""
     from jaxgauss._fit import _Feeder
 
     est = STREAMERS[name]()
@@ -415,7 +416,7 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
     np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10)
 
     held.clear()
-    res = jg.fit(est, iter(np.array_split(ys, 20)), chunk_rows=64, batch_size=3, trace_every=2000)
+    res = jg.fit(est, iter(np.array_split(ys, 20)), chunk_rows=64, batch_size=3, trace_every=1400)
     assert max(held) < 64 and res.trace.rows.shape == (0,) and res.n_rows == 1001
     np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10)
 
