@@ -395,16 +395,17 @@ def _check_state(estimator: Estimator, state: Any, d: int, dtype: Any) -> None:
             )
 
 
-# NumPy chunks up to this many entries are screened on the host: no device call and
-# no wait for its answer (the fixed cost of a small fit); larger ones in one fused
-# compiled pass, which is faster than NumPy's several.
-_HOST_SCREEN_ENTRIES = 1 << 18
+# A chunk of at most this many entries (1 MiB of float32) is small: a NumPy one is
+# screened on the host (no device call, no wait for its answer: the fixed cost of a
+# small fit; larger ones go through one fused compiled pass, faster than NumPy's
+# several), and a whole array that small waits for the tail program (``_Feeder``).
+_SMALL_ENTRIES = 1 << 18
 
 
 def _chunk_stats(rows: Any) -> tuple[bool, np.ndarray]:
     """Whether any entry of a chunk is NaN or ±inf, and each column's largest
     finite |entry|."""
-    if isinstance(rows, np.ndarray) and rows.size <= _HOST_SCREEN_ENTRIES:
+    if isinstance(rows, np.ndarray) and rows.size <= _SMALL_ENTRIES:
         finite = np.isfinite(rows)
         if finite.all():
             return False, np.max(np.abs(rows), axis=0)
@@ -483,10 +484,6 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
 
-# A whole array of at most this many rows (rowwise estimators) goes to ``_run_tail`` in
-# one call (padded to a power of two): one program to compile for a small fit, not two.
-_WHOLE_IN_TAIL = 1 << 16
-
 
 def _unit(plan: ScanPlan, size: int | None) -> tuple[ScanPlan, int, bool]:
     """The plan a stream of chunks of ``size`` rows is applied with, the rows it is
@@ -539,10 +536,12 @@ class _Feeder:
         device, no trace)."""
         return not self.plan.trace_every and self.run is _run
 
-    def _whole_in_tail(self, n: int) -> bool:
-        """Whether a whole array of n rows waits for ``close``'s one tail call: for a
-        rowwise estimator, as fast there as in the scan, when small enough to pad."""
-        return self._tail_only and self.plan.estimator.rowwise and n <= _WHOLE_IN_TAIL
+    def _whole_in_tail(self, entries: int) -> bool:
+        """Whether a whole array of this many entries waits for ``close``'s one tail
+        call (one program to compile for a small fit, not two): for a rowwise
+        estimator, as fast there as in the scan, when small enough to pad."""
+        rowwise = self.plan.estimator.rowwise
+        return self._tail_only and rowwise and entries <= _SMALL_ENTRIES
 
     def _run(self, rows: jax.Array, plan: ScanPlan) -> None:
         if self.host_trace and plan.trace_every:
@@ -597,7 +596,7 @@ class _Feeder:
             return
         self.pending.append(rows)
         self.n_pending += rows.shape[0]
-        if self.size is None and self._whole_in_tail(self.n_pending):
+        if self.size is None and self._whole_in_tail(self.n_pending * rows.shape[1]):
             return
         size = self.size or self.unit * (self.n_pending // self.unit)
         if size and self.n_pending >= size:
@@ -623,7 +622,7 @@ class _Feeder:
         if self._tail_only:
             m = rows.shape[0] // b
             if m:
-                k = 1 << m.bit_length()  # a power of two above m
+                k = 1 << (m - 1).bit_length()  # the power of two at or above m
                 padded = _zero_padded(rows[: m * b], k * b)
                 self.carry = _run_tail_jit(self.plan, self.carry, padded, np.int32(m))
                 done = m * b
@@ -772,7 +771,7 @@ class _Stream:
                 self.feeder.enter_frame(np.asarray(chunk[finite[0]]).astype(self.dtype))
         if self.framed:
             origin = self.feeder.origin
-        if isinstance(chunk, jax.Array) or chunk.size > _HOST_SCREEN_ENTRIES:
+        if isinstance(chunk, jax.Array) or chunk.size > _SMALL_ENTRIES:
             chunk = jnp.asarray(chunk, self.dtype)
             return chunk if origin is None else chunk - origin
         if origin is None:
