@@ -679,6 +679,13 @@ def _framed(state: Any) -> bool:
     return isinstance(state, (WelfordState, MomentsState))
 
 
+@functools.partial(jax.jit, static_argnames="dtype")
+def _to_frame(chunk: jax.Array, origin: Any, dtype: Any) -> jax.Array:
+    """Device rows in the working dtype, minus ``origin`` (when given): one call."""
+    chunk = chunk.astype(dtype)
+    return chunk if origin is None else chunk - origin
+
+
 @jax.jit
 def _enter_frame(state: Any, origin: jax.Array) -> Any:
     """The same state with its mean relative to ``origin`` and its origin field 0: the
@@ -764,19 +771,18 @@ class _Stream:
         """The chunk in the working dtype, moved into the state's frame: the origin
         is subtracted on the host in the data's own precision, before the cast.
         Small NumPy chunks stay on the host until the compiled call (``_chunk_stats``)."""
-        origin = None
         if self.framed and self.feeder.origin is None:
             finite = np.flatnonzero(np.all(np.isfinite(np.asarray(chunk)), axis=1))
             if finite.size:  # else no reference yet: these rows are all screened out
                 self.feeder.enter_frame(np.asarray(chunk[finite[0]]).astype(self.dtype))
-        if self.framed:
-            origin = self.feeder.origin
-        if isinstance(chunk, jax.Array) or chunk.size > _SMALL_ENTRIES:
-            chunk = jnp.asarray(chunk, self.dtype)
-            return chunk if origin is None else chunk - origin
+        origin = self.feeder.origin if self.framed else None
+        if isinstance(chunk, jax.Array):
+            return _to_frame(chunk, origin, jnp.dtype(self.dtype))
         if origin is None:
-            return np.asarray(chunk, self.dtype)
-        return _subtract_host(chunk, origin, self.dtype)
+            out = np.asarray(chunk, self.dtype)
+        else:
+            out = _subtract_host(chunk, origin, self.dtype)
+        return out if out.size <= _SMALL_ENTRIES else jnp.asarray(out)
 
     def _check_capacity(self, n: int) -> None:
         """Without x64 the counters are int32: refuse, before they wrap, a fit that

@@ -91,6 +91,16 @@ def test_float32_fit_continuation_and_merge_with_1e6_offset():
     assert _rel_err(est.estimate(merged).mean, ys.mean(0)) < 1e-6
 
 
+def test_float32_fit_of_a_large_float64_array_with_1e8_offset():
+    """A chunk too large to stay on the host (here 100 000 × 3 entries) is still
+    centred in float64 before the cast to float32."""
+    ys = _offset_rows(1e8, n=100_000)
+    with jax.enable_x64(False):
+        res = jg.fit(jg.welford(), ys)
+    assert res.estimate.cov.dtype == jnp.float32
+    assert _rel_err(res.estimate.cov, np.cov(ys.T, bias=True)) < 1e-5
+
+
 def test_checkpoint_carries_the_origin(tmp_path):
     ys = _offset_rows(1e6, n=600)
     est = jg.welford()
