@@ -117,6 +117,27 @@ def test_second_fit_does_not_recompile():
     assert len(traces) == n_after_first
 
 
+def test_estimators_built_from_the_same_scalars_are_shared():
+    """``fit(jg.welford(), …)`` in a loop compiles once: a factory returns the same
+    estimator for the same scalar arguments (per x64 mode); arrays build new ones."""
+    from jaxgauss._fit import _run_tail_jit
+
+    assert jg.welford(ddof=1) is jg.welford(ddof=1)
+    assert jg.welford(ddof=1) is not jg.welford(ddof=1.0)
+    assert jg.exponential(7.0) is jg.exponential(7.0)
+    assert jg.natural_gradient(prior_weight=jnp.asarray(1.0)) is not jg.natural_gradient(
+        prior_weight=jnp.asarray(1.0)
+    )
+    with jax.enable_x64(False):
+        narrow = jg.welford(ddof=1)
+    assert narrow is not jg.welford(ddof=1)
+    ys = _data(50)
+    jg.fit(jg.welford(ddof=1), ys)
+    before = _run_tail_jit._cache_size()
+    jg.fit(jg.welford(ddof=1), ys + 1.0)
+    assert _run_tail_jit._cache_size() == before
+
+
 def test_dtype_follows_data():
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
@@ -253,14 +274,16 @@ def test_chunked_sources_equal_one_in_memory_fit(tmp_path, name, batch_size, tra
     whole = jg.fit(est, ys, **kw)
     np.save(tmp_path / "ys.npy", ys)
     np.savetxt(tmp_path / "ys.csv", ys, delimiter=",", header="a,b,c", comments="", fmt="%.17g")
+    # One regrouping size for every source, so they share their compiled programs;
+    # the generator's items (1 to 400 rows) regroup across its chunk edges.
     sources = {
-        "sliced array": (ys, dict(chunk_rows=100)),
-        "npy": (str(tmp_path / "ys.npy"), dict(chunk_rows=128)),
-        "csv": (tmp_path / "ys.csv", dict(chunk_rows=97)),
-        "ragged generator": ((ys[i : i + s] for i, s in _ragged(1001)), dict(chunk_rows=64)),
+        "sliced array": ys,
+        "npy": str(tmp_path / "ys.npy"),
+        "csv": tmp_path / "ys.csv",
+        "ragged generator": (ys[i : i + s] for i, s in _ragged(1001)),
     }
-    for label, (source, extra) in sources.items():
-        res = jg.fit(est, source, **kw, **extra)
+    for label, source in sources.items():
+        res = jg.fit(est, source, **kw, chunk_rows=96)
         np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10, err_msg=label)
         np.testing.assert_allclose(res.estimate.mean, whole.estimate.mean, rtol=1e-10, atol=1e-13)
         assert res.n_rows == 1001

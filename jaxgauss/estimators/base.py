@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ __all__ = [
     "all_finite",
     "counter_dtype",
     "new_counter",
+    "shared",
     "skip_if_weightless",
     "COUNTER_LIMIT_INT32",
 ]
@@ -67,6 +69,30 @@ class Estimator(NamedTuple):
     rowwise: bool = False
     weighted: bool = False
     grouped_update: Callable[..., State] | None = None
+
+
+def shared(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:
+    """Make an estimator factory return the same ``Estimator`` for the same scalar
+    arguments (bools, ints, floats, strings, None; ``1`` and ``1.0`` kept apart).
+
+    ``jit`` caches compiled programs by the estimator's functions, so every
+    ``fit(welford(), …)`` then reuses the programs of the first instead of compiling
+    its own. Arguments that are arrays or schedules build a new estimator each call.
+    """
+    # Keyed by the counter dtype too: an estimator built with x64 on (int64 counters,
+    # float64 constants) is not the one to use with it off.
+    cached = functools.lru_cache(maxsize=256, typed=True)(
+        lambda _counter, *args, **kwargs: factory(*args, **kwargs)
+    )
+    scalar = (bool, int, float, str, type(None))
+
+    @functools.wraps(factory)
+    def make(*args: Any, **kwargs: Any) -> Estimator:
+        if all(type(v) in scalar for v in (*args, *kwargs.values())):
+            return cached(counter_dtype(), *args, **kwargs)
+        return factory(*args, **kwargs)
+
+    return make
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -74,6 +74,7 @@ from jaxgauss.estimators.base import (
     Estimator,
     all_finite,
     counter_dtype,
+    shared,
 )
 from jaxgauss.estimators.higher_moments import Moments, batch_moments, combine, gaussian_fourth
 from jaxgauss.gaussian import Gaussian
@@ -304,6 +305,7 @@ def _initial_mean(known_mean, g0: Gaussian) -> jax.Array:
     return jnp.broadcast_to(m, g0.mean.shape)
 
 
+@shared
 def welford(
     ddof: float = 0,
     prior_weight: float | jax.Array = 0.0,
@@ -639,6 +641,7 @@ def _per_weight(step: jax.Array, weights: jax.Array | None) -> jax.Array:
     return -jnp.expm1(weights * jnp.log1p(-step))
 
 
+@shared
 def natural_gradient(
     learning_rate: float | jax.Array | optax.Schedule | None = None,
     prior_weight: float | jax.Array = 0.0,
@@ -719,6 +722,7 @@ def _check_static_rate(learning_rate) -> None:
         raise ValueError(f"a constant learning_rate must be in (0, 1], got {learning_rate}")
 
 
+@shared
 def exponential(
     half_life: float | jax.Array,
     prior_weight: float | jax.Array = 0.0,
