@@ -707,9 +707,10 @@ def _finish(estimate: Callable, state: Any, origin: Any) -> tuple[Any, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _standard_state(estimator: Estimator, d: int, dtype: Any) -> Any:
+def _standard_state(estimator: Estimator, d: int, dtype: Any, counter: Any) -> Any:
     """``estimator.init`` of the standard Gaussian N(0, I), computed once per
-    (estimator, d, dtype): states are immutable arrays, so every fit may share it."""
+    (estimator, d, dtype, ``counter_dtype()``: the x64 mode decides the counters):
+    states are immutable arrays, so every fit may share it."""
     return estimator.init(Gaussian.standard(d, dtype))
 
 
@@ -751,7 +752,7 @@ class _Stream:
             held = self.size and max(self.size, _unit(self.plan, self.size)[1])
             check_memory(self.plan.estimator, d, dtype, chunk_rows=held or 0)
             if self.init is None:  # the identity needs no check (nor a d × d factorisation)
-                state = _standard_state(self.plan.estimator, d, jnp.dtype(dtype))
+                state = _standard_state(self.plan.estimator, d, jnp.dtype(dtype), counter_dtype())
             else:
                 check_gaussian(self.init, d)
                 state = self.plan.estimator.init(self.init.astype(dtype))

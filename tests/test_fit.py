@@ -138,6 +138,15 @@ def test_estimators_built_from_the_same_scalars_are_shared():
     assert _run_tail_jit._cache_size() == before
 
 
+def test_one_estimator_serves_both_x64_modes():
+    """The same estimator object with x64 on, then off: the cached initial state is
+    per x64 mode (int64 counters were carried into an int32 scan before)."""
+    est, ys = jg.welford(), np.ones((6, 2), np.float32)
+    assert jg.fit(est, ys).state.count.dtype == jnp.int64
+    with jax.enable_x64(False):
+        assert jg.fit(est, ys).state.count.dtype == jnp.int32
+
+
 def test_dtype_follows_data():
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
