@@ -1037,17 +1037,24 @@ def fit(
         )  # fmt: skip
     chunks, total, size = read_chunks(data, chunk_rows)
     stream = _Stream(plan, init=init, state=state, truth=truth, size=size, nan_policy=nan_policy)
+    try:
+        _feed_all(stream, chunks, total, progress)
+        return stream.result()
+    except BaseException as err:
+        if getattr(err, "result", None) is None:
+            err.result = stream.partial_result()
+        raise
+
+
+def _feed_all(stream: Any, chunks: Any, total: int | None, progress: bool) -> None:
+    """Feed every chunk to ``stream`` (anything with ``feed(chunk)`` and ``seen``), with
+    a progress line on stderr that is ended by a newline however the loop ends."""
     started = time.perf_counter()
     try:
         for chunk in chunks:
             stream.feed(chunk)
             if progress:
                 _report(stream.seen, total, started)
-        return stream.result()
-    except BaseException as err:
-        if getattr(err, "result", None) is None:
-            err.result = stream.partial_result()
-        raise
     finally:
         if progress:
             print(file=sys.stderr)

@@ -20,7 +20,6 @@ the group axis.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -36,10 +35,10 @@ from jaxgauss._fit import (
     Trace,
     _check_chunk,
     _check_state,
+    _feed_all,
     _float_dtype,
     _guarded_step,
     _nonfinite_rows,
-    _report,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.gaussian import Gaussian, check_gaussian
@@ -608,12 +607,8 @@ def fit_grouped(
         size=size,
         nan_policy=nan_policy,
     )
-    started = time.perf_counter()
     try:
-        for chunk in chunks:
-            run.feed(chunk)
-            if progress:
-                _report(run.seen, total, started)
+        _feed_all(run, chunks, total, progress)
         if run.carry is None:
             raise ValueError("data is empty: no rows")
         for name, src in (("groups", g_src), ("weights", w_src)):
