@@ -502,9 +502,13 @@ def _unit(plan: ScanPlan, size: int | None) -> tuple[ScanPlan, int, bool]:
 
 
 @functools.partial(jax.jit, static_argnames="plan")
-def _estimate_and_score(plan: ScanPlan, state: Any, truth: Any) -> tuple[Any, Any]:
+def _snapshot(plan: ScanPlan, carry: FitCarry, truth: Any, origin: Any) -> Trace:
+    """A snapshot of ``carry`` (out of ``fit``'s frame) with a leading axis of 1, as
+    the in-program trace records it, in one compiled call."""
+    state = carry.state if origin is None else _leave_frame(carry.state, origin)
     estimate = plan.estimator.estimate(state)
-    return estimate, None if truth is None else plan.score(truth, estimate)
+    score = None if truth is None else plan.score(truth, estimate)
+    return jax.tree_util.tree_map(lambda x: x[None], Trace(carry.rows, estimate, score))
 
 
 class _Feeder:
@@ -566,18 +570,7 @@ class _Feeder:
             self.since_snapshot += take
             if self.since_snapshot == every:
                 self.since_snapshot = 0
-                self.traces.append(self._snapshot())
-
-    def _snapshot(self) -> Trace:
-        state = self.carry.state
-        state = state if self.origin is None else _leave_frame(state, self.origin)
-        estimate, score = _estimate_and_score(self.plan, state, self.truth)
-        one = functools.partial(jnp.expand_dims, axis=0)
-        return Trace(
-            one(self.carry.rows),
-            jax.tree_util.tree_map(one, estimate),
-            None if score is None else one(score),
-        )
+                self.traces.append(_snapshot(self.plan, self.carry, self.truth, self.origin))
 
     def _take(self) -> jax.Array:
         if len(self.pending) == 1:

@@ -437,7 +437,8 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
         push(self, rows)
         held.append(self.n_pending)
 
-    kw = dict(batch_size=3, trace_every=70)
+    truth = jg.Gaussian(jnp.zeros(3), jnp.eye(3))
+    kw = dict(batch_size=3, trace_every=70, truth=truth)
     whole = jg.fit(est, ys, **kw)
     monkeypatch.setattr(_Feeder, "push", spy)
     res = jg.fit(est, (ys[i : i + s] for i, s in _ragged(1001)), chunk_rows=64, **kw)
@@ -445,6 +446,7 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
     np.testing.assert_array_equal(res.trace.rows, [210, 420, 630, 840])
     np.testing.assert_array_equal(res.trace.rows, whole.trace.rows)
     np.testing.assert_allclose(res.trace.estimate.cov, whole.trace.estimate.cov, rtol=1e-10)
+    np.testing.assert_allclose(res.trace.kl, whole.trace.kl, rtol=1e-10)
     np.testing.assert_allclose(res.estimate.cov, whole.estimate.cov, rtol=1e-10)
 
     held.clear()
