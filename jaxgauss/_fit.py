@@ -461,27 +461,48 @@ def _largest_counter(state: Any) -> int:
 
 def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) -> FitCarry:
     """The first ``m`` batches (traced) of ``rows`` ((K·b, d), the rest padding): whole
-    blocks in one loop, then what is left at ever finer levels (blocks of
-    ``block // 16``, ``block // 256``, … updates, then single updates), one loop per
-    level (fewer than 32 passes each). One compiled program serves every m ≤ K, so a
-    stream's ragged end is one call and, with K a power of two, at most log₂ of the
-    chunk size programs exist; each has only a handful of loop bodies to compile, and
-    a block's updates are not unrolled (an optimizer step with a factorisation
-    compiled 4-6 s unrolled, for rows that run once)."""
+    blocks of ``plan.block`` updates in one loop, then what is left at ever finer
+    levels (blocks of ``block // 16``, ``block // 256``, … updates), then single
+    guarded updates. A level applies its blocks unguarded (``_apply_block``) while
+    each one's states stay valid; the first block that is not is left to the finer
+    levels, so the single updates find the exact row (``diverged_at``) and state of
+    the update-by-update scan, and no level needs a replay of its own. After a
+    rejection the rest is not applied (the guard's frozen state), only counted.
+
+    One compiled program serves every m ≤ K, so a stream's ragged end (or a whole
+    small array) is one call and, with K a power of two, at most log₂ of the chunk
+    size programs exist. Each has one copy of the update per level, not unrolled (an
+    optimizer step with a factorisation compiled 4-6 s unrolled, for rows that run
+    once)."""
     b, sizes = plan.batch_size, [plan.block]
     while sizes[-1] > 1:
         sizes.append(max(1, sizes[-1] // 16))
-    done = jnp.zeros((), jnp.int32)  # batches applied
-    for size in (s for s in sizes if s * b <= rows.shape[0]):
-        level = plan._replace(block=size)
+    done = jnp.zeros((), jnp.int32)  # batches applied (or, after a rejection, counted)
+    for size in (s for s in sizes[:-1] if s * b <= rows.shape[0]):
 
-        def body(_, state, size=size, level=level):
-            c, at = state
+        def fits(state, size=size):
+            _, at, ok = state
+            return ok & (m - at >= size)
+
+        def block(state, size=size):
+            c, at, _ = state
             piece = jax.lax.dynamic_slice_in_dim(rows, at * b, size * b)
-            return _step(level, c, piece, unroll=1), at + size
+            new, ok = _apply_block(plan.estimator, c.state, piece, b, unroll=1)
+            applied = FitCarry(new, c.diverged_at, c.rows + size * b)
+            return jax.lax.cond(ok, lambda: (applied, at + size, ok), lambda: (c, at, ok))
 
-        carry, done = jax.lax.fori_loop(0, (m - done) // size, body, (carry, done))
-    return carry
+        live = carry.diverged_at < 0
+        carry, done, _ = jax.lax.while_loop(fits, block, (carry, done, live))
+
+    def single(state):
+        c, at = state
+        piece = jax.lax.dynamic_slice_in_dim(rows, at * b, b)
+        return _guarded_step(plan.estimator, c, piece), at + 1
+
+    carry, done = jax.lax.while_loop(
+        lambda state: (state[0].diverged_at < 0) & (state[1] < m), single, (carry, done)
+    )
+    return carry._replace(rows=carry.rows + (m - done) * b)  # the frozen rest
 
 
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
