@@ -172,25 +172,40 @@ def _absorb(
     # c = 0 (a first row with no prior) drops the old state exactly, however large it
     # was: the rows are then shifted by the batch's own (weighted) mean, not the old mean,
     # so that s ≈ 0 and Σᵢ wᵢ eᵢ eᵢᵀ − s sᵀ does not cancel (centring on the first
-    # row lost ~1e-7 absolute in float32 on data of mean 5).
+    # row lost ~1e-7 absolute in float32 on data of mean 5). Only then is that mean
+    # computed (a pass over the rows).
     forget = keep == 0
-    if uniform:
-        centre = jnp.mean(batch, axis=0)
-    else:  # the rows' own weighted mean: padding rows of weight 0 must not pull it
-        total_weight = jnp.sum(weights)
-        some = total_weight > 0
-        centre = jnp.where(some, weights @ batch / jnp.where(some, total_weight, 1), batch[0])
-    shift = mean if known else jnp.where(forget, centre, mean)
-    e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
-    if uniform:
-        s, gram, total = weights * jnp.sum(e, axis=0), weights * (e.T @ e), weights * e.shape[0]
+    if known:
+        shift = mean
     else:
-        s, gram, total = weights @ e, (e.T * weights) @ e, jnp.sum(weights)
+        shift = jax.lax.cond(forget, lambda: _centre(batch, weights), lambda: mean)
+    e = batch - shift  # small next to |μ| when the mean is large: float32 stays accurate
+    # One Gram matmul of the rows with a column of ones appended (each scaled by √wᵢ)
+    # gives Σᵢ wᵢ eᵢ eᵢᵀ and s = Σᵢ wᵢ eᵢ together: one read of the rows, no separate
+    # reduction over them (at d = 10 that halved the update's time on a CPU).
+    augmented = jnp.concatenate([e, jnp.ones((e.shape[0], 1), e.dtype)], axis=1)
+    if not uniform:
+        augmented = augmented * jnp.sqrt(weights)[:, None]
+    products = augmented.T @ augmented
+    if uniform:
+        products = weights * products
+    gram, s = products[:-1, :-1], products[:-1, -1]
+    total = weights * e.shape[0] if uniform else jnp.sum(weights)
     # Increment form: the old state decays by subtracting W·Σ, rounded entry by entry,
     # not by multiplying with a rounded factor c.
     old = jnp.where(forget, 0, cov - total * cov)
     new_cov = old + gram if known else old + gram - jnp.outer(s, s)
     return (mean if known else shift + s), 0.5 * (new_cov + new_cov.T)
+
+
+def _centre(batch: jax.Array, weights: jax.Array) -> jax.Array:
+    """The rows' mean, weighted by ``weights`` ((b,) or one scalar for all rows): rows
+    of weight 0 (padding) do not pull it; with no weight at all, the first row."""
+    if jnp.ndim(weights) == 0:
+        return jnp.mean(batch, axis=0)
+    total_weight = jnp.sum(weights)
+    some = total_weight > 0
+    return jnp.where(some, weights @ batch / jnp.where(some, total_weight, 1), batch[0])
 
 
 def _check_nonnegative(name: str, value) -> None:
