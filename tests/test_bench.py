@@ -103,6 +103,9 @@ def test_peers_compute_what_jaxgauss_computes(benchmarks, key):
     looped = peers.jax_jit_loop(rows)()
     np.testing.assert_allclose(looped.cov, precision.estimate.cov, rtol=1e-5, atol=1e-6)
 
+    # float32 sums of 200 products in different orders (BLAS and XLA)
+    np.testing.assert_allclose(peers.xla_gram(rows)(), peers.numpy_gram(rows)(), rtol=1e-5)
+
 
 def test_torch_peer_matches_cholesky_gradient_ascent(benchmarks, key):
     pytest.importorskip("torch")
