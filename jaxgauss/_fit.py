@@ -579,8 +579,8 @@ class _Feeder:
 
     @property
     def _tail_only(self) -> bool:
-        """Whether ``close`` applies all whole batches in one ``_run_tail`` call (one
-        device, no trace)."""
+        """Whether ``close`` applies all whole batches in one ``_run_tail`` call, with
+        no whole units first (one device, no trace)."""
         return not self.plan.trace_every and self.run is _run
 
     def _whole_in_tail(self, entries: int) -> bool:
@@ -646,37 +646,36 @@ class _Feeder:
                 self.push(rows[done:])
 
     def close(self) -> None:
-        """Apply whatever is buffered: the end of the stream. Without a trace, all
-        whole batches go in one call of ``_run_tail`` (rows padded to a power of two
-        of batches); with a trace, whole units go in power-of-two counts and the rest
-        in power-of-two numbers of batches, one call each. Either way about
-        2 log₂ of the chunk size programs exist at most. Fewer than ``batch_size``
-        rows left are one shorter update."""
+        """Apply whatever is buffered: the end of the stream. With a trace (or another
+        ``run``), whole units first, in power-of-two counts. Then the whole batches
+        left go in one call of ``_run_tail`` (rows padded to a power of two of
+        batches; no snapshot falls inside them, as they are less than a unit), or with
+        another ``run`` in power-of-two numbers of batches. Either way about 2 log₂ of
+        the chunk size programs exist at most. Fewer than ``batch_size`` rows left are
+        one shorter update."""
         if not self.n_pending:
             return
         rows, done = self._take(), 0
         b = self.plan.batch_size
-        if self._tail_only:
-            m = rows.shape[0] // b
-            if m:
-                k = 1 << (m - 1).bit_length()  # the power of two at or above m
-                padded = _zero_padded(rows[: m * b], k * b)
-                self.carry = _run_tail_jit(self.plan, self.carry, padded, np.int32(m))
-                done = m * b
-        else:
+        if not self._tail_only:
             units = rows.shape[0] // self.unit
             for bit in reversed(range(units.bit_length())):
                 if units >> bit & 1:
                     self._run(rows[done : done + (self.unit << bit)], self.plan)
                     done += self.unit << bit
-            batches = (rows.shape[0] - done) // b
+        batches = (rows.shape[0] - done) // b
+        if batches and self.run is _run:
+            k = 1 << (batches - 1).bit_length()  # the power of two at or above
+            padded = _zero_padded(rows[done : done + batches * b], k * b)
+            untraced = self.plan._replace(trace_every=0)
+            self.carry = _run_tail_jit(untraced, self.carry, padded, np.int32(batches))
+            done += batches * b
+        elif batches:
             for bit in reversed(range(batches.bit_length())):
                 if batches >> bit & 1:
                     block = 1 << bit if self.plan.block > 1 else 1
-                    self._run(
-                        rows[done : done + (b << bit)],
-                        self.plan._replace(block=block, trace_every=0),
-                    )
+                    plan = self.plan._replace(block=block, trace_every=0)
+                    self._run(rows[done : done + (b << bit)], plan)
                     done += b << bit
         if done < rows.shape[0]:
             # one update of fewer than batch_size rows
