@@ -69,10 +69,10 @@ def table(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ys.npy", "ys.csv"])
-def test_fit_writes_json_that_matches_numpy(tmp_path, table, name):
+def test_fit_writes_json_that_matches_numpy(tmp_path, table, name, capsys):
     result = tmp_path / "result.json"
     args = ["fit", str(tmp_path / name), "--out", str(result), "--float64", "--chunk", "64"]
-    out = _jaxgauss(*args)
+    out = _in_process(capsys, *args)
     assert out.returncode == 0, out.stderr
     assert "n = 500 rows" in out.stdout
     got = json.loads(result.read_text())
@@ -81,16 +81,16 @@ def test_fit_writes_json_that_matches_numpy(tmp_path, table, name):
     np.testing.assert_allclose(got["cov"], np.cov(table.T, bias=True), rtol=1e-10)
 
 
-def test_fit_checkpoint_and_resume(tmp_path, table):
+def test_fit_checkpoint_and_resume(tmp_path, table, capsys):
     np.save(tmp_path / "a.npy", table[:200])
     np.save(tmp_path / "b.npy", table[200:])
-    first = _jaxgauss(
-        "fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64"
+    first = _in_process(
+        capsys, "fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64"
     )
     assert first.returncode == 0, first.stderr
     result = tmp_path / "r.json"
     args = ["fit", str(tmp_path / "b.npy"), "--resume", str(tmp_path / "ck.npz"), "--float64"]
-    second = _jaxgauss(*args, "--out", str(result))
+    second = _in_process(capsys, *args, "--out", str(result))
     assert second.returncode == 0, second.stderr
     got = json.loads(result.read_text())
     np.testing.assert_allclose(got["cov"], np.cov(table.T, bias=True), rtol=1e-10)
@@ -175,19 +175,19 @@ def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path):
     np.testing.assert_allclose(got["cov"], np.cov(good.T, bias=True), rtol=1e-10)
 
 
-def test_outputs_are_safe(tmp_path, table):
+def test_outputs_are_safe(tmp_path, table, capsys):
     # Item 2 and 3: the checkpoint is written before --out and stdout, so a bad --out
     # path or a closed stdout does not cost it; no output may be an input.
     data = tmp_path / "ys.npy"
     before = data.read_bytes()
     (tmp_path / "link.npy").symlink_to(data)
-    linked = _jaxgauss("fit", str(data), "--out", str(tmp_path / "link.npy"))
+    linked = _in_process(capsys, "fit", str(data), "--out", str(tmp_path / "link.npy"))
     assert linked.returncode == 2 and "same file as FILE" in linked.stderr
     assert data.read_bytes() == before
 
     ck = tmp_path / "ck.npz"
-    bad_out = _jaxgauss(
-        "fit", str(data), "--checkpoint", str(ck), "--out", str(tmp_path / "no" / "r.json")
+    bad_out = _in_process(
+        capsys, "fit", str(data), "--checkpoint", str(ck), "--out", str(tmp_path / "no" / "r.json")
     )
     assert bad_out.returncode == 2 and "--out" in bad_out.stderr and ck.exists()
     ck.unlink()
