@@ -756,8 +756,8 @@ def _standard_state(estimator: Estimator, d: int, dtype: Any, counter: Any) -> A
     return estimator.init(Gaussian.standard(d, dtype))
 
 
-def _first_finite_row(chunk: Any) -> int | None:
-    """The index of the first row of ``chunk`` with only finite entries (None if
+def _first_finite_row(chunk: Any) -> np.ndarray | None:
+    """The first row of ``chunk`` with only finite entries, on the host (None if
     none), reading as few rows as it takes: 1, then 64, 4096, … (a device chunk is
     not copied whole to the host for it)."""
     n, k = chunk.shape[0], 1
@@ -765,7 +765,7 @@ def _first_finite_row(chunk: Any) -> int | None:
         head = np.asarray(chunk[: min(k, n)])
         finite = np.flatnonzero(np.all(np.isfinite(head), axis=1))
         if finite.size:
-            return int(finite[0])
+            return head[finite[0]]
         if k >= n:
             return None
         k *= 64
@@ -837,7 +837,7 @@ class _Stream:
         if self.framed and self.feeder.origin is None:
             first = _first_finite_row(chunk)
             if first is not None:  # else no reference yet: these rows are all screened out
-                self.feeder.enter_frame(np.asarray(chunk[first]).astype(self.dtype))
+                self.feeder.enter_frame(first.astype(self.dtype))
         origin = self.feeder.origin if self.framed else None
         if isinstance(chunk, jax.Array):
             return _to_frame(chunk, origin, jnp.dtype(self.dtype))
