@@ -59,6 +59,7 @@ from jaxgauss._fit import (
     _check_state,
     _Feeder,
     _float_dtype,
+    _initial_state,
     _original_row,
     _report,
     _scan_rows,
@@ -66,7 +67,7 @@ from jaxgauss._fit import (
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.estimators.moments import MomentsState, WelfordState, mix_moments
-from jaxgauss.gaussian import Gaussian, check_gaussian
+from jaxgauss.gaussian import check_gaussian
 from jaxgauss.streams import DEFAULT_CHUNK_ROWS, read_chunks
 
 __all__ = ["fit_data_parallel", "local_files", "local_rows"]
@@ -599,9 +600,9 @@ def _local(tree: Any) -> Any:
 
 def _start_state(estimator, init, state, d, dtype):
     if state is None:
-        g0 = Gaussian.standard(d, dtype) if init is None else init
-        check_gaussian(g0, d)
-        return estimator.init(g0.astype(dtype))
+        if init is not None:
+            check_gaussian(init, d)
+        return _initial_state(estimator.init, init, d=d, dtype=dtype)
     _check_state(estimator, state, d, dtype)
     return state
 

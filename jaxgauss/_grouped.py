@@ -38,6 +38,7 @@ from jaxgauss._fit import (
     _feed_all,
     _float_dtype,
     _guarded_step,
+    _initial_state,
     _nonfinite_rows,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
@@ -229,13 +230,14 @@ class _Grouped:
         self.d, self.dtype = d, dtype
         stacked = est._replace(init=lambda g0: _tile(est.init(g0), G))
         if self.state0 is None:
-            init = Gaussian.standard(d, dtype) if self.init is None else self.init
-            if jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
+            init = self.init
+            if init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
                 check_stacked_gaussian(init, G, d, "groups", name="init")
                 state = jax.vmap(est.init)(init.astype(dtype))
             else:
-                check_gaussian(init, d)
-                state = stacked.init(init.astype(dtype))
+                if init is not None:
+                    check_gaussian(init, d)
+                state = _tile(_initial_state(est.init, init, d=d, dtype=dtype), G)
         else:
             _check_state(stacked, self.state0, d, dtype)
             state = self.state0
