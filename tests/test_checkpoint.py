@@ -40,8 +40,9 @@ def _assert_same_tree(a, b):
 
 
 def _updated(est, dtype):
-    """A state after one update on 8 rows, without compiling a fit."""
-    return est.update(est.init(_init(dtype)), _data(8, dtype))
+    """A state after one update on 8 rows: one compiled update, not a fit's programs
+    (nor each operation's own, run op by op)."""
+    return jax.jit(est.update)(est.init(_init(dtype)), _data(8, dtype))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

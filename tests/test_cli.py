@@ -45,6 +45,7 @@ def test_every_subcommand_has_help(capsys):
         assert out.returncode == 0 and "usage: jaxgauss " + command in out.stdout
 
 
+@pytest.mark.slow  # the whole main job, as .ci/run's first command also runs it
 def test_demo_end_to_end(tmp_path):
     out = _jaxgauss("demo", "--steps", "2000", "--out", str(tmp_path / "demo"), "--seed", "3")
     assert out.returncode == 0, out.stderr

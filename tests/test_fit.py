@@ -236,7 +236,7 @@ ROWWISE = {
 
 
 @pytest.mark.parametrize("name", list(ROWWISE))
-@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("batch_size", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_blocked_path_equals_update_by_update(name, batch_size):
     est = ROWWISE[name]()
     truth = jg.streams.random_truth(jax.random.key(4), 3, 100.0, dtype=jnp.float64)
@@ -274,8 +274,17 @@ STREAMERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(STREAMERS))
-@pytest.mark.parametrize("batch_size, trace_every", [(1, 0), (3, 7)])
+# Traced gradient steps from chunks (each source compiles its own traced scans) run
+# with -m slow; the quick run has the same regrouping traced for welford.
+@pytest.mark.parametrize(
+    "name, batch_size, trace_every",
+    [
+        ("sgd", 1, 0),
+        ("welford", 1, 0),
+        pytest.param("sgd", 3, 7, marks=pytest.mark.slow),
+        ("welford", 3, 7),
+    ],
+)
 def test_chunked_sources_equal_one_in_memory_fit(tmp_path, name, batch_size, trace_every):
     est = STREAMERS[name]()
     ys = np.asarray(_data(1001, d=3, seed=7))
@@ -418,7 +427,7 @@ def test_integer_data_give_float32_with_x64():
     assert jg.fit(jg.welford(), np.arange(6).reshape(3, 2)).estimate.mean.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", list(STREAMERS))
+@pytest.mark.parametrize("name", [pytest.param("sgd", marks=pytest.mark.slow), "welford"])
 def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, name):
     """A snapshot every 3·70 = 210 rows of a stream read in chunks of 64: the traced
     piece does not fit a chunk, so untraced blocks run and the snapshots are taken

@@ -35,7 +35,9 @@ def test_log_likelihood_batch_shapes_and_float32():
     assert jg.log_likelihood(g, ys[0, 0]).shape == ()
 
 
-@pytest.mark.parametrize("d", [1, 3, 8])
+@pytest.mark.parametrize(
+    "d", [pytest.param(1, marks=pytest.mark.slow), 3, pytest.param(8, marks=pytest.mark.slow)]
+)
 def test_autodiff_equals_cookbook(d):
     g = _truth(d, 100.0, seed=d)
     y = jg.streams.sample(jax.random.key(2), g, 1)[0]

@@ -68,7 +68,7 @@ def _weighted_reference(ys, steps, init):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("d", [1, D])
+@pytest.mark.parametrize("d", [pytest.param(1, marks=pytest.mark.slow), D])
 def test_welford_equals_mle(d, dtype):
     ys = _data(d, N, dtype)
     ref_mean = np.mean(np.asarray(ys, np.float64), 0)

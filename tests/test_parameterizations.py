@@ -40,7 +40,7 @@ def test_round_trip(name, d, dtype):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("d", [1, 4])
+@pytest.mark.parametrize("d", [pytest.param(1, marks=pytest.mark.slow), 4])
 def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
     p = jg.get_parameterization(name)
     g = _gaussian(name, d, jnp.float64)

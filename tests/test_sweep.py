@@ -197,6 +197,10 @@ def test_bad_arguments_raise_value_error(kwargs, match):
         sweep(_sgd_cov, args.pop("grid"), **args)
 
 
+# Each method compiles its own sweep program (~2.5 s): with -m slow. The quick run
+# sweeps sgd and adam here, the online-EM methods in their own tests, and checks every
+# method under jit and vmap in test_protocol.py.
+@pytest.mark.slow
 def test_every_method_runs():
     truth = _truth()
     # sgd and adam run in the CLI test; the online-EM methods' estimates are not one
@@ -209,6 +213,9 @@ def test_every_method_runs():
         assert np.all(np.isfinite(res.final_kl)), name
         if name == "welford":  # efficiency 1 to rounding
             np.testing.assert_allclose(res.efficiency[0], 1.0, rtol=1e-9)
+
+
+def test_make_method_is_cached_and_names_what_is_wrong():
     assert make_method("sgd", "precision") is make_method("sgd", "precision")
     with pytest.raises(ValueError, match="unknown method 'lbfgs'"):
         make_method("lbfgs")
@@ -281,54 +288,25 @@ def test_memory_stays_flat_for_4096_configurations():
     assert int(out.split()[-1]) * 1024 < 2e9
 
 
-def test_command_line_end_to_end(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxgauss",
-            "sweep",
-            "--method",
-            "sgd",
-            "adam",
-            "--num-lr",
-            "3",
-            "--lr-max",
-            "5",
-            "--seeds",
-            "2",
-            "--steps",
-            "100",
-            "--dim",
-            "2",
-            "--parameterization",
-            "covariance",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "chunk 20/20" in proc.stderr
-    assert "sgd (covariance)" in proc.stdout and "adam (covariance)" in proc.stdout
-    assert "best: " in proc.stdout
+def test_command_line_end_to_end(tmp_path, capsys):
+    # Through cli.main in this process (the console entry itself runs in test_cli.py).
+    from jaxgauss.cli import main
+
+    args = ["sweep", "--method", "sgd", "adam", "--num-lr", "3", "--lr-max", "5"]
+    args += ["--seeds", "2", "--steps", "100", "--dim", "2", "--parameterization", "covariance"]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr()
+    assert "chunk 20/20" in out.err
+    assert "sgd (covariance)" in out.out and "adam (covariance)" in out.out
+    assert "best: " in out.out
     data = np.load(tmp_path / "out" / "sweep.npz")
     assert data["efficiency"].shape == (2, 3, 2)
     assert np.all(data["diverged_at"][:, -1] >= 0)  # lr 5 diverges for both
     assert json.loads(str(data["settings"]))["steps"] == 100
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 0
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "jaxgauss", "sweep", "--method", "nope", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
+    assert main(["sweep", "--method", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
 
 
 def test_make_estimator_must_return_an_estimator():
