@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import itertools
 import math
@@ -31,6 +32,37 @@ __all__ = [
 DEFAULT_CHUNK_ROWS = 65_536
 
 
+# Eager draws of up to this many entries are cut from a draw of a power of two of
+# entries (at least 256), see ``_normal``.
+_POOLED_ENTRIES = 1 << 16
+
+
+@functools.partial(jax.jit, static_argnames=("size", "dtype"))
+def _flat_normal(key: jax.Array, size: int, dtype: Any) -> jax.Array:
+    return jax.random.normal(key, (size,), dtype)
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """``jax.random.normal(key, shape, dtype)``, the same numbers.
+
+    Called eagerly with the partitionable threefry (JAX's default), entry i of a draw
+    does not depend on its shape, so a small draw is the first entries of a flat draw
+    of a power of two of entries: one compiled threefry program (~0.3 s to compile)
+    per size class and dtype serves every shape, not one per shape. Under a trace
+    (``jit``, ``vmap``) the draw is made as asked, at its own size.
+    """
+    size = math.prod(shape)
+    if (
+        isinstance(key, jax.core.Tracer)
+        or size > _POOLED_ENTRIES
+        or not jax.config.jax_threefry_partitionable
+        or "threefry" not in str(jax.random.key_impl(key))
+    ):
+        return jax.random.normal(key, shape, dtype)
+    pooled = max(256, 1 << (size - 1).bit_length())
+    return _flat_normal(key, pooled, jnp.dtype(dtype))[:size].reshape(shape)
+
+
 def random_truth(key: jax.Array, d: int, condition: float = 1.0, dtype=None) -> Gaussian:
     """A random Gaussian in dimension ``d`` with condition number ``condition``.
 
@@ -55,11 +87,19 @@ def random_truth(key: jax.Array, d: int, condition: float = 1.0, dtype=None) -> 
         raise ValueError(f"condition must be >= 1, got {condition}")
     dtype = dtype or jnp.zeros(()).dtype
     k_rot, k_mean = jax.random.split(key)
-    q, r = jnp.linalg.qr(jax.random.normal(k_rot, (d, d), dtype))
+    cov = _rotated_spectrum(_normal(k_rot, (d, d), dtype), jnp.asarray(condition, dtype))
+    return Gaussian(_normal(k_mean, (d,), dtype), cov)
+
+
+@jax.jit
+def _rotated_spectrum(z: jax.Array, condition: jax.Array) -> jax.Array:
+    """Q diag(λ) Qᵀ (symmetrised), Q the Haar rotation from the normal draws ``z``
+    (d, d) and λ log-spaced in [1, condition]: one compiled call per d and dtype."""
+    q, r = jnp.linalg.qr(z)
     q = q * jnp.sign(jnp.diagonal(r))  # sign fix makes Q Haar-distributed
-    eig = jnp.logspace(0.0, jnp.log10(jnp.asarray(condition, dtype)), d, dtype=dtype)
+    eig = jnp.logspace(0.0, jnp.log10(condition), z.shape[0], dtype=z.dtype)
     cov = (q * eig) @ q.T
-    return Gaussian(jax.random.normal(k_mean, (d,), dtype), 0.5 * (cov + cov.T))
+    return 0.5 * (cov + cov.T)
 
 
 def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False) -> jax.Array:
@@ -88,7 +128,7 @@ def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False
         chol = _spectral(truth.cov).factor
     else:
         chol = jnp.linalg.cholesky(truth.cov)
-    z = jax.random.normal(key, (n,) + jnp.shape(truth.mean), truth.mean.dtype)
+    z = _normal(key, (n,) + jnp.shape(truth.mean), truth.mean.dtype)
     if jnp.ndim(truth.mean) == 1:
         return truth.mean + z @ chol.T
     return truth.mean + jnp.einsum("...ij,n...j->n...i", chol, z)

@@ -103,6 +103,24 @@ def test_rank_and_degenerate_samples():
         assert ref.cov_object.rank == rank
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_pooled_draws_are_jax_randoms_own(dtype):
+    # sample and random_truth cut small eager draws from a flat draw of a power of two
+    # of entries: the numbers must be those of jax.random.normal of the asked shape,
+    # eagerly and under jit, for new-style and legacy keys.
+    from jaxgauss.streams import _normal
+
+    for key in (jax.random.key(3), jax.random.PRNGKey(3)):
+        for shape in [(1,), (3,), (5, 5), (7, 2), (1001, 3), (40_000, 2)]:
+            want = jax.random.normal(key, shape, dtype)
+            np.testing.assert_array_equal(_normal(key, shape, dtype), want)
+            jitted = jax.jit(_normal, static_argnums=(1, 2))(key, shape, dtype)
+            np.testing.assert_array_equal(jitted, want)
+    truth = jg.Gaussian(jnp.ones(3, dtype), jnp.eye(3, dtype=dtype))
+    ys = jg.streams.sample(jax.random.key(4), truth, 11)
+    np.testing.assert_array_equal(ys, 1 + jax.random.normal(jax.random.key(4), (11, 3), dtype))
+
+
 def test_zero_covariance_samples_the_mean():
     # scipy's test_multivariate_normal_rvs_zero_covariance
     g = jg.Gaussian(jnp.array([1.0, -2.0]), jnp.zeros((2, 2)))
