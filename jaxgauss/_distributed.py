@@ -59,15 +59,14 @@ from jaxgauss._fit import (
     _check_state,
     _Feeder,
     _float_dtype,
-    _initial_state,
     _original_row,
     _report,
     _scan_rows,
+    _start_state,
     init_carry,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.estimators.moments import MomentsState, WelfordState, mix_moments
-from jaxgauss.gaussian import check_gaussian
 from jaxgauss.streams import DEFAULT_CHUNK_ROWS, read_chunks
 
 __all__ = ["fit_data_parallel", "local_files", "local_rows"]
@@ -598,11 +597,9 @@ def _local(tree: Any) -> Any:
 # --- the driver -----------------------------------------------------------------------
 
 
-def _start_state(estimator, init, state, d, dtype):
+def _start_or_continue(estimator, init, state, d, dtype):
     if state is None:
-        if init is not None:
-            check_gaussian(init, d)
-        return _initial_state(estimator.init, init, d=d, dtype=dtype)
+        return _start_state(estimator, init, d, dtype)
     _check_state(estimator, state, d, dtype)
     return state
 
@@ -641,7 +638,7 @@ def fit_data_parallel(
             "nan_policy='skip' to drop such rows)",
             row,
         )
-    start = _start_state(est, init, state, layout.d, layout.dtype)
+    start = _start_or_continue(est, init, state, layout.d, layout.dtype)
     size = None if chunk_rows is None else chunk
     show = progress and jax.process_index() == 0
     if not est.rowwise:

@@ -775,6 +775,15 @@ def _standard_state(estimator: Estimator, d: int, dtype: Any, counter: Any) -> A
     return _initial_state(estimator.init, None, d=d, dtype=dtype)
 
 
+def _start_state(estimator: Estimator, init: Gaussian | None, d: int, dtype: Any) -> Any:
+    """The state a fit starts from: ``init`` checked (one Gaussian of d columns), or
+    for None the standard Gaussian's (no check, no factorisation; cached)."""
+    if init is None:
+        return _standard_state(estimator, d, jnp.dtype(dtype), counter_dtype())
+    check_gaussian(init, d)
+    return _initial_state(estimator.init, init, d=d, dtype=dtype)
+
+
 def _first_finite_row(chunk: Any) -> np.ndarray | None:
     """The first row of ``chunk`` with only finite entries, on the host (None if
     none), reading as few rows as it takes: 1, then 64, 4096, … (a device chunk is
@@ -831,11 +840,7 @@ class _Stream:
         if state is None:
             held = self.size and max(self.size, _unit(self.plan, self.size)[1])
             check_memory(self.plan.estimator, d, dtype, chunk_rows=held or 0)
-            if self.init is None:  # the identity needs no check (nor a d × d factorisation)
-                state = _standard_state(self.plan.estimator, d, jnp.dtype(dtype), counter_dtype())
-            else:
-                check_gaussian(self.init, d)
-                state = _initial_state(self.plan.estimator.init, self.init, d=d, dtype=dtype)
+            state = _start_state(self.plan.estimator, self.init, d, dtype)
         else:
             _check_state(self.plan.estimator, state, d, dtype)
             self.counted = _largest_counter(state)

@@ -38,11 +38,11 @@ from jaxgauss._fit import (
     _feed_all,
     _float_dtype,
     _guarded_step,
-    _initial_state,
     _nonfinite_rows,
+    _start_state,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
-from jaxgauss.gaussian import Gaussian, check_gaussian
+from jaxgauss.gaussian import Gaussian
 from jaxgauss.streams import read_chunks
 
 
@@ -228,19 +228,16 @@ class _Grouped:
     def _start(self, d: int, dtype) -> None:
         est, G = self.plan.estimator, self.n_groups
         self.d, self.dtype = d, dtype
-        stacked = est._replace(init=lambda g0: _tile(est.init(g0), G))
-        if self.state0 is None:
-            init = self.init
-            if init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
-                check_stacked_gaussian(init, G, d, "groups", name="init")
-                state = jax.vmap(est.init)(init.astype(dtype))
-            else:
-                if init is not None:
-                    check_gaussian(init, d)
-                state = _tile(_initial_state(est.init, init, d=d, dtype=dtype), G)
-        else:
+        init = self.init
+        if self.state0 is not None:
+            stacked = est._replace(init=lambda g0: _tile(est.init(g0), G))
             _check_state(stacked, self.state0, d, dtype)
             state = self.state0
+        elif init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
+            check_stacked_gaussian(init, G, d, "groups", name="init")
+            state = jax.vmap(est.init)(init.astype(dtype))
+        else:
+            state = _tile(_start_state(est, init, d, dtype), G)
         self.carry = FitCarry(
             state, jnp.full((G,), -1, counter_dtype()), jnp.zeros((G,), counter_dtype())
         )

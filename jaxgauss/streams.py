@@ -48,8 +48,8 @@ def _normal(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
     Called eagerly with the partitionable threefry (JAX's default), entry i of a draw
     does not depend on its shape, so a small draw is the first entries of a flat draw
     of a power of two of entries: one compiled threefry program (~0.3 s to compile)
-    per size class and dtype serves every shape, not one per shape. Under a trace
-    (``jit``, ``vmap``) the draw is made as asked, at its own size.
+    per size class and dtype serves every shape, not one per shape. A traced key
+    (under ``jit`` or ``vmap``) draws as asked, at its own size.
     """
     size = math.prod(shape)
     if (
