@@ -247,8 +247,14 @@ def test_ctrl_c_keeps_the_rows_done(tmp_path):
 
     rows = np.random.default_rng(2).normal(size=(2_000, 2))
     ck = tmp_path / "ck.npz"
+    # A process started in the background of a shell inherits SIGINT ignored, and Python
+    # then keeps it ignored: the child restores Python's own handler before the command.
+    run_cli = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'jaxgauss'; runpy.run_module('jaxgauss', run_name='__main__')"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jaxgauss", "fit", "-", "--chunk", "256", "--checkpoint", str(ck)],
+        [sys.executable, "-c", run_cli, "fit", "-", "--chunk", "256", "--checkpoint", str(ck)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
