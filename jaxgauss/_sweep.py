@@ -4,9 +4,12 @@ The K grid values × S seeds of a sweep are one ``vmap`` of ``fit``'s scan
 (``jaxgauss.scan_batches``, its guarded step and traces), wrapped in a
 ``jax.shard_map`` over a (k, s) mesh of all ``jax.devices()``. The stream is long, so
 it runs in chunks: one jitted chunk program is called again and again with the
-carry passed between calls. Inside it each seed's rows for the chunk are drawn once,
-from that seed's key, and shared by every grid value (common random numbers); the
-exact running MLE of the same rows (``welford``) is the efficiency reference.
+carry passed between calls. Each seed's rows for a chunk are drawn once, from that
+seed's key, by a stream program of their own, and shared by every grid value (common
+random numbers); it also keeps the exact running MLE of the same rows (``welford``),
+the efficiency reference. The stream program depends on the truth's shape and the
+chunk, not on the estimator, so sweeps of several estimators over the same truth
+compile it once.
 """
 
 from __future__ import annotations
@@ -250,22 +253,42 @@ def _init_program(*, make_estimator, mesh, num_seeds, grid, g0):
     return jax.shard_map(local, mesh=mesh, check_vma=False, **specs)(grid)
 
 
-@functools.partial(jax.jit, static_argnames=("plan",), donate_argnames=("carry", "mle_state"))
-def _chunk_program(plan: _ChunkPlan, *, carry, mle_state, grid, keys, truth, start):
-    """``plan.num_updates`` guarded updates of every (grid value, seed), from data row
-    ``start``.
+@functools.partial(
+    jax.jit,
+    static_argnames=("mesh", "num_rows", "truth_per_seed", "score"),
+    donate_argnames=("mle_state",),
+)
+def _stream_program(*, mesh, num_rows, truth_per_seed, score, mle_state, keys, truth, start):
+    """Every seed's rows ``start``, …, ``start + num_rows − 1`` (S_pad, num_rows, d),
+    its MLE state after them and score(truth, MLE) (S_pad,), replicated."""
+    t_axis = 0 if truth_per_seed else None  # a truth per seed, or one for all
 
-    Returns the new carry and welford states, then (replicated on every device) the
-    estimates, score(truth, estimate), diverged_at, score(truth, MLE) and the chunk's
-    trace scores.
+    def local(mle_state, keys, truth, start):
+        ys = jax.vmap(lambda k, t: _rows(k, t, start, num_rows), (0, t_axis))(keys, truth)
+        mle_state = jax.vmap(welford().update)(mle_state, ys)
+        mle = jax.vmap(lambda s, t: score(t, welford().estimate(s)), (0, t_axis))(mle_state, truth)
+        return ys, mle_state, mle
+
+    ys, mle_state, mle = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P("s"), P("s"), P("s") if truth_per_seed else P(), P()),
+        out_specs=(P("s"), P("s"), P("s")),
+    )(mle_state, keys, truth, start)
+    return ys, mle_state, _replicated(mesh, mle)
+
+
+@functools.partial(jax.jit, static_argnames=("plan",), donate_argnames=("carry",))
+def _chunk_program(plan: _ChunkPlan, *, carry, grid, ys, truth):
+    """``plan.num_updates`` guarded updates of every (grid value, seed) on the seeds'
+    rows ``ys`` (S_pad, num_updates · batch_size, d).
+
+    Returns the new carry, then (replicated on every device) the estimates,
+    score(truth, estimate), diverged_at and the chunk's trace scores.
     """
-    n_rows = plan.num_updates * plan.batch_size
-
     t_axis = 0 if plan.truth_per_seed else None  # a truth per seed, or one for all
 
-    def local(carry, mle_state, grid, keys, truth, start):
-        ys = jax.vmap(lambda k, t: _rows(k, t, start, n_rows), (0, t_axis))(keys, truth)
-        mle_state = jax.vmap(welford().update)(mle_state, ys)
+    def local(carry, grid, ys, truth):
         ys = ys.reshape(ys.shape[0], plan.num_updates, plan.batch_size, ys.shape[-1])
 
         def one(h, c, y, t):
@@ -278,22 +301,19 @@ def _chunk_program(plan: _ChunkPlan, *, carry, mle_state, grid, keys, truth, sta
         # Outer vmap over grid values (data shared), inner over seeds (data per seed).
         run = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0, t_axis)), in_axes=(0, 0, None, None))
         carry, estimate, final, trace_score = run(grid, carry, ys, truth)
-        mle = jax.vmap(lambda s, t: plan.score(t, welford().estimate(s)), (0, t_axis))(
-            mle_state, truth
-        )
-        return carry, mle_state, estimate, final, carry.diverged_at, mle, trace_score
+        return carry, estimate, final, carry.diverged_at, trace_score
 
     ks = P("k", "s")
     out = jax.shard_map(
         local,
         mesh=plan.mesh,
-        in_specs=(ks, P("s"), P("k"), P("s"), P("s") if plan.truth_per_seed else P(), P()),
-        out_specs=(ks, P("s"), ks, ks, ks, P("s"), ks),
+        in_specs=(ks, P("k"), P("s"), P("s") if plan.truth_per_seed else P()),
+        out_specs=(ks, ks, ks, ks, ks),
         # Estimators are arbitrary user code: their loops (e.g. an EM seed's fori_loop
         # starting from constants) need not track which values vary across devices.
         check_vma=False,
-    )(carry, mle_state, grid, keys, truth, start)
-    return out[:2] + _replicated(plan.mesh, out[2:])
+    )(carry, grid, ys, truth)
+    return out[0], *_replicated(plan.mesh, out[1:])
 
 
 # --- the driver -----------------------------------------------------------------------
@@ -620,9 +640,10 @@ def _check_key(key: Any) -> jax.Array:
 
 
 def _run_chunks(plan: _ChunkPlan, layout: _Layout, *, n_steps, grid, keys, truth, init, progress):
-    """The chunk loop: the carry passes from one compiled chunk to the next; a
-    shorter last chunk compiles once more. Returns the last chunk's outputs and the
-    trace scores of every chunk."""
+    """The chunk loop: each chunk's rows are drawn (the stream program), then every
+    configuration runs over them (the chunk program), the carry passing from one
+    chunk to the next; a shorter last chunk compiles both once more. Returns the last
+    chunk's outputs, its MLE scores, and the trace scores of every chunk."""
     carry, mle_state = _init_program(
         make_estimator=plan.make_estimator,
         mesh=plan.mesh,
@@ -635,21 +656,23 @@ def _run_chunks(plan: _ChunkPlan, layout: _Layout, *, n_steps, grid, keys, truth
     t0 = time.perf_counter()
     for i, start in enumerate(starts):
         rows = min(layout.chunk_rows, n_steps - start)
-        chunk_plan = plan._replace(num_updates=rows // plan.batch_size)
-        carry, mle_state, *out = _chunk_program(
-            chunk_plan,
-            carry=carry,
+        ys, mle_state, mle = _stream_program(
+            mesh=plan.mesh,
+            num_rows=rows,
+            truth_per_seed=plan.truth_per_seed,
+            score=plan.score,
             mle_state=mle_state,
-            grid=grid,
             keys=keys,
             truth=truth,
             start=jnp.asarray(start, jnp.int32),
         )
+        chunk_plan = plan._replace(num_updates=rows // plan.batch_size)
+        carry, *out = _chunk_program(chunk_plan, carry=carry, grid=grid, ys=ys, truth=truth)
         trace_scores.append(out[-1])
         if progress:
             jax.block_until_ready(out[1])
             _progress(i + 1, len(starts), t0)
-    return out[:-1], trace_scores
+    return (*out[:-1], mle), trace_scores
 
 
 def _assemble(grid: Grid, layout: _Layout, plan: _ChunkPlan, outputs) -> SweepResult:
