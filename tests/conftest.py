@@ -60,3 +60,32 @@ def _bounded_compilation_caches():
     resident = _resident_bytes()
     if resident is None or resident > _CLEAR_ABOVE_BYTES:
         jax.clear_caches()
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)`` runs the ``jaxgauss`` command through ``cli.main`` in this
+    process, with x64 off unless ``--float64`` is given (as in a user's process; the
+    tests enable it), and returns (exit status, stdout, stderr) as a
+    ``subprocess.CompletedProcess``. In process, a command shares the tests'
+    compiled programs instead of starting Python and compiling them again; the tests
+    of the console entry itself (signals, pipes, exit on a closed stdout) start
+    processes of their own. An exception other than the command's one-line errors
+    fails the test as the traceback a user would see."""
+    import contextlib
+    import subprocess
+
+    from jaxgauss.cli import main
+
+    def run(*args):
+        args = [str(a) for a in args]
+        x64 = contextlib.nullcontext() if "--float64" in args else jax.enable_x64(False)
+        with x64:
+            try:
+                code = main(args)
+            except SystemExit as exit:  # argparse's own usage errors
+                code = exit.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run

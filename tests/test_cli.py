@@ -1,4 +1,6 @@
-"""The ``jaxgauss`` command end to end, as a user runs it (subprocesses)."""
+"""The ``jaxgauss`` command end to end, as a user runs it: through ``cli.main`` in this
+process (the ``cli`` fixture), and in processes of its own for the console entry,
+standard input, signals and a closed stdout."""
 
 import json
 import subprocess
@@ -21,27 +23,11 @@ def _jaxgauss(*args, cwd=None):
     )
 
 
-def _in_process(capsys, *args):
-    """The command run by ``cli.main`` in this process, as (exit status, stdout,
-    stderr): for tables of short cases, which would each pay a Python start and
-    compile their programs again in a subprocess. The subprocess tests cover the
-    console entry itself; here an exception other than the one-line errors fails the
-    test as the traceback a user would see."""
-    from jaxgauss.cli import main
-
-    try:
-        code = main(list(args))
-    except SystemExit as exit:  # argparse's own usage errors
-        code = exit.code
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-
-def test_every_subcommand_has_help(capsys):
+def test_every_subcommand_has_help(cli):
     out = _jaxgauss("--help")  # the console entry itself, in a process of its own
     assert out.returncode == 0 and "usage: jaxgauss" in out.stdout
     for command in COMMANDS:
-        out = _in_process(capsys, command, "--help")
+        out = cli(command, "--help")
         assert out.returncode == 0 and "usage: jaxgauss " + command in out.stdout
 
 
@@ -70,10 +56,10 @@ def table(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ys.npy", "ys.csv"])
-def test_fit_writes_json_that_matches_numpy(tmp_path, table, name, capsys):
+def test_fit_writes_json_that_matches_numpy(tmp_path, table, name, cli):
     result = tmp_path / "result.json"
     args = ["fit", str(tmp_path / name), "--out", str(result), "--float64", "--chunk", "64"]
-    out = _in_process(capsys, *args)
+    out = cli(*args)
     assert out.returncode == 0, out.stderr
     assert "n = 500 rows" in out.stdout
     got = json.loads(result.read_text())
@@ -82,16 +68,14 @@ def test_fit_writes_json_that_matches_numpy(tmp_path, table, name, capsys):
     np.testing.assert_allclose(got["cov"], np.cov(table.T, bias=True), rtol=1e-10)
 
 
-def test_fit_checkpoint_and_resume(tmp_path, table, capsys):
+def test_fit_checkpoint_and_resume(tmp_path, table, cli):
     np.save(tmp_path / "a.npy", table[:200])
     np.save(tmp_path / "b.npy", table[200:])
-    first = _in_process(
-        capsys, "fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64"
-    )
+    first = cli("fit", str(tmp_path / "a.npy"), "--checkpoint", str(tmp_path / "ck"), "--float64")
     assert first.returncode == 0, first.stderr
     result = tmp_path / "r.json"
     args = ["fit", str(tmp_path / "b.npy"), "--resume", str(tmp_path / "ck.npz"), "--float64"]
-    second = _in_process(capsys, *args, "--out", str(result))
+    second = cli(*args, "--out", str(result))
     assert second.returncode == 0, second.stderr
     got = json.loads(result.read_text())
     np.testing.assert_allclose(got["cov"], np.cov(table.T, bias=True), rtol=1e-10)
@@ -100,7 +84,7 @@ def test_fit_checkpoint_and_resume(tmp_path, table, capsys):
     assert "n = 500 rows (0 skipped, 300 in this run, 200 from" in second.stdout
 
 
-def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table, capsys):
+def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table, cli):
     bad = table.copy()
     bad[123, 2] = np.nan
     np.save(tmp_path / "nan.npy", bad)
@@ -123,14 +107,14 @@ def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, table, capsys):
         ("demo", "--out", str(tmp_path / "flat.npy")): "is a file, not a folder",
     }
     for args, message in cases.items():
-        out = _in_process(capsys, *args)
+        out = cli(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
-    # In float32, as a user's process runs without --float64 (the tests enable x64).
-    big = _jaxgauss("fit", str(tmp_path / "big.npy"))
+    # In float32, as a user's process runs without --float64.
+    big = cli("fit", str(tmp_path / "big.npy"))
     assert big.returncode == 2 and "Traceback" not in big.stderr, big.stderr
     assert "overflows float32 (|x| > 3.4e+38); pass --float64" in big.stderr
-    skip = _jaxgauss("fit", str(tmp_path / "nan.npy"), "--nan-policy", "skip", "--quiet")
+    skip = cli("fit", str(tmp_path / "nan.npy"), "--nan-policy", "skip", "--quiet")
     assert skip.returncode == 0 and "n = 499 rows (1 skipped)" in skip.stdout
 
 
@@ -138,7 +122,7 @@ def _csv_text(rows):
     return "".join(f"{a!r},{b!r}\n" for a, b in rows.tolist())
 
 
-def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path):
+def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path, cli):
     # Item 1 of the hostile-input review: a bad cell at row 200 000 of 300 000 must not
     # lose the 200 000 rows before it. The checkpoint keeps them; resuming on the rows
     # after the bad one (here from standard input, a pipe: nothing may probe it
@@ -149,7 +133,7 @@ def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path):
     lines[bad] = "1.0,oops\n"
     (tmp_path / "f.csv").write_text("x,y\n" + "".join(lines))
     ck, part, full = tmp_path / "ck.npz", tmp_path / "part.json", tmp_path / "full.json"
-    first = _jaxgauss(
+    first = cli(
         "fit", str(tmp_path / "f.csv"), "--checkpoint", str(ck), "--out", str(part), "--float64"
     )
     assert first.returncode == 2, first.stderr
@@ -176,19 +160,19 @@ def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path):
     np.testing.assert_allclose(got["cov"], np.cov(good.T, bias=True), rtol=1e-10)
 
 
-def test_outputs_are_safe(tmp_path, table, capsys):
+def test_outputs_are_safe(tmp_path, table, cli):
     # Item 2 and 3: the checkpoint is written before --out and stdout, so a bad --out
     # path or a closed stdout does not cost it; no output may be an input.
     data = tmp_path / "ys.npy"
     before = data.read_bytes()
     (tmp_path / "link.npy").symlink_to(data)
-    linked = _in_process(capsys, "fit", str(data), "--out", str(tmp_path / "link.npy"))
+    linked = cli("fit", str(data), "--out", str(tmp_path / "link.npy"))
     assert linked.returncode == 2 and "same file as FILE" in linked.stderr
     assert data.read_bytes() == before
 
     ck = tmp_path / "ck.npz"
-    bad_out = _in_process(
-        capsys, "fit", str(data), "--checkpoint", str(ck), "--out", str(tmp_path / "no" / "r.json")
+    bad_out = cli(
+        "fit", str(data), "--checkpoint", str(ck), "--out", str(tmp_path / "no" / "r.json")
     )
     assert bad_out.returncode == 2 and "--out" in bad_out.stderr and ck.exists()
     ck.unlink()
@@ -206,12 +190,12 @@ def test_outputs_are_safe(tmp_path, table, capsys):
     assert ck.exists()
 
 
-def test_resume_is_checked_against_the_run(tmp_path, table):
+def test_resume_is_checked_against_the_run(tmp_path, table, cli):
     # Item 7 (another parameterisation must not read the factor as its own), item 18
     # (a state of d = 3 continued with 2 columns) and item 12 (a gradient checkpoint
     # after a short final batch warns).
     ck = tmp_path / "ck.npz"
-    first = _jaxgauss(
+    first = cli(
         "fit", str(tmp_path / "ys.npy"), "--method", "sgd", "--lr", "0.01",
         "--batch-size", "64", "--checkpoint", str(ck), "--quiet",
     )  # fmt: skip
@@ -232,7 +216,7 @@ def test_resume_is_checked_against_the_run(tmp_path, table):
     }
     for (name, *extra), message in cases.items():
         args = ["fit", str(tmp_path / name), "--method", "sgd", "--resume", str(ck)]
-        out = _jaxgauss(*args, *(extra if "--lr" in extra else [*extra, "--lr", "0.01"]))
+        out = cli(*args, *(extra if "--lr" in extra else [*extra, "--lr", "0.01"]))
         assert out.returncode == 2 and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
 

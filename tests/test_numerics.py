@@ -31,13 +31,6 @@ MAVRO = [
 MAVRO_MEAN, MAVRO_STD = 2.00185600000000, 0.000429123454003053
 
 
-def _cli(*args, timeout=120, prelude=""):
-    code = f"{prelude}\nfrom jaxgauss.cli import main\nraise SystemExit(main({list(args)!r}))"
-    return subprocess.run(
-        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def _offset_rows(offset, n=2000, seed=0):
     """float64 rows offset + z A with a known spread (3 correlated columns)."""
     a = np.array([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.3, 2.0]])
@@ -53,13 +46,13 @@ def _rel_err(actual, reference):
 # --- 4. float64 data in float32 ----------------------------------------------------
 
 
-def test_cli_float32_fit_of_1e8_offset_csv_keeps_float32_accuracy(tmp_path):
+def test_cli_float32_fit_of_1e8_offset_csv_keeps_float32_accuracy(tmp_path, cli):
     ys = _offset_rows(1e8)
     path = tmp_path / "big_mean.csv"
     np.savetxt(path, ys, delimiter=",", fmt="%.17g")
     ys = np.loadtxt(path, delimiter=",")  # the values the CLI reads
     out = tmp_path / "r.json"
-    proc = _cli("fit", str(path), "--quiet", "--out", str(out))
+    proc = cli("fit", str(path), "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     got = json.loads(out.read_text())
     assert got["dtype"] == "float32"
@@ -67,10 +60,10 @@ def test_cli_float32_fit_of_1e8_offset_csv_keeps_float32_accuracy(tmp_path):
     assert _rel_err(got["cov"], np.cov(ys.T, bias=True)) < 1e-5
 
 
-def test_cli_covariance_below_float32_range_is_an_error_not_zero(tmp_path):
+def test_cli_covariance_below_float32_range_is_an_error_not_zero(tmp_path, cli):
     path = tmp_path / "tiny.csv"
     np.savetxt(path, 3e-20 * _offset_rows(0.0, n=50), delimiter=",", fmt="%.17g")
-    proc = _cli("fit", str(path), "--quiet")
+    proc = cli("fit", str(path), "--quiet")
     assert proc.returncode == 2, proc.stderr
     assert "float64" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -256,11 +249,11 @@ def test_flag_kept_once_not_added_for_old_jaxlib_and_warns_when_late():
 # --- 14. wide data -----------------------------------------------------------------------
 
 
-def test_cli_wide_csv_beyond_memory_exits_2_with_the_estimate(tmp_path):
+def test_cli_wide_csv_beyond_memory_exits_2_with_the_estimate(tmp_path, cli, monkeypatch):
     path = tmp_path / "wide.csv"
     np.savetxt(path, np.random.default_rng(0).standard_normal((3, 20_000)), delimiter=",")
-    budget = "import jaxgauss._memory as m; m.available_memory = lambda: 2**30"
-    proc = _cli("fit", str(path), "--quiet", prelude=budget)  # before: exit 139
+    monkeypatch.setattr(_memory, "available_memory", lambda: 2**30)
+    proc = cli("fit", str(path), "--quiet")  # before: exit 139
     assert proc.returncode == 2, proc.stderr
     assert "needs about" in proc.stderr and "GiB" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -286,11 +279,11 @@ def test_fit_refuses_what_cannot_fit(monkeypatch):
     jg.fit(jg.welford(), np.zeros((2, 40)))  # a small fit is not refused
 
 
-def test_cli_large_covariance_goes_to_npy_beside_the_json(tmp_path):
+def test_cli_large_covariance_goes_to_npy_beside_the_json(tmp_path, cli):
     ys = np.random.default_rng(0).standard_normal((5, 600))
     path, out = tmp_path / "w.npy", tmp_path / "r.json"
     np.save(path, ys)
-    proc = _cli("fit", str(path), "--quiet", "--out", str(out))
+    proc = cli("fit", str(path), "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     got = json.loads(out.read_text())
     assert "cov" not in got
