@@ -540,6 +540,13 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
 _run_tail_jit = jax.jit(_run_tail, static_argnames="plan")
 
 
+def _tail_plan(plan: ScanPlan) -> ScanPlan:
+    """The plan ``_run_tail`` is compiled for: only what it reads (no trace or score;
+    the block size only for a rowwise estimator's levels), so that fits differing
+    elsewhere (a traced fit and an untraced one) share its program."""
+    return ScanPlan(plan.estimator, plan.batch_size, plan.block if plan.estimator.rowwise else 1)
+
+
 def _unit(plan: ScanPlan, size: int | None) -> tuple[ScanPlan, int, bool]:
     """The plan a stream of chunks of ``size`` rows is applied with, the rows it is
     applied in at least (one traced piece, or one block of batches), and whether
@@ -682,8 +689,7 @@ class _Feeder:
         if batches and self.run is _run:
             k = 1 << (max(batches, _TAIL_ENTRIES // (b * rows.shape[1])) - 1).bit_length()
             padded = _zero_padded(rows[done : done + batches * b], k * b)
-            untraced = self.plan._replace(trace_every=0)
-            self.carry = _run_tail_jit(untraced, self.carry, padded, np.int32(batches))
+            self.carry = _run_tail_jit(_tail_plan(self.plan), self.carry, padded, np.int32(batches))
             done += batches * b
         elif batches:
             for bit in reversed(range(batches.bit_length())):
