@@ -45,17 +45,28 @@ def _resident_bytes() -> int | None:
         return None
 
 
-# Above this, a test module's end frees the process's compiled programs.
-_CLEAR_ABOVE_BYTES = 3 << 30
+def _clear_above_bytes() -> int:
+    """Above this, a test module's end frees the process's compiled programs: a
+    quarter of the machine's memory (two pytest-xdist workers then hold at most
+    half), at least 3 GiB."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        total = 0
+    return max(3 << 30, total // 4)
+
+
+_CLEAR_ABOVE_BYTES = _clear_above_bytes()
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _bounded_compilation_caches():
     """Free the compiled programs when a module ends with the process holding more
-    than 3 GiB (always, where that cannot be read): one process compiles thousands
-    of programs over the suite, and XLA's CPU compiler was seen to crash late in a
-    long single-process run. Below it, later modules reuse the programs they share
-    (clearing after every module cost ~12 % of the suite's CPU time)."""
+    than ``_CLEAR_ABOVE_BYTES`` (always, where that cannot be read): one process
+    compiles thousands of programs over the suite, and XLA's CPU compiler was seen to
+    crash late in a long single-process run. Below it, later modules reuse the
+    programs they share (clearing after every module cost ~12 % of the suite's CPU
+    time; a clear itself takes ~4 s)."""
     yield
     resident = _resident_bytes()
     if resident is None or resident > _CLEAR_ABOVE_BYTES:

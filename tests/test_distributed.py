@@ -160,6 +160,7 @@ def test_two_processes_equal_one(data, local_devices, checks):
         np.testing.assert_allclose(got["sweep"], sweep.final_kl, rtol=1e-10)
 
 
+@pytest.mark.slow  # three processes, one killed; the quick run starts two in [2-data]
 def test_a_dead_peer_ends_the_others(data):
     """Through the CLI: kill process 1 once it has joined; process 0, waiting for it in
     a collective, must exit non-zero within 60 s plus the heartbeat timeout."""

@@ -159,6 +159,7 @@ def test_cli_fit_mixture_and_student_t(tmp_path, capsys):
     assert "needs --dof" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an EM sweep program; mixtures and sweeps each run quick elsewhere
 def test_mixture_sweeps_over_the_step_exponent_with_a_held_out_score():
     """Online EM in a sweep: κ of the step (t + 500)^−κ × seeds in one compiled call,
     scored by the held-out negative log-likelihood (``score`` reads any estimate that

@@ -106,7 +106,7 @@ def test_chunked_equals_one_call():
 
     def make(h):
         calls.append(h)
-        return jg.gradient_ascent(optax.adam(h), "cholesky")
+        return jg.gradient_ascent(optax.adam(h), "precision")
 
     kwargs = dict(truth=_truth(), n_steps=360, seeds=3, trace_every=30, batch_size=2)
     one = sweep(make, np.array([0.01, 0.1]), **kwargs)
