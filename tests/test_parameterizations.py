@@ -50,8 +50,9 @@ def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
 
     # Gradient of the direct formula vs autodiff through to_gaussian + the Gaussian's
     # Cholesky log-likelihood: two independent routes to the same derivative.
-    direct = jax.grad(lambda q: jnp.sum(p.log_likelihood(q, ys)))(params)
-    via_cov = jax.grad(lambda q: jnp.sum(jg.log_likelihood(p.to_gaussian(q), ys)))(params)
+    # (each compiled as one program, not run op by op)
+    direct = jax.jit(jax.grad(lambda q: jnp.sum(p.log_likelihood(q, ys))))(params)
+    via_cov = jax.jit(jax.grad(lambda q: jnp.sum(jg.log_likelihood(p.to_gaussian(q), ys))))(params)
     for a, b in zip(direct, via_cov):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
@@ -61,8 +62,10 @@ def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
     if name == "covariance":
         dirs = dirs._replace(matrix=dirs.matrix + dirs.matrix.T)
     eps = 1e-6
-    f = lambda t: jnp.sum(
-        p.log_likelihood(jax.tree_util.tree_map(lambda x, v: x + t * v, params, dirs), ys)
+    f = jax.jit(
+        lambda t: jnp.sum(
+            p.log_likelihood(jax.tree_util.tree_map(lambda x, v: x + t * v, params, dirs), ys)
+        )
     )
     fd = (f(eps) - f(-eps)) / (2 * eps)
     analytic = sum(jnp.sum(a * v) for a, v in zip(direct, dirs))

@@ -138,7 +138,7 @@ def test_retraction_prevents_the_log_factor_overshoot(name):
     y = jg.streams.sample(jax.random.key(4), truth, 1)
     g0 = jg.Gaussian(jnp.zeros(d), 0.1 * jnp.eye(d))
     est = _natural_sgd(name)
-    g1 = est.estimate(est.update(est.init(g0), y))
+    g1 = est.estimate(jax.jit(est.update)(est.init(g0), y))  # one program, not each op's
     r = y[0]
     np.testing.assert_allclose(g1.mean, 0.5 * r, rtol=1e-12)
     # One Cholesky of a condition-~10⁴ matrix (and a second one for "precision"): ~1e-12.
@@ -147,7 +147,7 @@ def test_retraction_prevents_the_log_factor_overshoot(name):
     # z = L⁻¹ r of order √(100/0.1) (here by up to 38; hundreds for rows further out):
     # one step scales Σ by up to e^(2·38).
     plain = _natural_sgd(name, retract=False)
-    overshoot = plain.estimate(plain.update(plain.init(g0), y))
+    overshoot = plain.estimate(jax.jit(plain.update)(plain.init(g0), y))
     assert float(jnp.max(jnp.abs(overshoot.cov))) > 1e10 * float(jnp.max(jnp.abs(g1.cov)))
 
 
