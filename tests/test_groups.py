@@ -30,6 +30,11 @@ def _data(dtype, seed=0):
     return x.astype(dtype), groups, weights
 
 
+# The further table checks' float32 case runs with -m slow (the quick run keeps
+# float32 in the per-group and weighted per-group checks).
+DTYPES_FLOAT32_SLOW = [pytest.param(np.float32, marks=pytest.mark.slow), np.float64]
+
+
 def _close(got, want, dtype):
     scale = max(1.0, float(np.max(np.abs(want))))
     np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=TOL[dtype] * scale, rtol=0)
@@ -65,7 +70,7 @@ def test_grouped_weighted_welford_equals_numpy_aweights(dtype):
         np.testing.assert_allclose(res.state.count[k], wk.sum(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES_FLOAT32_SLOW)
 def test_weighted_welford_without_groups_equals_numpy(dtype):
     x, _, w = _data(dtype)
     res = jg.fit(WEIGHTED, x, weights=w)
@@ -235,7 +240,7 @@ def test_nonfinite_row_in_a_grouped_fit_keeps_the_rows_before_it():
     np.testing.assert_allclose(skipped.estimate.cov[k], ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES_FLOAT32_SLOW)
 def test_per_class_gaussians_of_wine_equal_numpy(dtype):
     # The per-class Gaussians of quadratic discriminant analysis on a real table
     # (scikit-learn's wine, 178 × 13, features spanning four orders of magnitude).
@@ -251,6 +256,7 @@ def test_per_class_gaussians_of_wine_equal_numpy(dtype):
         assert err.max() < (1e-5 if dtype == np.float32 else 1e-12)
 
 
+@pytest.mark.slow  # three sweep programs
 def test_sweep_with_a_truth_per_seed_equals_sweeps_of_each_truth():
     import jax
 
@@ -307,7 +313,7 @@ def test_cli_group_by_text_labels_and_weights(tmp_path, capsys):
     assert "past --max-groups 2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES_FLOAT32_SLOW)
 def test_skewed_groups_take_the_block_path_and_equal_numpy(dtype):
     # About equal groups are laid out per group (one batched Gram matmul); here one
     # group holds ~90 % of the rows, so padding would more than double them and the

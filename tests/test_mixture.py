@@ -143,6 +143,7 @@ def test_bad_settings_raise(kwargs, match):
         jg.gaussian_mixture(**kwargs)
 
 
+@pytest.mark.slow  # a mixture's EM programs through the command; mixtures run quick elsewhere
 def test_cli_fit_mixture_and_student_t(tmp_path, capsys):
     from jaxgauss.cli import main
 

@@ -66,6 +66,7 @@ def test_log_likelihood_matches_scipy():
         np.testing.assert_allclose(np.asarray(jg.log_likelihood(t, ys)), ref, rtol=1e-12)
 
 
+@pytest.mark.slow  # a statistical claim over 16 seeds
 def test_one_pass_location_as_accurate_as_batch_t_mle_and_welford_is_pulled():
     """16 seeds, one vmapped scan of 4 rows per update (one shared E-step each).
 
@@ -115,7 +116,7 @@ def test_estimate_before_seeding_is_the_batch_t_mle():
 def test_float32_state_keeps_dtypes():
     est = jg.student_t(4.0, n_init=10)
     state = est.init(jg.Gaussian(jnp.zeros(2, jnp.float32), jnp.eye(2, dtype=jnp.float32)))
-    ys = jax.random.t(jax.random.key(0), 4.0, (30, 2), jnp.float32)
+    ys = jax.random.normal(jax.random.key(0), (30, 2), jnp.float32)  # any rows will do
     new = jax.jit(est.update)(state, ys)
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
         assert a.dtype == b.dtype and a.shape == b.shape

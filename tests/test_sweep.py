@@ -124,6 +124,7 @@ def test_chunked_equals_one_call():
         np.testing.assert_array_equal(other.estimate.cov, one.estimate.cov)
 
 
+@pytest.mark.slow  # two more sweep programs; each_cell and chunked run quick
 def test_dict_grid_from_grid_product():
     grid = grid_product(lr=[0.003, 0.03], momentum=[0.0, 0.5, 0.9])
     np.testing.assert_array_equal(grid["momentum"], [0.0, 0.5, 0.9] * 2)
