@@ -103,7 +103,7 @@ def test_rank_and_degenerate_samples():
         assert ref.cov_object.rank == rank
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.float64, marks=pytest.mark.slow)])
 def test_pooled_draws_are_jax_randoms_own(dtype):
     # sample and random_truth cut small eager draws from a flat draw of a power of two
     # of entries: the numbers must be those of jax.random.normal of the asked shape,

@@ -280,7 +280,7 @@ STREAMERS = {
     "name, batch_size, trace_every",
     [
         ("sgd", 1, 0),
-        ("welford", 1, 0),
+        pytest.param("welford", 1, 0, marks=pytest.mark.slow),
         pytest.param("sgd", 3, 7, marks=pytest.mark.slow),
         ("welford", 3, 7),
     ],
