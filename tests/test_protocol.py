@@ -68,7 +68,18 @@ def test_state_structure_and_dtypes_survive_update(name, parameterization, dtype
     assert jax.tree_util.tree_leaves(estimate)[0].dtype == dtype
 
 
-@pytest.mark.parametrize(("name", "parameterization"), CASES)
+# Compiled per case: the quick run checks every registry entry and every
+# parameterisation (all four through sgd and fisher-sgd, whose preconditioner is per
+# parameterisation); the other optimizers' further parameterisations run with -m slow.
+COMPILED_CASES = [
+    pytest.param(
+        n, p, marks=[] if p == "cholesky" or n in ("sgd", "fisher-sgd") else [pytest.mark.slow]
+    )
+    for n, p in CASES
+]
+
+
+@pytest.mark.parametrize(("name", "parameterization"), COMPILED_CASES)
 def test_jit_vmap_and_checkpoint(tmp_path, name, parameterization):
     est = _estimator(name, parameterization)
     g0 = jg.Gaussian.standard(D, jnp.float64)
