@@ -260,7 +260,8 @@ def _init_program(*, make_estimator, mesh, num_seeds, grid, g0):
 )
 def _stream_program(*, mesh, num_rows, truth_per_seed, score, mle_state, keys, truth, start):
     """Every seed's rows ``start``, …, ``start + num_rows − 1`` (S_pad, num_rows, d),
-    its MLE state after them and score(truth, MLE) (S_pad,), replicated."""
+    the seeds' MLE states after them, and score(truth, MLE) (S_pad,), the last
+    replicated on every device."""
     t_axis = 0 if truth_per_seed else None  # a truth per seed, or one for all
 
     def local(mle_state, keys, truth, start):
