@@ -87,6 +87,7 @@ def test_speed_harness_with_missing_peers(benchmarks, monkeypatch, tmp_path):
     assert speed.SKIPPED in md and "## Targets" in md and "## Where a blocked" in md
 
 
+@pytest.mark.slow  # the benchmarks' own peers (torch, river, NumPy)
 def test_peers_compute_what_jaxgauss_computes(benchmarks, key):
     from benchmarks import peers
 

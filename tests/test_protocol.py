@@ -68,14 +68,18 @@ def test_state_structure_and_dtypes_survive_update(name, parameterization, dtype
     assert jax.tree_util.tree_leaves(estimate)[0].dtype == dtype
 
 
-# Compiled per case: the quick run checks every registry entry and every
+# Compiled per case: the quick run checks every registry entry but the mixture (its
+# EM programs compile for ~6 s; test_mixture.py runs it quick) and every
 # parameterisation (all four through sgd and fisher-sgd, whose preconditioner is per
-# parameterisation); the other optimizers' further parameterisations run with -m slow.
+# parameterisation); the rest run with -m slow.
+def _quick(name, parameterization):
+    if name == "mixture":
+        return False
+    return parameterization == "cholesky" or name in ("sgd", "fisher-sgd")
+
+
 COMPILED_CASES = [
-    pytest.param(
-        n, p, marks=[] if p == "cholesky" or n in ("sgd", "fisher-sgd") else [pytest.mark.slow]
-    )
-    for n, p in CASES
+    pytest.param(n, p, marks=[] if _quick(n, p) else [pytest.mark.slow]) for n, p in CASES
 ]
 
 

@@ -60,6 +60,7 @@ def test_rolling_blocks_equal_rows(block_rows):
     _close(res.estimate.mean, ys[-7:].mean(0), 1e-12)
 
 
+@pytest.mark.slow  # 10⁶ rows
 def test_float32_drift_after_a_million_rows():
     # 10⁶ float32 rows, the first half 100 times louder, all offset by 10; w = 1000;
     # blocks of 500 rows, so every block removes 500 rows by downdate.
