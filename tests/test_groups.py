@@ -31,7 +31,7 @@ def _data(dtype, seed=0):
 
 
 # The further table checks' float32 case runs with -m slow (the quick run keeps
-# float32 in the per-group and weighted per-group checks).
+# float32 in the per-group check).
 DTYPES_FLOAT32_SLOW = [pytest.param(np.float32, marks=pytest.mark.slow), np.float64]
 
 
@@ -56,7 +56,7 @@ def test_grouped_welford_equals_numpy_per_group(dtype):
     np.testing.assert_array_equal(res.diverged_at, -np.ones(G))
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES_FLOAT32_SLOW)
 def test_grouped_weighted_welford_equals_numpy_aweights(dtype):
     x, groups, w = _data(dtype)
     # chunked and in small blocks: many compiled pieces, the state carried between them

@@ -290,6 +290,7 @@ def test_memory_stays_flat_for_4096_configurations():
     assert int(out.split()[-1]) * 1024 < 2e9
 
 
+@pytest.mark.slow  # the sweep command's whole run; its help and bad-input cases run quick
 def test_command_line_end_to_end(tmp_path, capsys):
     # Through cli.main in this process (the console entry itself runs in test_cli.py).
     from jaxgauss.cli import main
