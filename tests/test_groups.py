@@ -275,10 +275,8 @@ def test_sweep_with_a_truth_per_seed_equals_sweeps_of_each_truth():
         jg.sweep(make, grid, truth=stacked, n_steps=64, seeds=3)
 
 
-def test_cli_group_by_text_labels_and_weights(tmp_path, capsys):
+def test_cli_group_by_text_labels_and_weights(tmp_path, cli):
     import json
-
-    from jaxgauss.cli import main
 
     rng = np.random.default_rng(5)
     n = 120
@@ -291,7 +289,7 @@ def test_cli_group_by_text_labels_and_weights(tmp_path, capsys):
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.json"
     args = ["fit", str(path), "--group-by", "site", "--weights", "3", "--float64", "--quiet"]
-    assert main(args + ["--out", str(out)]) == 0
+    assert cli(*args, "--out", out).returncode == 0
     doc = json.loads(out.read_text())
     first_seen = list(dict.fromkeys(labels))
     assert [g["label"] for g in doc["groups"]] == first_seen
@@ -305,12 +303,12 @@ def test_cli_group_by_text_labels_and_weights(tmp_path, capsys):
             g["cov"], np.cov(x[sel].T, aweights=w[sel], bias=True), atol=1e-12
         )
     # one pass with a bound: the same result; past the bound a clear error
-    assert main(args + ["--max-groups", "3", "--out", str(out)]) == 0
+    assert cli(*args, "--max-groups", "3", "--out", out).returncode == 0
     assert [g["n"] for g in json.loads(out.read_text())["groups"]] == [
         g["n"] for g in doc["groups"]
     ]
-    assert main(args + ["--max-groups", "2"]) == 2
-    assert "past --max-groups 2" in capsys.readouterr().err
+    bounded = cli(*args, "--max-groups", "2")
+    assert bounded.returncode == 2 and "past --max-groups 2" in bounded.stderr
 
 
 @pytest.mark.parametrize("dtype", DTYPES_FLOAT32_SLOW)

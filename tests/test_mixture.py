@@ -144,20 +144,18 @@ def test_bad_settings_raise(kwargs, match):
 
 
 @pytest.mark.slow  # a mixture's EM programs through the command; mixtures run quick elsewhere
-def test_cli_fit_mixture_and_student_t(tmp_path, capsys):
-    from jaxgauss.cli import main
+def test_cli_fit_mixture_and_student_t(tmp_path, cli):
+    import json
 
     ys = np.asarray(TRUTH.sample(jax.random.key(4), 1200))
     np.save(tmp_path / "rows.npy", ys)
     out = tmp_path / "mix.json"
-    args = ["fit", str(tmp_path / "rows.npy"), "--quiet", "--float64"]
-    assert main(args + ["--method", "mixture", "--components", "3", "--out", str(out)]) == 0
-    import json
-
+    args = ["fit", tmp_path / "rows.npy", "--quiet", "--float64"]
+    assert cli(*args, "--method", "mixture", "--components", "3", "--out", out).returncode == 0
     result = json.loads(out.read_text())
     assert result["n"] == 1200 and sorted(np.round(result["weights"], 1)) == [0.2, 0.3, 0.5]
-    assert main(args + ["--method", "student-t"]) == 2
-    assert "needs --dof" in capsys.readouterr().err
+    student = cli(*args, "--method", "student-t")
+    assert student.returncode == 2 and "needs --dof" in student.stderr
 
 
 @pytest.mark.slow  # an EM sweep program; mixtures and sweeps each run quick elsewhere
