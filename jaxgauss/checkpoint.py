@@ -50,7 +50,7 @@ _MARK = "jaxgauss-checkpoint"
 _FORMAT_VERSION = 1
 
 
-def _npz_path(path: str | os.PathLike) -> Path:
+def npz_path(path: str | os.PathLike) -> Path:
     """``path`` with ``.npz`` appended unless it already ends in it."""
     path = Path(path)
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
@@ -148,7 +148,7 @@ def save(
     if rows is not None:
         entries["rows"] = np.array(int(rows), np.int64)
 
-    path = _npz_path(path)
+    path = npz_path(path)
     _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(8)}.tmp")
     try:
@@ -185,7 +185,7 @@ def _running(pid: int) -> bool:
 def _existing(path: str | os.PathLike) -> Path:
     """``path`` if it exists, else the ``.npz`` path ``save(path, ...)`` wrote."""
     path = Path(path)
-    return path if path.exists() else _npz_path(path)
+    return path if path.exists() else npz_path(path)
 
 
 _META_BYTES = 1 << 24  # metadata entries are short strings and integers

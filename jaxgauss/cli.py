@@ -96,7 +96,7 @@ def _same_file(a: str, b: str) -> bool:
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before reading anything, an output that would overwrite an input
     (also through links) or another output."""
-    from jaxgauss.checkpoint import _npz_path
+    from jaxgauss.checkpoint import npz_path
 
     _check_out_name(args.out)
     if args.checkpoint is not None and not args.checkpoint.strip():
@@ -104,7 +104,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     inputs = [("FILE", f) for f in args.file if f != "-"] + [("--resume", args.resume)]
     outputs = {"--out": args.out}
     if args.checkpoint:
-        outputs["--checkpoint"] = str(_npz_path(args.checkpoint))
+        outputs["--checkpoint"] = str(npz_path(args.checkpoint))
     for out_name, out in outputs.items():
         for in_name, src in inputs:
             if out and src and _same_file(out, src):

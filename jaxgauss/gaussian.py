@@ -125,7 +125,7 @@ class _Spectral(NamedTuple):
     psd: jax.Array  # no eigenvalue below −tolerance, (...)
 
 
-def _spectral(cov: jax.Array) -> _Spectral:
+def spectral(cov: jax.Array) -> _Spectral:
     s, vecs = jnp.linalg.eigh(cov)
     tol = _tolerance(s)
     kept = s > tol[..., None]
@@ -143,7 +143,7 @@ def _pseudo_mahalanobis(sp: _Spectral, r: jax.Array) -> jax.Array:
 
 
 def _log_likelihood_singular(g: Gaussian, y: jax.Array) -> jax.Array:
-    sp = _spectral(g.cov)
+    sp = spectral(g.cov)
     r = jnp.asarray(y) - g.mean
     # scipy's support test: the length of r's component in the null space against
     # 10³ × the eigenvalue tolerance.
@@ -222,7 +222,7 @@ def mahalanobis(g: Gaussian, y: jax.Array, allow_singular: bool = False) -> jax.
       2.0
     """
     if allow_singular:
-        return _pseudo_mahalanobis(_spectral(g.cov), jnp.asarray(y) - g.mean)
+        return _pseudo_mahalanobis(spectral(g.cov), jnp.asarray(y) - g.mean)
     return jnp.sum(_whiten(g, y)[1] ** 2, axis=-1)
 
 
@@ -241,7 +241,7 @@ def entropy(g: Gaussian, allow_singular: bool = False) -> jax.Array:
       1.418939
     """
     if allow_singular:
-        sp = _spectral(g.cov)
+        sp = spectral(g.cov)
         return 0.5 * (sp.rank * (1.0 + math.log(2.0 * math.pi)) + sp.log_pdet)
     chol = jnp.linalg.cholesky(g.cov)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
@@ -268,7 +268,7 @@ def precision(g: Gaussian, allow_singular: bool = False) -> jax.Array:
       [[0.25, 0.0], [0.0, 0.0]]
     """
     if allow_singular:
-        root = _spectral(g.cov).root
+        root = spectral(g.cov).root
         p = root @ jnp.swapaxes(root, -1, -2)
     else:
         chol = jnp.linalg.cholesky(g.cov)

@@ -70,7 +70,7 @@ def _tri_to_log_diag(chol: jax.Array) -> jax.Array:
     return jnp.tril(chol, -1) + jnp.diag(jnp.log(jnp.diagonal(chol)))
 
 
-def _symmetric(a: jax.Array) -> jax.Array:
+def symmetric(a: jax.Array) -> jax.Array:
     return 0.5 * (a + a.T)
 
 
@@ -96,7 +96,7 @@ def _natural_log_factor(m: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def _cov_from(g: Gaussian) -> Params:
-    return Params(g.mean, _symmetric(g.cov))
+    return Params(g.mean, symmetric(g.cov))
 
 
 def _cov_to(p: Params) -> Gaussian:
@@ -119,7 +119,7 @@ def _cov_fisher_inverse(p: Params, g: Params) -> Params:
     # acts through its symmetric part).
     chol = jnp.linalg.cholesky(p.matrix)
     return Params(
-        chol @ (chol.T @ g.mean), _symmetric(2.0 * chol @ (chol.T @ g.matrix @ chol) @ chol.T)
+        chol @ (chol.T @ g.mean), symmetric(2.0 * chol @ (chol.T @ g.matrix @ chol) @ chol.T)
     )
 
 
@@ -162,14 +162,14 @@ def _prec_from(g: Gaussian) -> Params:
     chol = jnp.linalg.cholesky(g.cov)
     l_inv = solve_triangular(chol, jnp.eye(d, dtype=g.cov.dtype), lower=True)
     prec = l_inv.T @ l_inv
-    return Params(g.mean, _tri_to_log_diag(jnp.linalg.cholesky(_symmetric(prec))))
+    return Params(g.mean, _tri_to_log_diag(jnp.linalg.cholesky(symmetric(prec))))
 
 
 def _prec_to(p: Params) -> Gaussian:
     u = _log_diag_to_tri(p.matrix)
     d = p.mean.shape[-1]
     u_inv = solve_triangular(u, jnp.eye(d, dtype=u.dtype), lower=True)
-    return Gaussian(p.mean, _symmetric(u_inv.T @ u_inv))
+    return Gaussian(p.mean, symmetric(u_inv.T @ u_inv))
 
 
 def _exp_in_range(log_values: jax.Array) -> jax.Array:

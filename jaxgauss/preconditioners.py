@@ -23,8 +23,8 @@ from jaxgauss.gaussian import Gaussian
 from jaxgauss.parameterizations import (
     Parameterization,
     Params,
-    _symmetric,
     get_parameterization,
+    symmetric,
 )
 
 __all__ = ["fisher_preconditioner", "covariance_retraction"]
@@ -158,7 +158,7 @@ def covariance_retraction(
         params = _require_params(params, "covariance_retraction")
         updates = Params(*updates)
         g, dg = jax.jvp(param.to_gaussian, (params,), (updates,))
-        moved = Gaussian(g.mean + dg.mean, _symmetric(g.cov + dg.cov))
+        moved = Gaussian(g.mean + dg.mean, symmetric(g.cov + dg.cov))
         retracted = jax.tree_util.tree_map(jnp.subtract, param.from_gaussian(moved), params)
         # A non-positive-definite Σ + δΣ shows up as NaN in its Cholesky factor.
         ok = all_finite(retracted)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgauss import _arrow
-from jaxgauss.gaussian import Gaussian, _spectral
+from jaxgauss.gaussian import Gaussian, spectral
 
 __all__ = [
     "random_truth",
@@ -125,7 +125,7 @@ def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False
       (5, 2)
     """
     if allow_singular:
-        chol = _spectral(truth.cov).factor
+        chol = spectral(truth.cov).factor
     else:
         chol = jnp.linalg.cholesky(truth.cov)
     z = _normal(key, (n,) + jnp.shape(truth.mean), truth.mean.dtype)

@@ -11,9 +11,9 @@ one step of size a is
 
 with C the w-weighted covariance: the expectation-parameter step of the moment
 estimators with row weight a w / S₀' in place of a. A batch of b rows therefore goes
-through ``moments._absorb`` (one weighted Gram matmul) with the old state weighted
+through ``moments.absorb`` (one weighted Gram matmul) with the old state weighted
 c S₀/S₀' and row i weighted αᵢ wᵢ/S₀', where c and αᵢ are the weights that b
-single-row steps a₁…a_b give (``moments._step_weights``). All b rows share one
+single-row steps a₁…a_b give (``moments.step_weights``). All b rows share one
 E-step at the state before the batch.
 
 Plain Robbins–Monro steps were not enough in prototypes (a one-pass t location 4–7×
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgauss.estimators.moments import _absorb, _step_weights
+from jaxgauss.estimators.moments import absorb, step_weights
 
 # Defaults measured in benchmarks/em_accuracy.py (README, "When one Gaussian is the
 # wrong model"): κ = 0.6, τ₀ = 500, η = 0.
@@ -85,12 +85,12 @@ def weighted_absorb(
     """One stepwise-EM update of (S₀, μ, C) by rows ``batch`` (b, d) with steps
     ``steps`` (b,) and E-step weights ``w`` (b,) (module docstring). Where the new
     weight S₀' is 0 (nothing ever had mass) the moments are kept."""
-    keep, alphas = _step_weights(steps)
+    keep, alphas = step_weights(steps)
     mass = alphas * w
     new_total = keep * total + jnp.sum(mass)
     ok = new_total > 0
     denom = jnp.where(ok, new_total, 1)
-    new_mean, new_cov = _absorb(mean, cov, batch, keep * total / denom, mass / denom)
+    new_mean, new_cov = absorb(mean, cov, batch, keep * total / denom, mass / denom)
     return new_total, jnp.where(ok, new_mean, mean), jnp.where(ok, new_cov, cov)
 
 

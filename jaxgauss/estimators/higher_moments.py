@@ -120,7 +120,7 @@ def combine(a: Moments, b: Moments) -> Moments:
     return Moments(total, mean, sym(cov), third, sym(fourth))
 
 
-def _require_fourth(state, what: str) -> None:
+def require_fourth(state, what: str) -> None:
     if getattr(state, "fourth", None) is None:
         raise ValueError(
             f"{what} needs the centred third and fourth moments, which this state does not "
@@ -128,7 +128,7 @@ def _require_fourth(state, what: str) -> None:
         )
 
 
-def _weight(state) -> jax.Array:
+def total_weight(state) -> jax.Array:
     return state.count + state.prior_weight
 
 
@@ -166,13 +166,13 @@ def skewness(state, bias: bool = True) -> jax.Array:
       >>> round(float(jg.skewness(state)[0]), 4)  # scipy.stats.skew: 1.1547
       1.1547
     """
-    _require_fourth(state, "skewness")
+    require_fourth(state, "skewness")
     m2 = _variance(state)
     m3 = jnp.diagonal(state.third, axis1=-2, axis2=-1)
     g1 = m3 / m2**1.5
     if bias:
         return g1
-    n = _weight(state).astype(g1.dtype)[..., None]
+    n = total_weight(state).astype(g1.dtype)[..., None]
     corrected = g1 * jnp.sqrt(n * (n - 1)) / jnp.where(n > 2, n - 2, 1)
     return jnp.where(n > 2, corrected, g1)
 
@@ -204,12 +204,12 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
       >>> round(float(jg.kurtosis(state)[0]), 4)  # scipy.stats.kurtosis: -0.6667
       -0.6667
     """
-    _require_fourth(state, "kurtosis")
+    require_fourth(state, "kurtosis")
     m2 = _variance(state)
     m4 = jnp.diagonal(state.fourth, axis1=-2, axis2=-1)
     b2 = m4 / m2**2
     if not bias:
-        n = _weight(state).astype(b2.dtype)[..., None]
+        n = total_weight(state).astype(b2.dtype)[..., None]
         ok = n > 3
         corrected = ((n**2 - 1) * b2 - 3 * (n - 1) ** 2) / jnp.where(ok, (n - 2) * (n - 3), 1)
         b2 = jnp.where(ok, corrected + 3, b2)

@@ -37,7 +37,7 @@ from jax.scipy.special import logsumexp
 
 from jaxgauss.estimators import _em
 from jaxgauss.estimators.base import Estimator, all_finite
-from jaxgauss.estimators.moments import _absorb
+from jaxgauss.estimators.moments import absorb
 from jaxgauss.gaussian import Gaussian
 
 __all__ = ["Mixture", "MixtureState", "gaussian_mixture"]
@@ -163,13 +163,13 @@ def _hard_moments(rows: jax.Array, onehot: jax.Array) -> Mixture:
     n = jnp.sum(counts)
     zero = jnp.zeros((), rows.dtype)
     d = rows.shape[1]
-    all_mean, all_cov = _absorb(
+    all_mean, all_cov = absorb(
         rows[0], jnp.zeros((d, d), rows.dtype), rows, zero, jnp.sum(onehot, axis=1) / n
     )
 
     def one(c, col):
         safe = jnp.maximum(c, 1)
-        mean, cov = _absorb(all_mean, jnp.zeros_like(all_cov), rows, zero, col / safe)
+        mean, cov = absorb(all_mean, jnp.zeros_like(all_cov), rows, zero, col / safe)
         mean = jnp.where(c > 0, mean, all_mean)
         return mean, (c * cov + all_cov) / (c + 1)
 
@@ -345,8 +345,8 @@ def gaussian_mixture(
         tau = rows - n_init + 1
         steps = _em.online_steps(tau, online, dtype, learning_rate, power, offset)
         resp = iterate(totals, means, covs).responsibilities(batch)
-        absorb = jax.vmap(_em.weighted_absorb, in_axes=(0, 0, 0, None, None, 1))
-        totals, means, covs = absorb(totals, means, covs, batch, steps, resp)
+        absorb_each = jax.vmap(_em.weighted_absorb, in_axes=(0, 0, 0, None, None, 1))
+        totals, means, covs = absorb_each(totals, means, covs, batch, steps, resp)
         rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
         average = _em.running_average(average, iterate(totals, means, covs), rho)
         return MixtureState(totals, means, covs, average, buffer, state.count + batch.shape[0])

@@ -137,7 +137,7 @@ class MomentsState(NamedTuple):
     origin: jax.Array
 
 
-def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
+def step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The weights that b single-row steps a₁…a_b give: the old state keeps
     c = Πᵢ (1 − aᵢ) and row i gets wᵢ = aᵢ Π_{j>i} (1 − aⱼ), so c + Σᵢ wᵢ = 1."""
     # Sums of log1p(−aⱼ), not products: in float32 a product of rounded factors
@@ -149,7 +149,7 @@ def _step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:
     return keep, weights
 
 
-def _absorb(
+def absorb(
     mean: jax.Array,
     cov: jax.Array,
     batch: jax.Array,
@@ -251,7 +251,7 @@ def _laid_out_absorb(state: WelfordState, batch, weights) -> WelfordState:
     n = state.count.astype(state.mean.dtype) + state.prior_weight
     added = jnp.sum(weights)
     keep, row = _welford_weights(n, added, weights)
-    mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, row)
+    mean, cov = absorb(state.mean, state.cov, batch - state.origin, keep, row)
     return state._replace(mean=mean, cov=cov, count=_add_count(state.count, added))
 
 
@@ -260,7 +260,7 @@ def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState
 
     With ``groups=None`` the rows are already laid out per group, ``batch`` (G, m, d)
     and ``weights`` (G, m) (padding has weight 0): one batched Gram matmul. Otherwise
-    rows yᵢ of group gᵢ with weights wᵢ, as ``_absorb`` per group, in segment sums over
+    rows yᵢ of group gᵢ with weights wᵢ, as ``absorb`` per group, in segment sums over
     the rows:
 
       eᵢ = yᵢ − μ_{gᵢ},  s_k = Σ_{gᵢ=k} ωᵢ eᵢ,  Σ'_k = Σ_k − W_k Σ_k + Σ_{gᵢ=k} ωᵢ eᵢ eᵢᵀ − s_k s_kᵀ,
@@ -420,7 +420,7 @@ def welford(
             added = jnp.sum(weights)
             keep, row = _welford_weights(n, added, weights)
         rows = batch - state.origin
-        mean, cov = _absorb(state.mean, state.cov, rows, keep, row, known)
+        mean, cov = absorb(state.mean, state.cov, rows, keep, row, known)
         higher = {}
         if fourth_moments:
             old = Moments(n, state.mean, state.cov, state.third, state.fourth)
@@ -622,9 +622,9 @@ def _moments_estimator(
             before = state.count + jnp.cumsum(weights) - weights
             added = jnp.sum(weights)
         a = steps(before, weights, dtype)
-        keep, row = _step_weights(a)
+        keep, row = step_weights(a)
         known = known_mean is not None
-        mean, cov = _absorb(state.mean, state.cov, batch - state.origin, keep, row, known)
+        mean, cov = absorb(state.mean, state.cov, batch - state.origin, keep, row, known)
         # A step outside (0, 1] makes Σ indefinite (a PSD test of a legitimately
         # singular early MLE would be ill-posed): poison the state so the guard,
         # which rejects non-finite states, rejects this update. A row of weight 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgauss.estimators.higher_moments import _require_fourth, _weight
+from jaxgauss.estimators.higher_moments import require_fourth, total_weight
 from jaxgauss.estimators.moments import WelfordState
 from jaxgauss.gaussian import Gaussian
 
@@ -91,7 +91,7 @@ def oas_shrinkage(state: WelfordState) -> jax.Array:
         return jnp.zeros(state.cov.shape[:-2], state.cov.dtype)
     alpha = jnp.mean(state.cov**2, axis=(-2, -1))
     mu2 = _trace_mean(state.cov) ** 2
-    n = _weight(state).astype(state.cov.dtype)
+    n = total_weight(state).astype(state.cov.dtype)
     den = (n + 1) * (alpha - mu2 / d)
     return jnp.where(den == 0, 1.0, jnp.minimum((alpha + mu2) / jnp.where(den == 0, 1, den), 1))
 
@@ -126,10 +126,10 @@ def ledoit_wolf_shrinkage(state: WelfordState) -> jax.Array:
       True
     """
     _check_state(state, "ledoit_wolf_shrinkage")
-    _require_fourth(state, "ledoit_wolf_shrinkage")
+    require_fourth(state, "ledoit_wolf_shrinkage")
     d = state.cov.shape[-1]
     cov = state.cov
-    n = _weight(state).astype(cov.dtype)
+    n = total_weight(state).astype(cov.dtype)
     frob2 = jnp.sum(cov**2, axis=(-2, -1))
     beta = (jnp.sum(state.fourth, axis=(-2, -1)) - frob2) / (d * n)
     eye = jnp.eye(d, dtype=cov.dtype)

@@ -30,7 +30,7 @@ from jax.scipy.special import gammaln
 
 from jaxgauss.estimators import _em
 from jaxgauss.estimators.base import Estimator, all_finite
-from jaxgauss.estimators.moments import _absorb
+from jaxgauss.estimators.moments import absorb
 from jaxgauss.gaussian import Gaussian
 
 __all__ = ["StudentT", "StudentTState", "student_t"]
@@ -118,7 +118,7 @@ def _batch_fit(dof: jax.Array, rows: jax.Array, mask: jax.Array, iterations: int
     zero = jnp.zeros((), rows.dtype)
 
     def step(_, g):
-        mean, scale = _absorb(g[0], g[1], rows, zero, g[2] / jnp.sum(g[2]))
+        mean, scale = absorb(g[0], g[1], rows, zero, g[2] / jnp.sum(g[2]))
         return mean, scale, _weights(dof, mean, scale, rows) * w
 
     d = rows.shape[1]
