@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgauss import _version
+
 __all__ = ["save", "load", "info"]
 
 _MARK = "jaxgauss-checkpoint"
@@ -105,8 +107,6 @@ def save(
       [2.0]
       >>> folder.cleanup()
     """
-    from jaxgauss import __version__  # here: the package imports this module
-
     if name is not None and not isinstance(name, str):
         raise ValueError(f"name must be a string or None, got {name!r}")
     if config is not None:
@@ -135,7 +135,7 @@ def save(
     entries.update(
         format=np.array(_MARK),
         format_version=np.array(_FORMAT_VERSION),
-        version=np.array(__version__),
+        version=np.array(_version.__version__),
         jax_version=np.array(jax.__version__),
         n_leaves=np.array(len(arrays)),
         treedef=np.array(str(treedef)),
