@@ -154,3 +154,23 @@ def _rows(key, n):
     return np.asarray(
         jg.streams.sample(k_rows, jg.streams.random_truth(k_truth, 3, 5.0), n), np.float32
     )
+
+
+@pytest.mark.slow  # a fresh process that compiles about ten programs (~10 s)
+def test_engine_benchmark_quick(tmp_path):
+    pytest.importorskip("pandas")
+    import subprocess
+
+    cmd = [sys.executable, "-m", "benchmarks.engine", "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "engine.json").read_text())
+    cases = result["cases"]
+    assert sorted({c["group"] for c in cases}) == [1, 2, 3, 4, 5]
+    assert len(cases) == len(result["ratios"]) == 10
+    assert all(r is not None and r > 0 for r in result["ratios"].values())
+    assert all(c["result"] in ("pass", "miss", "information") for c in cases)
+    assert sum(c["target"] is not None for c in cases) == 9
+    assert result["settings"]["quick"] and not result["settings"]["x64"]
+    assert set(result["load_average"]) == {"before", "after"}
+    assert "| ratio | target | result |" in (tmp_path / "engine.md").read_text()
