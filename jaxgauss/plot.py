@@ -63,6 +63,105 @@ def _draw_run(ax, run, color: str) -> None:
         )
 
 
+def _story_layout(plt, n_panels: int, title: str | None):
+    """The story figure and its axes (flat), at most two panels a row: returns
+    ``(fig, axes, height)`` with the height in inches."""
+    ncols = 2 if n_panels > 2 else n_panels
+    nrows = -(-n_panels // ncols)
+    top = 0.45 + (0.35 if title else 0.0)
+    height = 4.1 * nrows + 1.1 + top
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height))
+    # A fixed layout (constrained layout would cost a second full draw): the
+    # legend gets the bottom 1.25 inches, each title 0.45 inch above its panel.
+    fig.subplots_adjust(
+        left=0.08, right=0.98, top=1 - top / height, bottom=1.25 / height, hspace=0.45
+    )
+    return fig, np.atleast_1d(axes).ravel(), height
+
+
+def _run_colors(
+    panels: Sequence[dict], family: Mapping[str, str]
+) -> tuple[dict[str, str], list[list[str]]]:
+    """The colour of every run, panel by panel, from its method's family and the
+    number of methods met before it; and each method's colour where first met."""
+    methods: dict[str, str] = {}
+    colors = []
+    for panel in panels:
+        panel_colors = []
+        for run in panel["runs"]:
+            color = _style.family_color(family.get(run.method, ""), len(methods))
+            methods.setdefault(run.method, color)
+            panel_colors.append(color)
+        colors.append(panel_colors)
+    return methods, colors
+
+
+def _draw_panel(ax, panel: dict, colors: Sequence[str]) -> list[tuple]:
+    """Draw one panel's runs in ``colors`` on log-log axes with its titles; returns
+    its reference lines ``(n, kl, label, style)`` to label once the figure is laid out."""
+    n_max = 1
+    for run, color in zip(panel["runs"], colors):
+        _draw_run(ax, run, color)
+        n_max = max(n_max, int(np.max(run.rows)))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1, n_max)
+    ax.set_title(panel["title"], loc="left", pad=16)
+    ax.annotate(
+        panel["subtitle"],
+        (0, 1),
+        xycoords="axes fraction",
+        xytext=(0, 4),
+        textcoords="offset points",
+        fontsize=8,
+        color="0.3",
+    )
+    ax.set_xlabel("rows seen n")
+    ax.set_ylabel("KL(truth ‖ estimate)")
+    d = panel["d"]
+    n = np.logspace(0, np.log10(n_max), 50)
+    cramer_rao = (d + d * (d + 1) / 2) / (2 * n)
+    lines = [(n, cramer_rao, "Cramér–Rao (batch MLE)", {"below": True})]
+    if "floor" in panel:
+        value, text = panel["floor"]
+        lines.append((n, np.full_like(n, value), text, {"color": "0.45", "ls": "-."}))
+    return lines
+
+
+def _legend_handles(
+    methods: Mapping[str, str],
+    starts: set,
+    n_seeds: int,
+    family: Mapping[str, str],
+    legend: Mapping[str, str],
+) -> list:
+    """The legend's entries: the methods in family order, the starting scales in
+    line-style order, then the band, the guard's cross and the Cramér–Rao line."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    order = list(_style.FAMILY_COLORS)
+    ranked = sorted(
+        methods, key=lambda m: order.index(family[m]) if family.get(m) in order else len(order)
+    )
+    handles = [Line2D([], [], color=methods[m], label=legend.get(m, m)) for m in ranked]
+    handles += [
+        Line2D([], [], color="0.4", ls=_style.start_style(s), label=f"Σ₀ = {s:g}·I")
+        for s in sorted(
+            starts,
+            key=lambda s: list(_style.START_STYLES).index(s) if s in _style.START_STYLES else 99,
+        )
+    ]
+    handles += [
+        Patch(color="0.4", alpha=0.25, label=f"median of {n_seeds} seeds, band 25–75 %"),
+        Line2D(
+            [], [], color="0.4", marker="x", ls="", mew=2, label="guard stopped a run (Σ not SPD)"
+        ),
+        Line2D([], [], color=_style.REFERENCE_COLOR, lw=1, label="Cramér–Rao line (batch MLE)"),
+    ]
+    return handles
+
+
 def plot_story(
     panels: Sequence[dict],
     path: str,
@@ -94,87 +193,23 @@ def plot_story(
       ``path``.
     """
     with _style.pyplot() as plt:
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-
-        ncols = 2 if len(panels) > 2 else len(panels)
-        nrows = -(-len(panels) // ncols)
-        top = 0.45 + (0.35 if title else 0.0)
-        height = 4.1 * nrows + 1.1 + top
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, height))
-        # A fixed layout (constrained layout would cost a second full draw): the
-        # legend gets the bottom 1.25 inches, each title 0.45 inch above its panel.
-        fig.subplots_adjust(
-            left=0.08, right=0.98, top=1 - top / height, bottom=1.25 / height, hspace=0.45
-        )
-        axes = np.atleast_1d(axes).ravel()
-        methods, starts, n_seeds, labels = {}, set(), 0, []
-        for ax, panel in zip(axes, panels):
-            n_max = 1
-            for run in panel["runs"]:
-                color = _style.family_color(family.get(run.method, ""), len(methods))
-                methods.setdefault(run.method, color)
-                starts.add(run.start)
-                n_seeds = max(n_seeds, np.shape(run.trace_kl)[0])
-                _draw_run(ax, run, color)
-                n_max = max(n_max, int(np.max(run.rows)))
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlim(1, n_max)
-            ax.set_title(panel["title"], loc="left", pad=16)
-            ax.annotate(
-                panel["subtitle"],
-                (0, 1),
-                xycoords="axes fraction",
-                xytext=(0, 4),
-                textcoords="offset points",
-                fontsize=8,
-                color="0.3",
-            )
-            ax.set_xlabel("rows seen n")
-            ax.set_ylabel("KL(truth ‖ estimate)")
-            d = panel["d"]
-            n = np.logspace(0, np.log10(n_max), 50)
-            labels.append(
-                (ax, n, (d + d * (d + 1) / 2) / (2 * n), "Cramér–Rao (batch MLE)", {"below": True})
-            )
-            if "floor" in panel:
-                value, text = panel["floor"]
-                labels.append((ax, n, np.full_like(n, value), text, {"color": "0.45", "ls": "-."}))
+        fig, axes, height = _story_layout(plt, len(panels), title)
+        methods, colors = _run_colors(panels, family)
+        references = [
+            (ax, *line)
+            for ax, panel, panel_colors in zip(axes, panels, colors)
+            for line in _draw_panel(ax, panel, panel_colors)
+        ]
         if title:
             fig.suptitle(title, x=0.02, y=1 - 0.1 / height, ha="left", va="top", fontsize=12)
         for ax in axes[len(panels) :]:
             ax.set_visible(False)
-        order = list(_style.FAMILY_COLORS)
-        ranked = sorted(
-            methods, key=lambda m: order.index(family[m]) if family.get(m) in order else len(order)
-        )
-        legend = legend or {}
-        handles = [Line2D([], [], color=methods[m], label=legend.get(m, m)) for m in ranked]
-        handles += [
-            Line2D([], [], color="0.4", ls=_style.start_style(s), label=f"Σ₀ = {s:g}·I")
-            for s in sorted(
-                starts,
-                key=lambda s: (
-                    list(_style.START_STYLES).index(s) if s in _style.START_STYLES else 99
-                ),
-            )
-        ]
-        handles += [
-            Patch(color="0.4", alpha=0.25, label=f"median of {n_seeds} seeds, band 25–75 %"),
-            Line2D(
-                [],
-                [],
-                color="0.4",
-                marker="x",
-                ls="",
-                mew=2,
-                label="guard stopped a run (Σ not SPD)",
-            ),
-            Line2D([], [], color=_style.REFERENCE_COLOR, lw=1, label="Cramér–Rao line (batch MLE)"),
-        ]
+        runs = [run for panel in panels for run in panel["runs"]]
+        starts = {run.start for run in runs}
+        n_seeds = max((np.shape(run.trace_kl)[0] for run in runs), default=0)
+        handles = _legend_handles(methods, starts, n_seeds, family, legend or {})
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=4)
-        for ax, x, y, text, kw in labels:
+        for ax, x, y, text, kw in references:
             ax.get_ylim()  # settles the autoscaled limits the label's angle depends on
             # n < 10 holds no snapshot, so the labels sit there, clear of the data
             _style.reference_line(ax, x, y, text, at=0.02, **kw)
