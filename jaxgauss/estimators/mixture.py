@@ -218,6 +218,51 @@ def _average_of(state):
     return state.average
 
 
+def _check_settings(
+    n_components: int, key: jax.Array | None, init: Mixture | None, n_init: int, reg_covar
+) -> tuple[int, int]:
+    """K and the number of rows to buffer (0 with an ``init``), after refusing the
+    settings ``gaussian_mixture`` lists under Raises (all but the step's)."""
+    if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
+        raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+    k = int(n_components)
+    if init is not None:
+        _check_mixture(init, k)
+        n_init = 0
+    elif key is None:
+        raise ValueError("gaussian_mixture needs key= (a jax.random.key for the seeding) or init=")
+    elif isinstance(n_init, bool) or not isinstance(n_init, Integral) or n_init < k:
+        raise ValueError(f"n_init must be an integer >= n_components ({k}), got {n_init!r}")
+    if isinstance(reg_covar, Real) and not reg_covar >= 0:
+        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    return k, n_init
+
+
+def _start_state(g0: Gaussian, init: Mixture | None, k: int, n_init: int) -> MixtureState:
+    """The state before any row: ``init`` in ``g0``'s dtype, or K copies of ``g0``
+    with equal weights; an empty buffer of ``n_init`` rows."""
+    dtype = g0.mean.dtype
+    d = g0.mean.shape[-1]
+    if init is None:
+        start = Mixture(
+            jnp.full((k,), 1 / k, dtype),
+            jnp.broadcast_to(g0.mean, (k, d)),
+            jnp.broadcast_to(g0.cov, (k, d, d)),
+        )
+    else:
+        start = Mixture(*(jnp.asarray(x, dtype) for x in init))
+        if start.means.shape[1] != d:
+            raise ValueError(f"init has dimension {start.means.shape[1]}, the data {d}")
+    return MixtureState(
+        totals=start.weights,
+        means=start.means,
+        covs=start.covs,
+        average=start,
+        buffer=jnp.zeros((n_init, d), dtype),
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
 def gaussian_mixture(
     n_components: int,
     learning_rate: float | jax.Array | optax.Schedule | None = None,
@@ -279,18 +324,7 @@ def gaussian_mixture(
       >>> [round(float(w), 1) for w in m.weights[order]], [round(float(x)) for x in m.means[order, 0]]
       ([0.3, 0.7], [-5, 5])
     """
-    if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
-        raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
-    k = int(n_components)
-    if init is not None:
-        _check_mixture(init, k)
-        n_init = 0
-    elif key is None:
-        raise ValueError("gaussian_mixture needs key= (a jax.random.key for the seeding) or init=")
-    elif isinstance(n_init, bool) or not isinstance(n_init, Integral) or n_init < k:
-        raise ValueError(f"n_init must be an integer >= n_components ({k}), got {n_init!r}")
-    if isinstance(reg_covar, Real) and not reg_covar >= 0:
-        raise ValueError(f"reg_covar must be >= 0, got {reg_covar}")
+    k, n_init = _check_settings(n_components, key, init, n_init, reg_covar)
     _em.check_schedule(learning_rate, power, offset, average_power)
 
     def regularised(covs: jax.Array) -> jax.Array:
@@ -303,26 +337,7 @@ def gaussian_mixture(
         return _seed(key, buffer, mask, k)
 
     def init_fn(g0: Gaussian) -> MixtureState:
-        dtype = g0.mean.dtype
-        d = g0.mean.shape[-1]
-        if init is None:
-            start = Mixture(
-                jnp.full((k,), 1 / k, dtype),
-                jnp.broadcast_to(g0.mean, (k, d)),
-                jnp.broadcast_to(g0.cov, (k, d, d)),
-            )
-        else:
-            start = Mixture(*(jnp.asarray(x, dtype) for x in init))
-            if start.means.shape[1] != d:
-                raise ValueError(f"init has dimension {start.means.shape[1]}, the data {d}")
-        return MixtureState(
-            totals=start.weights,
-            means=start.means,
-            covs=start.covs,
-            average=start,
-            buffer=jnp.zeros((n_init, d), dtype),
-            count=jnp.zeros((), jnp.int32),
-        )
+        return _start_state(g0, init, k, n_init)
 
     def update(state: MixtureState, batch: jax.Array) -> MixtureState:
         dtype = state.means.dtype
