@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 import jaxgauss as jg
-from jaxgauss._fit import ScanPlan, _run
+from jaxgauss._engine import ScanPlan, run_scan
 from jaxgauss.bench import machine_info, time_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,7 +74,7 @@ def per_row_gradient(n: int, unrolls: tuple[int, ...], repeats: int) -> list[dic
     out = []
     for unroll in unrolls:
         plan = ScanPlan(est, unroll=unroll)
-        timing = time_call(lambda plan=plan: _run(plan, carry, x, None)[0].state, repeats)
+        timing = time_call(lambda plan=plan: run_scan(plan, carry, x, None)[0].state, repeats)
         out.append({"unroll": unroll, "rows_per_s": n / timing.seconds})
     return out
 

@@ -7,16 +7,16 @@ from jaxgauss import _xla_flags  # noqa: F401  (applies it on import)
 
 
 from jaxgauss import checkpoint, parameterizations, schedules, streams
-from jaxgauss._fit import (
+from jaxgauss._engine import (
     DataError,
     FitCarry,
     FitResult,
     Trace,
     default_block_rows,
-    fit,
     init_carry,
     scan_batches,
 )
+from jaxgauss._fit import fit
 from jaxgauss._sweep import SweepResult, grid_product, sweep
 from jaxgauss.estimators import (
     METHODS,

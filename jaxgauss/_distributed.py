@@ -51,19 +51,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgauss._checks import check_truth
-from jaxgauss._fit import (
-    DataError,
-    FitResult,
-    ScanPlan,
-    _check_chunk,
-    _check_state,
-    _Feeder,
-    _float_dtype,
-    _original_row,
-    _report,
-    _scan_rows,
-    _start_state,
-    init_carry,
+from jaxgauss._engine import DataError, FitResult, ScanPlan, init_carry, scan_rows
+from jaxgauss._feeder import Feeder
+from jaxgauss._stream import (
+    check_chunk,
+    check_state,
+    float_dtype,
+    original_row,
+    report_progress,
+    start_state,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.estimators.moments import MomentsState, WelfordState, mix_moments
@@ -244,10 +240,10 @@ def _width(rows: _Rows) -> tuple[int, int]:
     d, itemsize = -1, 0
     for p in rows.pieces:
         if p.shape[0]:
-            p = _check_chunk(p[:1], None, 0)
+            p = check_chunk(p[:1], None, 0)
             if d >= 0 and p.shape[1] != d:
                 raise ValueError(f"this process's files have {d} and {p.shape[1]} columns")
-            d, itemsize = p.shape[1], np.dtype(_float_dtype(p.dtype)).itemsize
+            d, itemsize = p.shape[1], np.dtype(float_dtype(p.dtype)).itemsize
     return d, itemsize
 
 
@@ -320,7 +316,7 @@ def _run_shards(plans, starts, rows, shards, topo, chunk, dtype, skip, size) -> 
     (dispatch is asynchronous)."""
     feeders = []
     for plan, start, shard, dev in zip(plans, starts, shards, topo.local):
-        feeder = _Feeder(plan, jax.device_put(init_carry(start), dev), None, size)
+        feeder = Feeder(plan, jax.device_put(init_carry(start), dev), None, size)
         feeder.skipped = shard.bad.tolist() if skip else []
         feeders.append(feeder)
     streams = [_chunks(rows, s, chunk, dtype, skip) for s in shards]
@@ -499,14 +495,14 @@ def _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk):
 
 @functools.partial(jax.jit, static_argnames=("plan", "mesh", "local_batch"))
 def _gathered_program(plan: ScanPlan, mesh: Mesh, local_batch: int, carry, rows, truth):
-    """``_scan_rows`` over the rows of every shard regrouped batch by batch: update k
+    """``scan_rows`` over the rows of every shard regrouped batch by batch: update k
     is the concatenation, in device order, of every shard's k-th local batch."""
 
     def local(carry, rows, truth):
         u = rows.shape[0] // local_batch
         batches = rows.reshape(u, local_batch, rows.shape[1])
         batches = jax.lax.all_gather(batches, "x", axis=1, tiled=True)
-        return _scan_rows(plan, carry, batches.reshape(-1, rows.shape[1]), truth)
+        return scan_rows(plan, carry, batches.reshape(-1, rows.shape[1]), truth)
 
     return jax.shard_map(
         local, mesh=mesh, in_specs=(P(), P("x"), P()), out_specs=(P(), P()), check_vma=False
@@ -514,7 +510,7 @@ def _gathered_program(plan: ScanPlan, mesh: Mesh, local_batch: int, carry, rows,
 
 
 def _gathered_runner(mesh: Mesh, topo: _Topology, d: int):
-    """A ``_Feeder`` runner for rows (m, D_local·d): the i-th row holds the i-th row of
+    """A ``Feeder`` runner for rows (m, D_local·d): the i-th row holds the i-th row of
     each local shard side by side, so the feeder's regrouping stays row-wise."""
     n = len(topo.devices)
     sharding = NamedSharding(mesh, P("x"))
@@ -563,14 +559,14 @@ def _gathered_fit(plan, start, truth, rows, shards, topo, layout, skip, size, ch
     mesh = Mesh(np.asarray(topo.devices), ("x",))
     local_plan = plan._replace(batch_size=plan.batch_size // n)
     run = _gathered_runner(mesh, topo, layout.d)
-    feeder = _Feeder(local_plan, init_carry(start), truth, size, run=run)
+    feeder = Feeder(local_plan, init_carry(start), truth, size, run=run)
     streams = [_rechunk(_chunks(rows, s, chunk, layout.dtype, skip), chunk) for s in shards]
     started, done = time.perf_counter(), 0
     for parts in zip(*streams):
         feeder.push(jnp.asarray(np.concatenate(parts, axis=1)))
         done += parts[0].shape[0] * n
         if progress:
-            _report(done, int(layout.kept.sum()), started)
+            report_progress(done, int(layout.kept.sum()), started)
     feeder.close()
     res = _local(feeder.result())
     diverged = int(res.diverged_at)
@@ -578,7 +574,7 @@ def _gathered_fit(plan, start, truth, rows, shards, topo, layout, skip, size, ch
         # A rejected update k starts with shard 0's k-th local batch (also for the
         # last, shorter one): its local row k·b/D, mapped back to the data as given.
         kept = diverged // plan.batch_size * local_plan.batch_size
-        mine = _original_row(kept, shards[0].bad.tolist() if skip else [])
+        mine = original_row(kept, shards[0].bad.tolist() if skip else [])
         diverged = int(_allgather(np.int64(mine), topo)[0])
     return res._replace(
         diverged_at=jnp.asarray(diverged, jnp.int32),
@@ -599,8 +595,8 @@ def _local(tree: Any) -> Any:
 
 def _start_or_continue(estimator, init, state, d, dtype):
     if state is None:
-        return _start_state(estimator, init, d, dtype)
-    _check_state(estimator, state, d, dtype)
+        return start_state(estimator, init, d, dtype)
+    check_state(estimator, state, d, dtype)
     return state
 
 
@@ -659,7 +655,7 @@ def fit_data_parallel(
     t0 = time.perf_counter()
     new_state, diverged = _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk)
     if show:
-        _report(int(layout.given.sum()), int(layout.given.sum()), t0)
+        report_progress(int(layout.given.sum()), int(layout.given.sum()), t0)
         print(file=sys.stderr)
     return FitResult(
         est.estimate(new_state),

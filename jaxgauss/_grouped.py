@@ -27,27 +27,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgauss._checks import check_int, check_stacked_gaussian, check_truth
-from jaxgauss._fit import (
-    DataError,
-    FitCarry,
-    FitResult,
-    ScanPlan,
-    Trace,
-    _check_chunk,
-    _check_state,
-    _feed_all,
-    _float_dtype,
-    _guarded_step,
-    _nonfinite_rows,
-    _start_state,
+from jaxgauss._engine import FitCarry, FitResult, ScanPlan, Trace, guarded_step
+from jaxgauss._stream import (
+    check_chunk,
+    check_state,
+    float_dtype,
+    nonfinite_error,
+    nonfinite_rows,
+    run_stream,
+    start_state,
+    tile,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.gaussian import Gaussian
 from jaxgauss.streams import read_chunks
-
-
-def _tile(tree: Any, n: int) -> Any:
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
 
 
 def _where_groups(mask: jax.Array, a: Any, b: Any) -> Any:
@@ -129,7 +122,7 @@ def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
 
     def one_group(c, batches, weights, first):
         def step(c, x):
-            return _guarded_step(plan.estimator, c, *x), None
+            return guarded_step(plan.estimator, c, *x), None
 
         return jax.lax.scan(step, c, (batches, weights, first))[0]
 
@@ -137,7 +130,7 @@ def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "score", "truth_axis"))
-def _snapshot(estimator, score, state, truth, truth_axis):
+def _group_snapshot(estimator, score, state, truth, truth_axis):
     estimate = jax.vmap(estimator.estimate)(state)
     if truth is None:
         return estimate, None
@@ -199,15 +192,52 @@ def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
     return w
 
 
+def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offset: int):
+    """(rows, group ids, weights) of a chunk: columns split off, arrays sliced."""
+    cols = [c for c in (groups.column, weights.column) if c is not None]
+    if cols:
+        arr = np.asarray(chunk)
+        full = check_chunk(arr, None, offset)
+        for c in cols:
+            if not -full.shape[1] <= c < full.shape[1]:
+                raise ValueError(f"column {c} is out of range for data of {full.shape[1]} columns")
+        drop = sorted({c % full.shape[1] for c in cols})
+        if len(drop) != len(cols):
+            raise ValueError("groups and weights must be different columns")
+        chunk = np.delete(arr, drop, axis=1)
+    chunk = check_chunk(chunk, d, offset)
+    m = chunk.shape[0]
+    G = n_groups
+    if groups.column is not None:
+        g = np.asarray(arr[:, groups.column])
+    elif groups.values is not None:
+        g = groups.values[offset : offset + m]
+        if g.shape[0] != m:
+            raise ValueError(f"groups has {groups.values.shape[0]} entries, data more rows")
+    else:
+        g = np.zeros(m, np.int32)
+    if weights.column is not None:
+        w = np.asarray(arr[:, weights.column])
+    elif weights.values is not None:
+        w = weights.values[offset : offset + m]
+        if w.shape[0] != m:
+            raise ValueError(f"weights has {weights.values.shape[0]} entries, data more rows")
+    else:
+        w = np.ones(m, np.float32)
+    return chunk, _check_groups(g, G, offset), _check_weights(w, offset)
+
+
 class _Grouped:
     """One grouped fit in progress: splits each chunk into rows, group ids, weights
     and original row indices, buffers them into pieces of ``size`` rows, applies
     each piece in one compiled call and (with a trace) snapshots after it."""
 
     def __init__(
-        self, plan: ScanPlan, *, n_groups, groups, weights, init, state, truth, size, nan_policy
-    ):
+        self, plan: ScanPlan, *, n_groups, groups, weights, init, state, truth, size, nan_policy,
+        squeeze,
+    ):  # fmt: skip
         self.plan, self.n_groups, self.nan_policy = plan, n_groups, nan_policy
+        self.squeeze = squeeze  # weights without groups: one group, returned without its axis
         self.groups, self.weights = groups, weights
         self.init, self.state0, self.truth0 = init, state, truth
         self.interval = plan.batch_size * plan.trace_every
@@ -230,14 +260,14 @@ class _Grouped:
         self.d, self.dtype = d, dtype
         init = self.init
         if self.state0 is not None:
-            stacked = est._replace(init=lambda g0: _tile(est.init(g0), G))
-            _check_state(stacked, self.state0, d, dtype)
+            stacked = est._replace(init=lambda g0: tile(est.init(g0), G))
+            check_state(stacked, self.state0, d, dtype)
             state = self.state0
         elif init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
             check_stacked_gaussian(init, G, d, "groups", name="init")
             state = jax.vmap(est.init)(init.astype(dtype))
         else:
-            state = _tile(_start_state(est, init, d, dtype), G)
+            state = tile(start_state(est, init, d, dtype), G)
         self.carry = FitCarry(
             state, jnp.full((G,), -1, counter_dtype()), jnp.zeros((G,), counter_dtype())
         )
@@ -256,14 +286,16 @@ class _Grouped:
 
     def feed(self, chunk: Any) -> None:
         """Split, check and buffer one chunk; apply every full piece."""
-        chunk, groups, weights = self._split(chunk)
+        chunk, groups, weights = _split(
+            chunk, self.groups, self.weights, self.n_groups, self.d, self.seen
+        )
         if chunk.shape[0] == 0:
             return
         if self.carry is None:
-            self._start(chunk.shape[1], _float_dtype(chunk.dtype))
+            self._start(chunk.shape[1], float_dtype(chunk.dtype))
         rows = jnp.asarray(chunk, self.dtype)
         index = self.seen + np.arange(chunk.shape[0], dtype=np.int64)
-        bad = _nonfinite_rows(rows)
+        bad = nonfinite_rows(rows)
         m = chunk.shape[0]
         if bad.size:
             if self.nan_policy == "raise":
@@ -271,59 +303,13 @@ class _Grouped:
                 self._push(rows[:cut], groups[:cut], weights[:cut], index[:cut])
                 row = self.seen + cut
                 self.seen += cut
-                raise DataError(
-                    f"data row {row} is not finite ({np.asarray(rows[cut]).tolist()}); "
-                    f"the {row} rows before it were estimated: the error's .result holds "
-                    "them (or pass nan_policy='skip' to drop such rows)",
-                    row,
-                )
+                raise nonfinite_error(row, rows[cut])
             keep = np.ones(m, bool)
             keep[bad] = False
             self.skipped.extend((self.seen + bad).tolist())
             rows, groups, weights, index = rows[keep], groups[keep], weights[keep], index[keep]
         self.seen += m
         self._push(rows, groups, weights, index)
-
-    def _split(self, chunk: Any):
-        """(rows, group ids, weights) of a chunk: columns split off, arrays sliced."""
-        offset = self.seen
-        cols = [c for c in (self.groups.column, self.weights.column) if c is not None]
-        if cols:
-            arr = np.asarray(chunk)
-            full = _check_chunk(arr, None, offset)
-            for c in cols:
-                if not -full.shape[1] <= c < full.shape[1]:
-                    raise ValueError(
-                        f"column {c} is out of range for data of {full.shape[1]} columns"
-                    )
-            drop = sorted({c % full.shape[1] for c in cols})
-            if len(drop) != len(cols):
-                raise ValueError("groups and weights must be different columns")
-            chunk = np.delete(arr, drop, axis=1)
-        chunk = _check_chunk(chunk, self.d, offset)
-        m = chunk.shape[0]
-        G = self.n_groups
-        if self.groups.column is not None:
-            g = np.asarray(arr[:, self.groups.column])
-        elif self.groups.values is not None:
-            g = self.groups.values[offset : offset + m]
-            if g.shape[0] != m:
-                raise ValueError(
-                    f"groups has {self.groups.values.shape[0]} entries, data more rows"
-                )
-        else:
-            g = np.zeros(m, np.int32)
-        if self.weights.column is not None:
-            w = np.asarray(arr[:, self.weights.column])
-        elif self.weights.values is not None:
-            w = self.weights.values[offset : offset + m]
-            if w.shape[0] != m:
-                raise ValueError(
-                    f"weights has {self.weights.values.shape[0]} entries, data more rows"
-                )
-        else:
-            w = np.ones(m, np.float32)
-        return chunk, _check_groups(g, G, offset), _check_weights(w, offset)
 
     def _push(self, rows, groups, weights, index) -> None:
         if not rows.shape[0]:
@@ -378,7 +364,7 @@ class _Grouped:
         if snapshot:
             self.snapshots.append(
                 (self.done,)
-                + _snapshot(
+                + _group_snapshot(
                     self.plan.estimator,
                     self.plan.score,
                     self.carry.state,
@@ -394,24 +380,16 @@ class _Grouped:
         Returns False (nothing applied) when G = 1, when padding would more than
         double the rows, or when a group's update is rejected (the block path then
         replays the piece and names the exact row)."""
-        n, G = rows.shape[0], self.n_groups
-        counts = np.bincount(groups, minlength=G)
-        top = int(counts.max())
-        q = 1 << max(0, top.bit_length() - 3)
-        m = -(-top // q) * q
-        if G == 1 or G * m > 2 * n:
+        slots = _slots(groups, self.n_groups)
+        if slots is None:
             return False
-        order = np.argsort(groups.astype(np.uint16) if G <= 2**16 else groups, kind="stable")
-        starts = np.cumsum(counts) - counts
-        ranked = groups[order]
-        source = np.full(G * m, n, np.int64)  # slot -> row (n: a zero row of weight 0)
-        source[ranked * m + np.arange(n) - starts[ranked]] = order
+        source, m = slots
         carry, ok = _run_laid_out(
             self.gplan,
             self.carry,
             rows,
             jnp.asarray(weights, self.dtype),
-            jnp.asarray(source, jnp.int32),
+            jnp.asarray(source),
             m,
         )
         if bool(ok):
@@ -465,73 +443,45 @@ class _Grouped:
     def _run_groups(self, flush: bool) -> None:
         """Every group's full batches (with ``flush``, its short last one too), padded
         with weight-0 batches to a power-of-two count, in one vmapped call."""
-        b, G, d = self.plan.batch_size, self.n_groups, self.d
-        counts = [0 if x is None else x[0].shape[0] for x in self.leftover]
-        nb = [(c + b - 1) // b if flush else c // b for c in counts]
-        u = max(nb)
-        if not u:
-            return
-        u = 1 << (u - 1).bit_length()
-        batches = np.zeros((G, u * b, d), self.dtype)
-        weights = np.zeros((G, u * b), self.dtype)
-        first = np.full((G, u), -1, np.int64)
-        for k in range(G):
-            take = min(counts[k], nb[k] * b)
-            if not take:
-                continue
-            y, w, i = self.leftover[k]
-            batches[k, :take], weights[k, :take] = y[:take], w[:take]
-            first[k, : nb[k]] = i[:take:b]
-            self.leftover[k] = None if take == counts[k] else (y[take:], w[take:], i[take:])
-        self.carry = _run_batches(
-            self.gplan,
-            self.carry,
-            jnp.asarray(batches.reshape(G, u, b, d)),
-            jnp.asarray(weights.reshape(G, u, b)),
-            jnp.asarray(first, jnp.int32),
-        )
+        packed = _pack_batches(self.leftover, self.plan.batch_size, self.d, self.dtype, flush)
+        if packed is not None:
+            self.carry = _run_batches(self.gplan, self.carry, *map(jnp.asarray, packed))
 
     # -- result ------------------------------------------------------------------------
 
-    def result(self, squeeze: bool) -> FitResult:
-        est, carry = self.plan.estimator, self.carry
-        estimate = jax.vmap(est.estimate)(carry.state)
+    def result(self) -> FitResult:
+        """After the last chunk: the checks only the whole stream allows, what is
+        buffered applied, and the ``FitResult``."""
+        if self.carry is None:
+            raise ValueError("data is empty: no rows")
+        for name, src in (("groups", self.groups), ("weights", self.weights)):
+            if src.values is not None and src.values.shape[0] != self.seen:
+                raise ValueError(
+                    f"{name} has {src.values.shape[0]} entries but data has {self.seen} rows"
+                )
+        self.close()
+        return self._assemble()
+
+    def partial_result(self) -> FitResult | None:
+        """After an error: the fit of every row read before it (None if none was)."""
+        if self.carry is None:
+            return None
+        try:
+            self.close()
+        except Exception:
+            pass
+        return self._assemble()
+
+    def _assemble(self) -> FitResult:
+        carry = self.carry
+        estimate = jax.vmap(self.plan.estimator.estimate)(carry.state)
         trace = None
         if self.plan.trace_every:
-            trace = self._trace(estimate)
-        n_rows = self.n_rows
-        out = FitResult(estimate, carry.state, carry.diverged_at, trace, n_rows, len(self.skipped))
-        if squeeze:
-            first = lambda x: x[0]  # noqa: E731
-            t = out.trace
-            if t is not None:
-                t = Trace(
-                    t.rows,
-                    jax.tree_util.tree_map(lambda x: x[:, 0], t.estimate),
-                    None if t.score is None else t.score[:, 0],
-                )
-            out = FitResult(
-                jax.tree_util.tree_map(first, estimate),
-                jax.tree_util.tree_map(first, carry.state),
-                carry.diverged_at[0],
-                t,
-                int(n_rows[0]),
-                len(self.skipped),
-            )
-        return out
-
-    def _trace(self, like) -> Trace:
-        if not self.snapshots:
-            empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
-            score = None if self.truth is None else jnp.zeros((0, self.n_groups), self.dtype)
-            return Trace(jnp.zeros((0,), counter_dtype()), empty, score)
-        rows, estimates, scores = zip(*self.snapshots)
-        stack = lambda *xs: jnp.stack(xs)  # noqa: E731
-        return Trace(
-            jnp.asarray(rows, counter_dtype()),
-            jax.tree_util.tree_map(stack, *estimates),
-            None if self.truth is None else jnp.stack(scores),
+            trace = _trace(self.snapshots, estimate, self.truth, self.n_groups, self.dtype)
+        out = FitResult(
+            estimate, carry.state, carry.diverged_at, trace, self.n_rows, len(self.skipped)
         )
+        return _squeezed(out) if self.squeeze else out
 
 
 def _check_group_truth(truth, plan: ScanPlan, d: int, dtype, n_groups: int):
@@ -596,32 +546,88 @@ def fit_grouped(
     else:
         n_groups = check_int("n_groups", n_groups, 1)
     run = _Grouped(
-        plan,
-        n_groups=n_groups,
-        groups=g_src,
-        weights=w_src,
-        init=init,
-        state=None if state is None else (_tile(state, 1) if squeeze else state),
-        truth=truth,
-        size=size,
-        nan_policy=nan_policy,
+        plan, n_groups=n_groups, groups=g_src, weights=w_src, init=init,
+        state=None if state is None else (tile(state, 1) if squeeze else state),
+        truth=truth, size=size, nan_policy=nan_policy, squeeze=squeeze,
+    )  # fmt: skip
+    return run_stream(run, chunks, total, progress)
+
+
+def _trace(snapshots: list, like: Any, truth: Any, n_groups: int, dtype: Any) -> Trace:
+    """The grouped trace: every group's snapshot after each traced piece."""
+    if not snapshots:
+        empty = jax.tree_util.tree_map(lambda x: jnp.zeros((0,) + x.shape, x.dtype), like)
+        score = None if truth is None else jnp.zeros((0, n_groups), dtype)
+        return Trace(jnp.zeros((0,), counter_dtype()), empty, score)
+    rows, estimates, scores = zip(*snapshots)
+    stack = lambda *xs: jnp.stack(xs)  # noqa: E731
+    return Trace(
+        jnp.asarray(rows, counter_dtype()),
+        jax.tree_util.tree_map(stack, *estimates),
+        None if truth is None else jnp.stack(scores),
     )
-    try:
-        _feed_all(run, chunks, total, progress)
-        if run.carry is None:
-            raise ValueError("data is empty: no rows")
-        for name, src in (("groups", g_src), ("weights", w_src)):
-            if src.values is not None and src.values.shape[0] != run.seen:
-                raise ValueError(
-                    f"{name} has {src.values.shape[0]} entries but data has {run.seen} rows"
-                )
-        run.close()
-        return run.result(squeeze)
-    except BaseException as err:
-        if getattr(err, "result", None) is None and run.carry is not None:
-            try:
-                run.close()
-            except Exception:
-                pass
-            err.result = run.result(squeeze)
-        raise
+
+
+def _squeezed(out: FitResult) -> FitResult:
+    """A fit of one group (weights without groups) without its group axis."""
+    first = lambda x: x[0]  # noqa: E731
+    trace = out.trace
+    if trace is not None:
+        trace = Trace(
+            trace.rows,
+            jax.tree_util.tree_map(lambda x: x[:, 0], trace.estimate),
+            None if trace.score is None else trace.score[:, 0],
+        )
+    return FitResult(
+        jax.tree_util.tree_map(first, out.estimate),
+        jax.tree_util.tree_map(first, out.state),
+        out.diverged_at[0],
+        trace,
+        int(out.n_rows[0]),
+        out.n_skipped,
+    )
+
+
+def _slots(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, int] | None:
+    """Rows laid out per group: the row of each of the (G·m) slots (n for padding)
+    and m, the largest group's count rounded up (by at most 1/8); None when G = 1 or
+    padding would more than double the rows."""
+    n, G = groups.shape[0], n_groups
+    counts = np.bincount(groups, minlength=G)
+    top = int(counts.max())
+    q = 1 << max(0, top.bit_length() - 3)
+    m = -(-top // q) * q
+    if G == 1 or G * m > 2 * n:
+        return None
+    order = np.argsort(groups.astype(np.uint16) if G <= 2**16 else groups, kind="stable")
+    starts = np.cumsum(counts) - counts
+    ranked = groups[order]
+    source = np.full(G * m, n, np.int64)  # slot -> row (n: a zero row of weight 0)
+    source[ranked * m + np.arange(n) - starts[ranked]] = order
+    return source.astype(np.int32), m
+
+
+def _pack_batches(leftover: list, b: int, d: int, dtype: Any, flush: bool):
+    """Every group's full batches of its waiting rows (with ``flush`` its short last
+    one too), padded with weight-0 batches to a power-of-two count u: batches
+    (G, u, b, d), weights (G, u, b) and each batch's first row (G, u); ``leftover``
+    keeps the rest. None when no group has a batch."""
+    G = len(leftover)
+    counts = [0 if x is None else x[0].shape[0] for x in leftover]
+    nb = [(c + b - 1) // b if flush else c // b for c in counts]
+    u = max(nb)
+    if not u:
+        return None
+    u = 1 << (u - 1).bit_length()
+    batches = np.zeros((G, u * b, d), dtype)
+    weights = np.zeros((G, u * b), dtype)
+    first = np.full((G, u), -1, np.int32)
+    for k in range(G):
+        take = min(counts[k], nb[k] * b)
+        if not take:
+            continue
+        y, w, i = leftover[k]
+        batches[k, :take], weights[k, :take] = y[:take], w[:take]
+        first[k, : nb[k]] = i[:take:b]
+        leftover[k] = None if take == counts[k] else (y[take:], w[take:], i[take:])
+    return batches.reshape(G, u, b, d), weights.reshape(G, u, b), first

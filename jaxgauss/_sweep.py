@@ -28,8 +28,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxgauss._checks import check_int, check_score, check_stacked_gaussian
-from jaxgauss._fit import Trace, init_carry, scan_batches
+from jaxgauss._engine import Trace, init_carry, scan_batches
 from jaxgauss._memory import available_memory, gigabytes
+from jaxgauss._stream import tile
 from jaxgauss.estimators import (
     Estimator,
     welford,
@@ -211,11 +212,6 @@ def _made(make_estimator: Callable[[Any], Estimator], h: Any) -> Estimator:
     return made
 
 
-def _tile(tree: Any, n: int) -> Any:
-    """Stack n copies of every leaf along a new leading axis."""
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
-
-
 class _ChunkPlan(NamedTuple):
     """What the compiled programs do (hashable: their static argument).
 
@@ -246,8 +242,8 @@ def _init_program(*, make_estimator, mesh, num_seeds, grid, g0):
     s_local = num_seeds // mesh.shape["s"]
 
     def local(grid):
-        init = lambda h: _tile(init_carry(_made(make_estimator, h).init(g0)), s_local)  # noqa: E731
-        return jax.vmap(init)(grid), _tile(welford().init(g0), s_local)
+        init = lambda h: tile(init_carry(_made(make_estimator, h).init(g0)), s_local)  # noqa: E731
+        return jax.vmap(init)(grid), tile(welford().init(g0), s_local)
 
     specs = dict(in_specs=(P("k"),), out_specs=(P("k", "s"), P("s")))
     return jax.shard_map(local, mesh=mesh, check_vma=False, **specs)(grid)

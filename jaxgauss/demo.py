@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgauss import schedules, streams
-from jaxgauss._fit import init_carry, scan_batches
+from jaxgauss._engine import init_carry, scan_batches
 from jaxgauss.estimators import Estimator, averaged, make_method
 from jaxgauss.gaussian import Gaussian, kl_divergence_float64
 

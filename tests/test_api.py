@@ -45,7 +45,7 @@ def test_functions_do_not_shadow_public_modules():
     assert callable(jg.fit) and callable(jg.sweep)
     for name in ["FitCarry", "init_carry", "scan_batches", "default_block_rows"]:
         assert name in jg.__all__
-    assert jg.scan_batches.__module__ == "jaxgauss._fit"
+    assert jg.scan_batches.__module__ == "jaxgauss._engine"
 
 
 def test_readme_layout_matches_the_tree():

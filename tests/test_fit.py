@@ -120,7 +120,7 @@ def test_second_fit_does_not_recompile():
 def test_estimators_built_from_the_same_scalars_are_shared():
     """``fit(jg.welford(), …)`` in a loop compiles once: a factory returns the same
     estimator for the same scalar arguments (per x64 mode); arrays build new ones."""
-    from jaxgauss._fit import _run_tail_jit
+    from jaxgauss._engine import run_tail
 
     assert jg.welford(ddof=1) is jg.welford(ddof=1)
     assert jg.welford(ddof=1) is not jg.welford(ddof=1.0)
@@ -133,9 +133,9 @@ def test_estimators_built_from_the_same_scalars_are_shared():
     assert narrow is not jg.welford(ddof=1)
     ys = _data(50)
     jg.fit(jg.welford(ddof=1), ys)
-    before = _run_tail_jit._cache_size()
+    before = run_tail._cache_size()
     jg.fit(jg.welford(ddof=1), ys + 1.0)
-    assert _run_tail_jit._cache_size() == before
+    assert run_tail._cache_size() == before
 
 
 def test_one_estimator_serves_both_x64_modes():
@@ -320,21 +320,21 @@ def _ragged(n):
 
 
 def test_long_stream_compiles_a_bounded_number_of_shapes():
-    from jaxgauss._fit import _run
+    from jaxgauss._engine import run_scan
 
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     ys = np.asarray(_data(5000, d=2))
-    before = _run._cache_size()
+    before = run_scan._cache_size()
     for n in (1000, 1777, 2500, 4999):
         jg.fit(est, ys[:n], chunk_rows=256)
     # One program for full 256-row chunks plus at most one per power of two below it.
-    assert _run._cache_size() - before <= 1 + 8
+    assert run_scan._cache_size() - before <= 1 + 8
     # A rowwise estimator's tail goes in power-of-two blocks too: at most 2·log₂ shapes.
-    before = _run._cache_size()
+    before = run_scan._cache_size()
     welford = jg.welford()
     for n in (1000, 1777, 2500, 4999):
         jg.fit(welford, ys[:n], chunk_rows=1024)
-    assert _run._cache_size() - before <= 1 + 2 * 10
+    assert run_scan._cache_size() - before <= 1 + 2 * 10
 
 
 def test_nan_row_raises_with_the_result_so_far():
@@ -435,12 +435,12 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
     compiled scan of the whole array; a trace_every past the stream's end (1400: the
     same blocks of 14 updates, so the same programs) gives an empty trace without
     holding the stream."""
-    from jaxgauss._fit import _Feeder
+    from jaxgauss._feeder import Feeder
 
     est = STREAMERS[name]()
     ys = np.asarray(_data(1001, d=3, seed=7))
     held = []
-    push = _Feeder.push
+    push = Feeder.push
 
     def spy(self, rows):
         push(self, rows)
@@ -449,7 +449,7 @@ def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, n
     truth = jg.Gaussian(jnp.zeros(3), jnp.eye(3))
     kw = dict(batch_size=3, trace_every=70, truth=truth)
     whole = jg.fit(est, ys, **kw)
-    monkeypatch.setattr(_Feeder, "push", spy)
+    monkeypatch.setattr(Feeder, "push", spy)
     res = jg.fit(est, (ys[i : i + s] for i, s in _ragged(1001)), chunk_rows=64, **kw)
     assert max(held) < 64
     np.testing.assert_array_equal(res.trace.rows, [210, 420, 630, 840])
