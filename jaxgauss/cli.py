@@ -5,32 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxgauss import _cli_groups
+from jaxgauss import _cli_distributed, _cli_groups, _cli_paths, _cli_sweep
 from jaxgauss.estimators.registry import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
 __all__ = ["main"]
 
 
-def _check_out_name(value: str | None) -> None:
-    if value is not None and not value.strip():
-        raise ValueError("--out must name a file or folder, got an empty string")
-
-
-def _check_folder(out: str) -> None:
-    """An output folder may exist, but not as a file."""
-    _check_out_name(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} is a file, not a folder: choose another name")
-
-
 def _demo(args: argparse.Namespace) -> int:
     from jaxgauss.demo import run_demo
 
-    _check_folder(args.out)
+    _cli_paths.check_folder(args.out)
     run_demo(out=args.out, steps=args.steps, seed=args.seed)
     return 0
 
@@ -84,37 +73,6 @@ def _build_estimator(config: dict):
     method = get_method(config["method"])
     hyper = {k: v for k, v in config.items() if k not in ("method", "parameterization")}
     return method.build(config.get("parameterization", "cholesky"), **hyper)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before reading anything, an output that would overwrite an input
-    (also through links) or another output."""
-    from jaxgauss.checkpoint import npz_path
-
-    _check_out_name(args.out)
-    if args.checkpoint is not None and not args.checkpoint.strip():
-        raise ValueError("--checkpoint must name a file, got an empty string")
-    inputs = [("FILE", f) for f in args.file if f != "-"] + [("--resume", args.resume)]
-    outputs = {"--out": args.out}
-    if args.checkpoint:
-        outputs["--checkpoint"] = str(npz_path(args.checkpoint))
-    for out_name, out in outputs.items():
-        for in_name, src in inputs:
-            if out and src and _same_file(out, src):
-                if (out_name, in_name) == ("--checkpoint", "--resume"):
-                    continue  # replacing the checkpoint resumed from is the point
-                raise ValueError(
-                    f"{out_name} {out} is the same file as {in_name} {src}: refusing to overwrite it"
-                )
-    if args.out and args.checkpoint and _same_file(args.out, outputs["--checkpoint"]):
-        raise ValueError(f"--out and --checkpoint name the same file {args.out}")
 
 
 class _Tap:
@@ -194,55 +152,77 @@ def _print_estimate(fields: dict[str, np.ndarray], has_out: bool) -> None:
                 )
 
 
-def _fit(args: argparse.Namespace) -> int:
-    import json
+class _FitRun(NamedTuple):
+    """What one ``jaxgauss fit`` read and what ``fit`` returned: all its outputs need."""
 
+    args: argparse.Namespace
+    estimator: Any
+    config: dict  # method_config(args)
+    saved: dict  # the config and the dtype: what a checkpoint records
+    dtype: np.dtype  # the dtype fit computes in
+    name: str  # the input files, for messages
+    tap: _Tap | None  # the one stream's chunks; None when fit read the files itself
+    d: int | None  # the resumed state's d; None without --resume
+    before: int  # the rows the resumed state had seen
+    res: Any  # the FitResult, partial when ``error`` is set
+    error: BaseException | None
+
+    @property
+    def n(self) -> int:
+        """Rows fitted in all, the resumed ones included."""
+        return self.before + self.res.n_rows
+
+    @property
+    def stopped(self) -> int:
+        """The row the run stopped at (rows read in this run, skipped ones included)."""
+        return self.res.n_rows + self.res.n_skipped
+
+
+def _resumed_state(args: argparse.Namespace, est, saved: dict, dtype):
+    """The state ``--resume`` names, loaded for these settings, its d and the rows it
+    had seen: ``(state, d, before)``; ``(None, None, 0)`` without --resume."""
+    from jaxgauss import checkpoint
+    from jaxgauss.gaussian import Gaussian
+
+    if not args.resume:
+        return None, None, 0
+    meta = checkpoint.info(args.resume)
+    d = (meta["config"] or {}).get("d")
+    if not isinstance(d, int):
+        raise ValueError(
+            f"{args.resume} records no estimator settings (saved by jaxgauss "
+            f"{meta['version']}, not by this version's fit --checkpoint): cannot check them"
+        )
+    like = est.init(Gaussian.standard(d, dtype))
+    state = checkpoint.load(args.resume, like, name=args.method, config={**saved, "d": d})
+    return state, d, meta["rows"] or 0
+
+
+def _fit_input(args: argparse.Namespace, distributed: bool, d: int | None, name: str):
+    """What ``fit`` reads, as ``(data, tap, devices)``: with several files or processes
+    the file names, read and divided by the data-parallel driver on ``devices``; else
+    the one stream's chunks through a ``_Tap`` (``devices`` None)."""
     import jax
 
-    config = method_config(args)
-    for path in args.file:
-        if path != "-" and not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path}")
-    _check_outputs(args)
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
-
-    from jaxgauss import checkpoint
-    from jaxgauss._fit import fit
-    from jaxgauss.gaussian import Gaussian
     from jaxgauss.streams import read_chunks, read_csv_chunks
 
-    distributed = _init_distributed(args)
-    est = _build_estimator(config)
-    if _cli_groups.wanted(args):
-        return _cli_groups.run(args, est, config)
-    dtype = _data_dtype(args)
-    saved = {**config, "dtype": str(dtype)}
-    state, d, before = None, None, 0
-    if args.resume:
-        meta = checkpoint.info(args.resume)
-        d = (meta["config"] or {}).get("d")
-        if not isinstance(d, int):
-            raise ValueError(
-                f"{args.resume} records no estimator settings (saved by jaxgauss "
-                f"{meta['version']}, not by this version's fit --checkpoint): cannot check them"
-            )
-        like = est.init(Gaussian.standard(d, dtype))
-        state = checkpoint.load(args.resume, like, name=args.method, config={**saved, "d": d})
-        before = meta["rows"] or 0
-    name = " ".join(args.file)
-    tap, devices = None, None
     if distributed or len(args.file) > 1:
         # Several files or processes: the data-parallel driver reads and divides them.
         devices = jax.devices() if distributed else jax.devices()[:1]
-        data = args.file[0] if len(args.file) == 1 else args.file
+        return (args.file[0] if len(args.file) == 1 else args.file), None, devices
+    if args.file == ["-"]:
+        chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
     else:
-        if args.file == ["-"]:
-            chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
-        else:
-            chunks = read_chunks(args.file[0], args.chunk)[0]
-        data = tap = _Tap(chunks, d, name)
-    error, res = None, None
+        chunks = read_chunks(args.file[0], args.chunk)[0]
+    tap = _Tap(chunks, d, name)
+    return tap, tap, None
+
+
+def _run_fit(args: argparse.Namespace, est, data, devices, state):
+    """``fit`` over ``data``: ``(result, None)``, or ``(partial result, error)`` when an
+    error came after some rows were read (one before any row is raised)."""
+    from jaxgauss._fit import fit
+
     try:
         with np.errstate(over="ignore"):  # float32 overflow is reported as such below
             res = fit(
@@ -256,85 +236,162 @@ def _fit(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
             )
     except (Exception, KeyboardInterrupt) as err:
-        error, res = err, getattr(err, "result", None)
-        if res is None:  # no row was read: nothing to keep
+        if getattr(err, "result", None) is None:  # no row was read: nothing to keep
             raise
-    if jax.process_index() > 0:  # every process holds the same result; process 0 writes it
-        return 130 if isinstance(error, KeyboardInterrupt) else 2 if error is not None else 0
+        return err.result, err
+    return res, None
 
-    # Outputs in a safe order: the checkpoint first, then --out, then stdout.
+
+def _save_checkpoint(run: _FitRun) -> tuple[list[str], list[str]]:
+    """Save the state to --checkpoint: ``([its "wrote" line], [])``, or ``([], [the
+    failure])``; warns when resuming from it would not equal one pass."""
+    from jaxgauss import checkpoint
+
+    args, res = run.args, run.res
     lines, failures = [], []
-    n, stopped = before + res.n_rows, res.n_rows + res.n_skipped
-    if args.checkpoint:
-        means = res.estimate._asdict().get("mean", getattr(res.estimate, "means", None))
-        d_out = d if d is not None else int(np.shape(means)[-1])
-        try:
-            path = checkpoint.save(
-                args.checkpoint, res.state, name=args.method, config={**saved, "d": d_out}, rows=n
-            )
-            lines.append(f"wrote {path}" + (" (partial)" if error else ""))
-        except (OSError, ValueError) as e:
-            failures.append(f"--checkpoint {args.checkpoint}: {e}")
-        if not est.rowwise and res.n_rows % args.batch_size:
-            print(
-                f"jaxgauss fit: warning: the last {res.n_rows % args.batch_size} rows were one "
-                f"shorter update (not a multiple of --batch-size {args.batch_size}); resuming "
-                "from this checkpoint equals one pass over all rows only when every part but "
-                "the last has a multiple of --batch-size rows",
-                file=sys.stderr,
-            )
-    fields = _estimate_fields(res.estimate)
-    diverged = int(res.diverged_at)
+    means = res.estimate._asdict().get("mean", getattr(res.estimate, "means", None))
+    d_out = run.d if run.d is not None else int(np.shape(means)[-1])
+    try:
+        path = checkpoint.save(
+            args.checkpoint,
+            res.state,
+            name=args.method,
+            config={**run.saved, "d": d_out},
+            rows=run.n,
+        )
+        lines.append(f"wrote {path}" + (" (partial)" if run.error else ""))
+    except (OSError, ValueError) as e:
+        failures.append(f"--checkpoint {args.checkpoint}: {e}")
+    if not run.estimator.rowwise and res.n_rows % args.batch_size:
+        print(
+            f"jaxgauss fit: warning: the last {res.n_rows % args.batch_size} rows were one "
+            f"shorter update (not a multiple of --batch-size {args.batch_size}); resuming "
+            "from this checkpoint equals one pass over all rows only when every part but "
+            "the last has a multiple of --batch-size rows",
+            file=sys.stderr,
+        )
+    return lines, failures
+
+
+def _result_record(run: _FitRun, fields: dict[str, np.ndarray]) -> dict:
+    """The run's record for --out (the estimate's arrays are added when written)."""
+    args, res = run.args, run.res
     result = {
         "method": args.method,
         "file": args.file[0] if len(args.file) == 1 else args.file,
-        "n": n,
+        "n": run.n,
         "n_this_run": res.n_rows,
-        "n_resumed": before,
+        "n_resumed": run.before,
         "n_skipped": res.n_skipped,
-        "diverged_at": diverged,
+        "diverged_at": int(res.diverged_at),
         "dtype": str(fields[next(iter(fields))].dtype),
-        "settings": config,
-        "partial": error is not None,
+        "settings": run.config,
+        "partial": run.error is not None,
     }
-    if error is not None:
-        result["stopped_at_row"] = stopped
-        result["error"] = _error_message(error, name, tap, dtype)
-    if args.out:
-        try:
-            result.update(_fields_for_json(fields, args.out))
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=2)
-            lines.append(f"wrote {args.out}" + (" (partial)" if error else ""))
-        except OSError as e:
-            failures.append(f"--out {args.out}: {e}")
+    if run.error is not None:
+        result["stopped_at_row"] = run.stopped
+        result["error"] = _error_message(run.error, run.name, run.tap, run.dtype)
+    return result
 
-    resumed = f", {res.n_rows} in this run, {before} from {args.resume}" if args.resume else ""
+
+def _write_out(out: str, result: dict, fields: dict[str, np.ndarray], partial: bool):
+    """Write the record and the estimate to --out as JSON: ``([its "wrote" line], [])``,
+    or ``([], [the failure])``."""
+    import json
+
+    try:
+        record = {**result, **_fields_for_json(fields, out)}
+        with open(out, "w") as f:
+            json.dump(record, f, indent=2)
+        return [f"wrote {out}" + (" (partial)" if partial else "")], []
+    except OSError as e:
+        return [], [f"--out {out}: {e}"]
+
+
+def _print_report(run: _FitRun, result: dict, fields, lines: list[str], failures: list[str]):
+    """The run on stdout (rows, dtype, the estimate, the files written); its error and
+    the outputs that failed on stderr."""
+    args, res, error = run.args, run.res, run.error
+    resumed = f", {res.n_rows} in this run, {run.before} from {args.resume}" if args.resume else ""
     print(
-        f"method {args.method}, n = {n} rows ({res.n_skipped} skipped{resumed}), "
-        f"dtype {result['dtype']}" + (f"; stopped at row {stopped}" if error else "")
+        f"method {args.method}, n = {run.n} rows ({res.n_skipped} skipped{resumed}), "
+        f"dtype {result['dtype']}" + (f"; stopped at row {run.stopped}" if error else "")
     )
-    if diverged >= 0:
-        print(f"diverged at row {diverged}: the estimate is the last valid one before it")
+    if result["diverged_at"] >= 0:
+        print(
+            f"diverged at row {result['diverged_at']}: the estimate is the last valid one before it"
+        )
     _print_estimate(fields, bool(args.out))
     for line in lines:
         print(line)
     if error is not None:
+        stopped = run.stopped
         if args.checkpoint or args.out:
             kept = f"the fit of the {stopped} rows before row {stopped} was kept"
         else:
             kept = f"the fit of the {stopped} rows before it is printed above (pass --checkpoint to keep it)"
         print(
-            f"jaxgauss fit: error: {_error_message(error, name, tap, dtype)}; {kept}",
+            f"jaxgauss fit: error: {_error_message(error, run.name, run.tap, run.dtype)}; {kept}",
             file=sys.stderr,
         )
     for failure in failures:
         print(f"jaxgauss fit: error: {failure}", file=sys.stderr)
+
+
+def _exit_status(error: BaseException | None, failures: list[str]) -> int:
+    """130 on Ctrl-C, 2 for bad input or a failed output, else 0; an error that is
+    not bad input is raised (a bug: its traceback, after the outputs are safe)."""
     if isinstance(error, KeyboardInterrupt):
         return 130
     if error is not None and not isinstance(error, (ValueError, OSError)):
-        raise error  # a bug, not bad input: its traceback, after the outputs are safe
+        raise error
     return 2 if error is not None or failures else 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import jax
+
+    config = method_config(args)
+    _cli_paths.check_inputs_exist(args.file)
+    _cli_paths.check_outputs(args)
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+
+    distributed = _cli_distributed.initialize(args)
+    est = _build_estimator(config)
+    if _cli_groups.wanted(args):
+        return _cli_groups.run(args, est, config)
+    dtype = _data_dtype(args)
+    saved = {**config, "dtype": str(dtype)}
+    state, d, before = _resumed_state(args, est, saved, dtype)
+    name = " ".join(args.file)
+    data, tap, devices = _fit_input(args, distributed, d, name)
+    res, error = _run_fit(args, est, data, devices, state)
+    if jax.process_index() > 0:  # every process holds the same result; process 0 writes it
+        return 130 if isinstance(error, KeyboardInterrupt) else 2 if error is not None else 0
+
+    run = _FitRun(
+        args=args,
+        estimator=est,
+        config=config,
+        saved=saved,
+        dtype=dtype,
+        name=name,
+        tap=tap,
+        d=d,
+        before=before,
+        res=res,
+        error=error,
+    )
+    # Outputs in a safe order: the checkpoint first, then --out, then stdout.
+    lines, failures = _save_checkpoint(run) if args.checkpoint else ([], [])
+    fields = _estimate_fields(res.estimate)
+    result = _result_record(run, fields)
+    if args.out:
+        written, failed = _write_out(args.out, result, fields, partial=bool(error))
+        lines, failures = lines + written, failures + failed
+    _print_report(run, result, fields, lines, failures)
+    return _exit_status(error, failures)
 
 
 # Above this many entries a covariance goes to a .npy file beside the JSON, not into
@@ -358,115 +415,12 @@ def _fields_for_json(fields: dict[str, np.ndarray], out: str) -> dict:
     return entries
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    import jax
-    import numpy as np
-
-    from jaxgauss._sweep import sweep
-    from jaxgauss.estimators import make_method
-    from jaxgauss.streams import random_truth
-
-    methods = [get_method(m) for m in dict.fromkeys(args.method)]
-    swept = {m.swept for m in methods}
-    if len(swept) > 1:
-        raise ValueError(
-            "the methods of one sweep must vary the same hyperparameter; these vary "
-            + ", ".join(f"{m.name}: {m.swept}" for m in methods)
-            + " (sweep them in separate calls)"
-        )
-    low, high = methods[0].swept_hyperparameter().grid
-    low = low if args.grid_min is None else args.grid_min
-    high = high if args.grid_max is None else args.grid_max
-    if not 0 < low <= high:
-        raise ValueError(f"need 0 < --grid-min <= --grid-max, got {low} and {high}")
-    if args.num_grid < 1:
-        raise ValueError(f"--num-grid must be >= 1, got {args.num_grid}")
-    if args.steps < 1 or args.batch_size < 1 or args.steps % args.batch_size:
-        raise ValueError(
-            f"--steps ({args.steps}) must be a positive multiple of --batch-size ({args.batch_size})"
-        )
-    _check_folder(args.out)
-    grid = np.geomspace(low, high, args.num_grid)
-    for m in methods:
-        m.swept_hyperparameter().check(low, m.name)
-        m.swept_hyperparameter().check(high, m.name)
-    _init_distributed(args)
-    makers = {m.name: make_method(m.name, args.parameterization) for m in methods}
-    swept = swept.pop().replace("_", " ")
-    out = Path(args.out)
-    key_truth, key_stream = jax.random.split(jax.random.key(args.seed))
-    truth = random_truth(key_truth, args.dim, args.condition)
-    # Up to 20 equal chunks, so the progress bar moves and one program serves them all.
-    updates = args.steps // args.batch_size
-    parts = next(c for c in range(20, 0, -1) if updates % c == 0)
-
-    results, best = {}, None
-    for name, make in makers.items():
-        print(f"{name}:", file=sys.stderr)
-        res = sweep(
-            make,
-            grid,
-            truth=truth,
-            n_steps=args.steps,
-            seeds=args.seeds,
-            key=key_stream,
-            batch_size=args.batch_size,
-            chunk_steps=args.steps // parts,
-            progress=True,
-        )
-        results[name] = res
-        print(
-            f"\n{name} ({args.parameterization}): efficiency = KL(truth||estimate) / KL(truth||MLE)"
-        )
-        print(res.summary())
-        try:
-            k = res.best_index()
-        except ValueError:
-            continue
-        median = float(res.stats()[0][k])
-        if best is None or median < best[2]:
-            best = (name, float(grid[k]), median)
-    if best is None:
-        print(f"\nbest: none (every {swept} diverged on some seed)")
-    else:
-        print(f"\nbest: {best[0]} with {swept} {best[1]:.4g} (median efficiency {best[2]:.4g})")
-
-    if jax.process_index() > 0:
-        return 0  # every process holds the same results; process 0 writes them
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(results)
-    np.savez(
-        out / "sweep.npz",
-        methods=np.array(names),
-        grid=grid,
-        hyperparameter=np.array(swept),
-        final_kl=np.stack([np.asarray(results[n].final_kl) for n in names]),
-        diverged_at=np.stack([np.asarray(results[n].diverged_at) for n in names]),
-        efficiency=np.stack([np.asarray(results[n].efficiency) for n in names]),
-        mle_kl=np.asarray(results[names[0]].mle_kl),
-        truth_mean=np.asarray(truth.mean),
-        truth_cov=np.asarray(truth.cov),
-        settings=json.dumps({k: v for k, v in vars(args).items() if k != "func"}),
-    )
-    print(f"wrote {out / 'sweep.npz'}")
-    try:
-        from jaxgauss.plot import plot_sweep_heatmap
-
-        print(f"wrote {plot_sweep_heatmap(results, str(out / 'heatmap.png'))}")
-    except ImportError as err:
-        print(f"no heatmap: {err}")
-    return 0
-
-
 def _bench(args: argparse.Namespace) -> int:
     import json
 
     from jaxgauss import bench
 
-    _check_out_name(args.out)
+    _cli_paths.check_out_name(args.out)
     for name in ("rows", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -490,98 +444,7 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- several processes -----------------------------------------------------------------
-
-# Defaults of jax.distributed.initialize's timeouts (seconds): long enough for every
-# host of a cluster job to start and compile, short enough that a dead peer ends the
-# others within minutes rather than hanging them in a collective.
-_INIT_TIMEOUT = 300
-_HEARTBEAT_TIMEOUT = 60
-
-
-def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "several processes",
-        "run on JAX's distributed runtime: every process runs the same command with its "
-        "own --process-id (or the cluster launcher's environment sets them, as "
-        "jax.distributed.initialize reads it: JAX_COORDINATOR_ADDRESS, SLURM, Open MPI)",
-    )
-    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
-    group.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
-    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
-    group.add_argument(
-        "--distributed",
-        action="store_true",
-        help="initialise from the cluster launcher's environment (SLURM, Open MPI, ...)",
-    )
-    group.add_argument(
-        "--init-timeout",
-        type=int,
-        default=_INIT_TIMEOUT,
-        metavar="S",
-        help="give up if the processes have not all joined within S seconds (default: %(default)s)",
-    )
-    group.add_argument(
-        "--heartbeat-timeout",
-        type=int,
-        default=_HEARTBEAT_TIMEOUT,
-        metavar="S",
-        help="a process silent this long counts as dead and the others stop (default: %(default)s)",
-    )
-
-
-def _init_distributed(args: argparse.Namespace) -> bool:
-    """Join the processes if asked to (flags, --distributed, or JAX_COORDINATOR_ADDRESS);
-    True when several processes run."""
-    import jax
-
-    flags = (args.coordinator, args.num_processes, args.process_id)
-    if not (
-        any(f is not None for f in flags)
-        or args.distributed
-        or os.environ.get("JAX_COORDINATOR_ADDRESS")
-    ):
-        return False
-    if args.init_timeout < 1 or args.heartbeat_timeout < 1:
-        raise ValueError("--init-timeout and --heartbeat-timeout must be >= 1 second")
-    # CPU collectives between processes (no effect on accelerators).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    print(
-        f"jaxgauss {args.command}: joining the distributed runtime (a process that has not "
-        f"joined within {args.init_timeout} s, or is silent for {args.heartbeat_timeout} s, "
-        "stops all of them)",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        jax.distributed.initialize(
-            coordinator_address=args.coordinator,
-            num_processes=args.num_processes,
-            process_id=args.process_id,
-            initialization_timeout=args.init_timeout,
-            heartbeat_timeout_seconds=args.heartbeat_timeout,
-        )
-    except Exception as err:  # JAX raises RuntimeError/XlaRuntimeError on a timeout
-        raise ValueError(
-            f"could not join the distributed runtime within --init-timeout "
-            f"{args.init_timeout} s: {err}"
-        ) from None
-    print(
-        f"jaxgauss {args.command}: process {jax.process_index()} of {jax.process_count()}, "
-        f"{jax.local_device_count()} local / {jax.device_count()} devices",
-        file=sys.stderr,
-        flush=True,
-    )
-    return jax.process_count() > 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jaxgauss",
-        description="Online estimation of a Gaussian's mean and covariance in JAX.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_demo_command(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="why gradient ascent on a Gaussian likelihood fails, and what fixes it",
@@ -596,6 +459,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.set_defaults(func=_demo)
 
+
+def _add_fit_command(sub) -> None:
     fit = sub.add_parser(
         "fit",
         help="fit a Gaussian to the rows of a .npy or .csv file",
@@ -634,6 +499,13 @@ def _parser() -> argparse.ArgumentParser:
         help="rows with NaN or inf: stop with an error naming the row, or skip and count them (default: %(default)s)",
     )
     fit.add_argument("--float64", action="store_true", help="compute in float64 (default: float32)")
+    _add_fit_output_options(fit)
+    _cli_distributed.add_options(fit)
+    _cli_groups.add_arguments(fit)
+    fit.set_defaults(func=_fit)
+
+
+def _add_fit_output_options(fit: argparse.ArgumentParser) -> None:
     fit.add_argument(
         "--out",
         help="write the result as JSON (keys mean, cov, n, method, ...); a covariance of "
@@ -642,80 +514,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--checkpoint", help="save the final estimator state to this .npz")
     fit.add_argument("--resume", help="continue from a state saved with --checkpoint")
     fit.add_argument("--quiet", action="store_true", help="no progress line")
-    _add_distributed_options(fit)
-    _cli_groups.add_arguments(fit)
-    fit.set_defaults(func=_fit)
 
-    sweep = sub.add_parser(
-        "sweep",
-        help="learning rates x seeds in one compiled call",
-        description="Runs each method over log-spaced learning rates x seeds on synthetic "
-        "streams from a random Gaussian (every configuration sees the same streams), prints "
-        "the median efficiency KL(truth||estimate) / KL(truth||batch MLE) per learning rate "
-        "and the best configuration, and writes sweep.npz and heatmap.png to --out.",
-    )
-    sweep.add_argument(
-        "--method",
-        nargs="+",
-        default=["sgd"],
-        help=f"one or more of {', '.join(METHODS)}, varying the same hyperparameter "
-        "(default: %(default)s)",
-    )
-    sweep.add_argument(
-        "--parameterization",
-        default="cholesky",
-        help="covariance, cholesky, precision or diagonal, for gradient methods "
-        "(default: %(default)s)",
-    )
-    sweep.add_argument(
-        "--grid-min",
-        "--lr-min",
-        type=float,
-        help="smallest value of the swept hyperparameter (default: the method's range: "
-        + "; ".join(
-            f"{m.name} {m.swept} {m.swept_hyperparameter().grid[0]:g}..{m.swept_hyperparameter().grid[1]:g}"
-            for m in METHODS.values()
-        )
-        + ")",
-    )
-    sweep.add_argument(
-        "--grid-max", "--lr-max", type=float, help="largest value of the swept hyperparameter"
-    )
-    sweep.add_argument(
-        "--num-grid",
-        "--num-lr",
-        type=int,
-        default=10,
-        help="log-spaced values of the swept hyperparameter (default: %(default)s)",
-    )
-    sweep.add_argument(
-        "--seeds", type=int, default=16, help="streams per learning rate (default: %(default)s)"
-    )
-    sweep.add_argument("--dim", type=int, default=2, help="dimension d (default: %(default)s)")
-    sweep.add_argument(
-        "--condition",
-        type=float,
-        default=10.0,
-        help="condition number of the true covariance (default: %(default)s)",
-    )
-    sweep.add_argument(
-        "--steps", type=int, default=10_000, help="data rows per stream (default: %(default)s)"
-    )
-    sweep.add_argument(
-        "--batch-size", type=int, default=1, help="rows per update (default: %(default)s)"
-    )
-    sweep.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="random seed of the truth and streams (default: %(default)s)",
-    )
-    sweep.add_argument(
-        "--out", default="jaxgauss-sweep", help="output folder (default: %(default)s)"
-    )
-    _add_distributed_options(sweep)
-    sweep.set_defaults(func=_sweep)
 
+def _add_bench_command(sub) -> None:
     bench = sub.add_parser(
         "bench",
         help="jaxgauss's throughput on the current backend",
@@ -739,6 +540,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", help="also write the results and the machine as JSON")
     bench.set_defaults(func=_bench)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxgauss",
+        description="Online estimation of a Gaussian's mean and covariance in JAX.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo_command(sub)
+    _add_fit_command(sub)
+    _cli_sweep.add_command(sub)
+    _add_bench_command(sub)
     return parser
 
 
