@@ -80,11 +80,51 @@ class FitResult(NamedTuple):
 
 
 class FitCarry(NamedTuple):
-    """The scan's carry: estimator state, first rejected row (-1 if none), rows seen."""
+    """The scan's carry: estimator state, first rejected row (-1 if none), rows seen.
+
+    Two optional fields turn on the engine's own screening (``fit`` of a whole array
+    of a moment estimator, whose rows then reach the program unscreened):
+
+    * ``bad_row``: -1, or the first data row found not finite. An update that the
+      guard rejects and whose batch holds a NaN or ±inf entry is bad data, not a
+      divergence (a non-finite entry always makes a moment state non-finite, so the
+      guard sees it): the state stays before that batch and nothing more is applied
+      or counted, so ``rows`` is then the rows applied.
+    * ``spread``: (d,) each column's largest |row − origin| so far (float32's range
+      check of moment states, see ``SingleStream``).
+    """
 
     state: Any
     diverged_at: jax.Array
     rows: jax.Array
+    bad_row: Any = None
+    spread: Any = None
+
+
+def live(carry: FitCarry) -> jax.Array:
+    """Whether updates still apply: no rejection and no bad row yet."""
+    ok = carry.diverged_at < 0
+    return ok if carry.bad_row is None else ok & (carry.bad_row < 0)
+
+
+def _skipped(carry: FitCarry, n: int) -> FitCarry:
+    """``n`` rows passed over after a rejection: counted, unless a bad row stopped
+    the count (``rows`` is then what was applied)."""
+    counted = n if carry.bad_row is None else jnp.where(carry.bad_row < 0, n, 0)
+    return carry._replace(rows=carry.rows + counted)
+
+
+def _screened_reject(carry: FitCarry, batch: jax.Array, reject: jax.Array, row) -> FitCarry:
+    """Record a rejected update: as bad data at its first non-finite row when its
+    batch holds one and the carry screens, else as a divergence at ``row``."""
+    if carry.bad_row is None:
+        return carry._replace(diverged_at=jnp.where(reject, row, carry.diverged_at))
+    finite = jnp.all(jnp.isfinite(batch), axis=1)
+    bad = reject & ~jnp.all(finite)
+    return carry._replace(
+        diverged_at=jnp.where(reject & ~bad, row, carry.diverged_at),
+        bad_row=jnp.where(bad, carry.rows + jnp.argmin(finite), carry.bad_row),
+    )
 
 
 def init_carry(state: Any) -> FitCarry:
@@ -125,12 +165,12 @@ def guarded_step(
         if weights is None
         else (estimator.update(carry.state, batch, weights))
     )
-    accept = estimator.is_valid(new) & (carry.diverged_at < 0)
+    was_live = live(carry)
+    accept = estimator.is_valid(new) & was_live
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, carry.state)
-    first_reject = (~accept) & (carry.diverged_at < 0)
     row = carry.rows if first_row is None else first_row
-    diverged_at = jnp.where(first_reject, row, carry.diverged_at)
-    return FitCarry(state, diverged_at, carry.rows + batch.shape[0])
+    carry = _screened_reject(carry, batch, (~accept) & was_live, row)
+    return _skipped(carry._replace(state=state, rows=carry.rows), batch.shape[0])
 
 
 # Updates of a non-rowwise estimator unrolled into one step of the compiled loop: at
@@ -181,19 +221,28 @@ def _blocked_step(
         batches = rows.reshape(n // b, b, rows.shape[1])
         return jax.lax.scan(lambda c, x: (guarded_step(estimator, c, x), None), c, batches)[0]
 
-    def frozen(c):
-        return c._replace(rows=c.rows + n)
-
     # One conditional on the common path (a diverged run computes and drops its
     # blocks: nothing is applied after divergence either way).
     new, ok = apply_block(estimator, carry.state, rows, b, unroll)
-    live = carry.diverged_at < 0
+    running = live(carry)
     return jax.lax.cond(
-        ok & live,
-        lambda c: FitCarry(new, c.diverged_at, c.rows + n),
-        lambda c: jax.lax.cond(live, one_by_one, frozen, c),
+        ok & running,
+        lambda c: c._replace(state=new, rows=c.rows + n),
+        lambda c: jax.lax.cond(running, one_by_one, lambda c: _skipped(c, n), c),
         carry,
     )
+
+
+def widen_spread(carry: FitCarry, rows: jax.Array, n_valid: Any = None) -> FitCarry:
+    """``carry.spread`` widened by ``rows`` (the first ``n_valid`` of them; None: all)
+    measured from the state's origin; a carry without a spread is returned as is."""
+    if carry.spread is None:
+        return carry
+    away = jnp.abs(rows - carry.state.origin)
+    if n_valid is not None:
+        away = jnp.where(jnp.arange(rows.shape[0])[:, None] < n_valid, away, 0)
+    spread = jnp.maximum(carry.spread, jnp.max(jnp.where(jnp.isfinite(away), away, 0), axis=0))
+    return carry._replace(spread=spread)
 
 
 def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array, unroll: int = _UNROLL) -> FitCarry:
@@ -207,36 +256,41 @@ def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array, unroll: int = _UNROL
 def scan_rows(
     plan: ScanPlan, carry: FitCarry, rows: jax.Array, truth: Any, origin: Any = None
 ) -> tuple[FitCarry, Trace | None]:
-    """The scans over ``rows`` (m, d), m a multiple of ``batch_size·block`` (and of
-    ``batch_size·trace_every`` when tracing): each step applies ``block`` updates of
-    ``batch_size`` rows; with ``trace_every`` a snapshot follows every that many updates.
+    """The scans over the whole steps in ``rows`` (m, d): each step applies ``block``
+    updates of ``batch_size`` rows; with ``trace_every`` a snapshot follows every that
+    many updates. Rows past the last whole step (or, tracing, the last whole traced
+    piece) are left for the caller (``Feeder``: the tail program).
 
     With ``origin`` (d,), the rows and the carried state are in the frame of that
     row (``fit``'s host-side centring, see ``SingleStream``): snapshots put it back.
 
-    The rows are regrouped here, inside the program, into 3-D (or with a trace 4-D)
-    pieces whose last two axes are a block's rows and d: a reshape XLA does in place
-    (one with a unit batch axis, (…, k, 1, d), made it copy all the data).
+    Each step reads its rows with a dynamic slice of ``rows`` inside the program: no
+    reshape or slice of the whole array, which XLA may copy (a whole array of
+    10⁶ × 10 rows copied costs more than its Gram).
     """
     est, b, block = plan.estimator, plan.batch_size, plan.block
-    d = rows.shape[1]
+    step_rows = b * block
 
-    def step(c, piece):
-        return _step(plan, c, piece), None
+    def step(c, i):
+        piece = jax.lax.dynamic_slice_in_dim(rows, i * step_rows, step_rows)
+        return _step(plan, widen_spread(c, piece), piece), None
 
     if not plan.trace_every:
-        return jax.lax.scan(step, carry, rows.reshape(-1, b * block, d), unroll=plan.unroll)[
-            0
-        ], None
+        steps = jnp.arange(rows.shape[0] // step_rows)
+        return jax.lax.scan(step, carry, steps, unroll=plan.unroll)[0], None
 
-    def snapshot(c, pieces):
-        c, _ = jax.lax.scan(step, c, pieces, unroll=plan.unroll)
+    per_snapshot = plan.trace_every // block
+
+    def snapshot(c, k):
+        c, _ = jax.lax.scan(
+            step, c, k * per_snapshot + jnp.arange(per_snapshot), unroll=plan.unroll
+        )
         estimate = est.estimate(c.state if origin is None else leave_frame(c.state, origin))
         score = None if truth is None else plan.score(truth, estimate)
         return c, (c.rows, estimate, score)
 
-    pieces = rows.reshape(-1, plan.trace_every // block, b * block, d)
-    carry, (snap_rows, estimate, score) = jax.lax.scan(snapshot, carry, pieces)
+    snapshots = jnp.arange(rows.shape[0] // (step_rows * per_snapshot))
+    carry, (snap_rows, estimate, score) = jax.lax.scan(snapshot, carry, snapshots)
     return carry, Trace(snap_rows, estimate, score)
 
 
@@ -359,6 +413,7 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
     optimizer step with a factorisation compiled 4-6 s unrolled, for rows that run
     once)."""
     b = plan.batch_size
+    carry = widen_spread(carry, rows, m * b)
     done = jnp.zeros((), jnp.int32)  # batches applied (or, after a rejection, counted)
     for size in _tail_levels(plan, rows.shape[0] // b):
 
@@ -370,11 +425,10 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
             c, at, _ = state
             piece = jax.lax.dynamic_slice_in_dim(rows, at * b, size * b)
             new, ok = apply_block(plan.estimator, c.state, piece, b, unroll=1)
-            applied = FitCarry(new, c.diverged_at, c.rows + size * b)
+            applied = c._replace(state=new, rows=c.rows + size * b)
             return jax.lax.cond(ok, lambda: (applied, at + size, ok), lambda: (c, at, ok))
 
-        live = carry.diverged_at < 0
-        carry, done, _ = jax.lax.while_loop(fits, block, (carry, done, live))
+        carry, done, _ = jax.lax.while_loop(fits, block, (carry, done, live(carry)))
 
     def single(state):
         c, at = state
@@ -382,9 +436,9 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
         return guarded_step(plan.estimator, c, piece), at + 1
 
     carry, done = jax.lax.while_loop(
-        lambda state: (state[0].diverged_at < 0) & (state[1] < m), single, (carry, done)
+        lambda state: live(state[0]) & (state[1] < m), single, (carry, done)
     )
-    return carry._replace(rows=carry.rows + (m - done) * b)  # the frozen rest
+    return _skipped(carry, (m - done) * b)  # the frozen rest
 
 
 run_tail = jax.jit(_run_tail, static_argnames="plan")
@@ -442,6 +496,13 @@ def enter_frame(state: Any, origin: jax.Array) -> Any:
     form in which the compiled scans see it while the rows arrive minus ``origin``."""
     mean = state.mean + (state.origin - origin)
     return state._replace(mean=mean, origin=jnp.zeros_like(state.origin))
+
+
+@jax.jit
+def rebase(state: Any, origin: jax.Array) -> Any:
+    """The same state kept relative to ``origin`` (its origin field set to it): the
+    form in which the compiled scans take rows as given and shift them themselves."""
+    return state._replace(mean=state.mean + (state.origin - origin), origin=origin)
 
 
 def leave_frame(state: Any, origin: jax.Array) -> Any:

@@ -129,6 +129,9 @@ class Feeder:
         if size and self.n_pending >= size:
             rows = self._take()
             done = 0
+            if self.size is None and self.run is run_scan:  # whole units read in place
+                self._run(rows, self.plan)
+                done = size
             while rows.shape[0] - done >= size:
                 self._run(rows[done : done + size], self.plan)
                 done += size

@@ -470,3 +470,25 @@ def test_a_batch_larger_than_memory_is_refused_up_front():
     chunks = iter([np.ones((4, 3))])
     with pytest.raises(ValueError, match="smaller batch_size"):
         jg.fit(jg.welford(), chunks, batch_size=10**13)
+
+
+@pytest.mark.parametrize("device", [False, True])
+@pytest.mark.parametrize("bad, batch_size", [(37, 1), (40_001, 3), (69_999, 1)])
+def test_a_whole_array_screened_by_the_engine_raises_with_the_rows_before_it(
+    device, bad, batch_size
+):
+    """A whole array of a moment estimator reaches the compiled scan unscreened (the
+    engine reads a bad row off the rejected update of its block): the DataError still
+    names the first non-finite row, inside a piece, a block or the tail, and its
+    result equals a fit of exactly the rows before it."""
+    x = np.random.default_rng(bad).standard_normal((70_000, 3)).astype(np.float32) + 5
+    x[bad, 1] = np.inf if bad % 2 else np.nan
+    x[-1, 0] = np.nan  # a later bad row is never reached
+    with pytest.raises(jg.DataError) as err:
+        jg.fit(jg.welford(), jnp.asarray(x) if device else x, batch_size=batch_size)
+    got, want = err.value.result, jg.fit(jg.welford(), x[:bad], batch_size=batch_size)
+    assert err.value.row == bad and got.n_rows == bad
+    assert f"data row {bad} is not finite" in str(err.value)
+    # float32 rounding of different block boundaries: absolute 1e-6 on entries of ~1
+    np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.estimate.mean, want.estimate.mean, rtol=1e-6)
