@@ -18,6 +18,7 @@ from jaxgauss._engine import (
 )
 from jaxgauss._fit import fit
 from jaxgauss._sweep import SweepResult, grid_product, sweep
+from jaxgauss._version import __version__  # noqa: F401  (jaxgauss.__version__)
 from jaxgauss.estimators import (
     METHODS,
     AveragedState,
@@ -73,8 +74,6 @@ from jaxgauss.gaussian import (
 from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
 from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
 from jaxgauss.streams import sample
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AveragedState",

@@ -82,23 +82,19 @@ class FitResult(NamedTuple):
 class FitCarry(NamedTuple):
     """The scan's carry: estimator state, first rejected row (-1 if none), rows seen.
 
-    Two optional fields turn on the engine's own screening (``fit`` of a whole array
-    of a moment estimator, whose rows then reach the program unscreened):
-
-    * ``bad_row``: -1, or the first data row found not finite. An update that the
-      guard rejects and whose batch holds a NaN or ±inf entry is bad data, not a
-      divergence (a non-finite entry always makes a moment state non-finite, so the
-      guard sees it): the state stays before that batch and nothing more is applied
-      or counted, so ``rows`` is then the rows applied.
-    * ``spread``: (d,) each column's largest |row − origin| so far (float32's range
-      check of moment states, see ``SingleStream``).
+    With ``bad_row`` (-1 to start; None: off) the engine screens the rows itself
+    (``fit`` of a whole array of a moment estimator, whose rows then reach the program
+    unscreened): an update that the guard rejects and whose batch holds a NaN or ±inf
+    entry is bad data, not a divergence (a non-finite entry always makes a moment
+    state non-finite, so the guard sees it). ``bad_row`` then names that entry's row,
+    the state stays before its batch and nothing more is applied or counted, so
+    ``rows`` is the rows applied.
     """
 
     state: Any
     diverged_at: jax.Array
     rows: jax.Array
     bad_row: Any = None
-    spread: Any = None
 
 
 def live(carry: FitCarry) -> jax.Array:
@@ -233,18 +229,6 @@ def _blocked_step(
     )
 
 
-def widen_spread(carry: FitCarry, rows: jax.Array, n_valid: Any = None) -> FitCarry:
-    """``carry.spread`` widened by ``rows`` (the first ``n_valid`` of them; None: all)
-    measured from the state's origin; a carry without a spread is returned as is."""
-    if carry.spread is None:
-        return carry
-    away = jnp.abs(rows - carry.state.origin)
-    if n_valid is not None:
-        away = jnp.where(jnp.arange(rows.shape[0])[:, None] < n_valid, away, 0)
-    spread = jnp.maximum(carry.spread, jnp.max(jnp.where(jnp.isfinite(away), away, 0), axis=0))
-    return carry._replace(spread=spread)
-
-
 def _step(plan: ScanPlan, carry: FitCarry, rows: jax.Array, unroll: int = _UNROLL) -> FitCarry:
     """One step of the compiled loops: ``plan.block`` updates of ``batch_size`` rows
     (a non-rowwise block's loop unrolled ``unroll`` times)."""
@@ -273,7 +257,7 @@ def scan_rows(
 
     def step(c, i):
         piece = jax.lax.dynamic_slice_in_dim(rows, i * step_rows, step_rows)
-        return _step(plan, widen_spread(c, piece), piece), None
+        return _step(plan, c, piece), None
 
     if not plan.trace_every:
         steps = jnp.arange(rows.shape[0] // step_rows)
@@ -413,7 +397,6 @@ def _run_tail(plan: ScanPlan, carry: FitCarry, rows: jax.Array, m: jax.Array) ->
     optimizer step with a factorisation compiled 4-6 s unrolled, for rows that run
     once)."""
     b = plan.batch_size
-    carry = widen_spread(carry, rows, m * b)
     done = jnp.zeros((), jnp.int32)  # batches applied (or, after a rejection, counted)
     for size in _tail_levels(plan, rows.shape[0] // b):
 

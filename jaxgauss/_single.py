@@ -92,8 +92,7 @@ class SingleStream:
         host_or_cast_free = isinstance(first, np.ndarray) or first.dtype == dtype
         if self.framed and self.size is None and self.nan_policy == "raise" and host_or_cast_free:
             self.whole = first  # the engine screens a whole array
-            spread = np.zeros(d, dtype) if dtype == jnp.float32 else None
-            carry = carry._replace(bad_row=counter(-1), spread=spread)
+            carry = carry._replace(bad_row=counter(-1))
         feeder = Feeder(self.plan, carry, truth, self.size)
         if self.framed and self.state is not None and self.whole is None:
             feeder.enter_frame(np.asarray(state.origin))
@@ -119,11 +118,9 @@ class SingleStream:
         return rows if self.origin is None else subtract_host(rows, self.origin, self.dtype)
 
     def _check_screen(self) -> None:
-        """After the engine screened a whole array: its spread, and a bad row raised
-        as ``DataError`` once the rows before it are applied (by the partial result)."""
+        """After the engine screened a whole array: a bad row raised as ``DataError``
+        once the rows before it are applied (by the partial result)."""
         carry = self.feeder.carry
-        if carry.spread is not None:
-            self.spread = np.asarray(carry.spread, np.float64)
         bad = int(carry.bad_row)
         if bad >= 0:
             applied = int(carry.rows)
@@ -221,9 +218,27 @@ class SingleStream:
                 f"no finite rows: all {result.n_skipped} rows were skipped "
                 "(nan_policy='skip'), so nothing was estimated"
             )
+        if self.whole is not None and self.dtype == jnp.float32:
+            self.spread = self._whole_spread()
         if self.spread is not None:
             self._check_range()
         return result
+
+    def _whole_spread(self) -> np.ndarray:
+        """The range check's spread of each column about the origin, for a whole
+        array screened by the engine: read off its first piece, and over all rows
+        only for the columns that spread less than 2⁻⁵² there (a spread only grows, so
+        ordinary data make no pass over the rows for it)."""
+        origin = self.origin
+        if origin is None:
+            origin = np.asarray(self.feeder.carry.state.origin)
+        origin = origin.astype(np.float64)
+        head = np.asarray(self.whole[: PIECE_BYTES // (4 * self.d)], np.float64)
+        spread = np.max(np.abs(head - origin), axis=0)
+        for j in np.flatnonzero(spread < 2.0**-52):
+            column = np.asarray(self.whole[:, j], np.float64)
+            spread[j] = np.max(np.abs(column - origin[j]))
+        return spread
 
     def partial_result(self) -> FitResult | None:
         """After an error: the fit of every row read before it (None if none was).

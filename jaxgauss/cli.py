@@ -104,17 +104,17 @@ class _Tap:
 
 def _data_dtype(args: argparse.Namespace):
     """The dtype ``fit`` will compute in, from the file's header (nothing consumed)."""
-    from jaxgauss._fit import _float_dtype
+    from jaxgauss._stream import float_dtype
     from jaxgauss.streams import file_kind, open_npy
 
     first = args.file[0]
     if first != "-" and file_kind(first) == "npy":
-        return np.dtype(_float_dtype(open_npy(first).dtype))
-    return np.dtype(_float_dtype(np.float64))
+        return np.dtype(float_dtype(open_npy(first).dtype))
+    return np.dtype(float_dtype(np.float64))
 
 
 def _error_message(err: BaseException, name: str, tap: _Tap | None, dtype) -> str:
-    from jaxgauss._fit import DataError
+    from jaxgauss._engine import DataError
 
     if isinstance(err, KeyboardInterrupt):
         return "interrupted"
