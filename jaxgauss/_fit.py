@@ -128,8 +128,8 @@ def fit(
         fit then keeps one state per group (a leading (n_groups,) axis on
         ``estimate``, ``state``, ``diverged_at``, ``n_rows`` and the trace) and group
         k's equals a fit of its rows alone, in order: ``welford``'s to rounding, in
-        one pass of segment sums per block; any other estimator (it must be
-        weighted) with its own batches of ``batch_size`` of the group's rows and its
+        one pass of segment sums per block; any other estimator (weighted, or run in its
+        ``weighted_form``) with its own batches of ``batch_size`` of the group's rows and its
         own counts. A group with no rows keeps ``init`` (``n_rows[k] == 0``).
         ``init`` and ``truth`` may be one ``Gaussian`` or one per group (leading
         axis); ``state`` continues a grouped state. A grouped trace takes a
@@ -139,8 +139,10 @@ def fit(
       n_groups: the number of groups; None: 1 + the largest id, when the ids are
         an array or a column of an array (streamed columns need it).
       weights: finite reliability weights wᵢ ≥ 0 per row, an array (n,) or a column
-        index as for ``groups``; the estimator must be weighted
-        (``welford(weighted=True)``, ``gradient_ascent``, …; others are refused).
+        index as for ``groups``. An unweighted moment estimator (``welford()``,
+        ``natural_gradient``, ``exponential``) runs in its weighted form and returns
+        that form's state (a float total weight; continuing an unweighted state with
+        weights is refused); estimators with no weighted form are refused.
         Moment estimators give the weighted MLE (``np.cov(aweights=w, bias=True)``),
         gradient estimators maximise Σ wᵢ ℓᵢ / Σ wᵢ per batch; a weight of 0 masks
         its row. Without ``groups`` the result has no group axis.
@@ -168,7 +170,7 @@ def fit(
 
       >>> import numpy as np
       >>> ys = np.array([[0.0], [1.0], [10.0], [20.0], [99.0]])
-      >>> res = jg.fit(jg.welford(weighted=True), ys, groups=[0, 0, 1, 1, 1],
+      >>> res = jg.fit(jg.welford(), ys, groups=[0, 0, 1, 1, 1],
       ...              weights=[1, 1, 1, 1, 0])
       >>> res.estimate.mean[:, 0].tolist(), res.n_rows.tolist()
       ([0.5, 15.0], [2, 3])

@@ -495,6 +495,31 @@ def _check_group_truth(truth, plan: ScanPlan, d: int, dtype, n_groups: int):
     return check_truth(truth, plan.score, d, dtype), None
 
 
+def _weighted_plan(plan: ScanPlan, groups: Any, weights: Any, state: Any) -> ScanPlan:
+    """The plan with the estimator's weighted form where the fit needs weights (given
+    ones, or the weight-0 padding of a grouped fit without ``grouped_update``)."""
+    est = plan.estimator
+    needs = weights is not None or (groups is not None and est.grouped_update is None)
+    if not needs or est.weighted:
+        return plan
+    if est.weighted_form is None:
+        raise ValueError(
+            "this estimator's update takes no weights (Estimator.weighted is False)"
+            + ("" if weights is not None else ", and a grouped fit of it pads each group's "
+               "batches with weight-0 rows")
+            + ": build it with weighted=True (welford, natural_gradient, exponential) or "
+            "give it a weighted update"
+        )  # fmt: skip
+    count = getattr(state, "count", None)
+    if count is not None and jnp.issubdtype(jnp.result_type(count), jnp.integer):
+        raise ValueError(
+            "state was made without weights (an integer row count), and a fit with weights "
+            "continues a weighted state (a float total weight): build the estimator with "
+            "weighted=True from the start to mix weighted and unweighted fits"
+        )
+    return plan._replace(estimator=est.weighted_form())
+
+
 def fit_grouped(
     plan: ScanPlan,
     data: Any,
@@ -510,18 +535,7 @@ def fit_grouped(
     progress: bool,
 ) -> FitResult:
     """``fit`` with ``groups`` and/or ``weights`` (see ``fit``'s docstring)."""
-    est = plan.estimator
-    if weights is not None and not est.weighted:
-        raise ValueError(
-            "this estimator's update takes no weights (Estimator.weighted is False); "
-            "build it with weighted=True (welford, natural_gradient, exponential) or "
-            "give it a weighted update"
-        )
-    if groups is not None and est.grouped_update is None and not est.weighted:
-        raise ValueError(
-            "a grouped fit of this estimator pads each group's batches with weight-0 rows, "
-            "which needs a weighted update: build it with weighted=True"
-        )
+    plan = _weighted_plan(plan, groups, weights, state)
     g_src, w_src = _source("groups", groups), _source("weights", weights)
     chunks, total, size = read_chunks(data, chunk_rows)
     for name, src in (("groups", g_src), ("weights", w_src)):

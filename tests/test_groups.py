@@ -120,14 +120,27 @@ def test_weight_zero_is_a_no_op_for_every_weighted_update():
             np.testing.assert_array_equal(a, b)
 
 
-def test_unweighted_estimators_refuse_weights():
+def test_fit_runs_the_weighted_form_of_an_unweighted_moment_estimator():
+    """fit(welford(), x, weights=w) just works: the runner uses the estimator's
+    weighted form and returns that form's state (a float total weight); continuing an
+    unweighted state with weights is refused with a message naming weighted=True,
+    and the update itself still refuses weights it was not built for."""
     x, groups, w = _data(np.float64)
+    got = jg.fit(WELFORD, x, weights=w)
+    want = jg.fit(jg.welford(weighted=True), x, weights=w)
+    np.testing.assert_array_equal(got.estimate.cov, want.estimate.cov)
+    assert jnp.issubdtype(got.state.count.dtype, jnp.floating)
+    est = jg.natural_gradient(0.1)
+    got = jg.fit(est, x, groups=groups, n_groups=G)
+    want = jg.fit(jg.natural_gradient(0.1, weighted=True), x, groups=groups, n_groups=G)
+    np.testing.assert_array_equal(got.estimate.cov, want.estimate.cov)
+    unweighted = jg.fit(WELFORD, x).state
     with pytest.raises(ValueError, match="weighted=True"):
-        jg.fit(WELFORD, x, weights=w)
-    with pytest.raises(ValueError, match="weighted=True"):
-        jg.fit(jg.natural_gradient(0.1), x, groups=groups)
+        jg.fit(WELFORD, x, weights=w, state=unweighted)
     with pytest.raises(ValueError, match="weighted=True"):
         jg.welford().update(jg.welford().init(jg.Gaussian.standard(D)), x[:2], w[:2])
+    with pytest.raises(ValueError, match="weighted=True"):
+        jg.fit(jg.welford(fourth_moments=True), x, weights=w)  # no weighted form
 
 
 def test_grouped_gradient_ascent_equals_each_groups_own_fit():

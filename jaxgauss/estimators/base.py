@@ -57,6 +57,10 @@ class Estimator(NamedTuple):
         come laid out per group, (G, m, d) with weights (G, m), padding weighted 0.
         ``fit(..., groups=...)`` uses it when present and otherwise vmaps ``update``
         over per-group batches.
+      weighted_form: None, or a function of no arguments returning the same
+        estimator built to take weights (``weighted=True``): ``fit(..., weights=...)``
+        (and a grouped fit that pads with weight-0 rows) then runs that form and
+        returns its state, so ``fit(welford(), x, weights=w)`` just works.
 
     Fields may be added later with defaults: build estimators by keyword, never
     unpack one positionally.
@@ -69,6 +73,7 @@ class Estimator(NamedTuple):
     rowwise: bool = False
     weighted: bool = False
     grouped_update: Callable[..., State] | None = None
+    weighted_form: Callable[[], Estimator] | None = None
 
 
 def shared(factory: Callable[..., Estimator]) -> Callable[..., Estimator]:

@@ -60,6 +60,7 @@ spent on the mean, so with aₜ = 1/t it is the exact MLE of Σ given m (and unb
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from numbers import Real
 from typing import NamedTuple
@@ -442,6 +443,9 @@ def welford(
         rowwise=True,
         weighted=weighted,
         grouped_update=None if known or fourth_moments else _grouped_absorb,
+        weighted_form=None
+        if weighted or fourth_moments
+        else functools.partial(welford, ddof, prior_weight, known_mean, weighted=True),
     )
 
 
@@ -599,9 +603,11 @@ def _moments_estimator(
     weighted: bool,
     name: str,
     known_mean=None,
+    weighted_form: Callable[[], Estimator] | None = None,
 ) -> Estimator:
     """The ``MomentsState`` estimator whose rows get ``steps(before, w, dtype)`` (b,):
-    ``before`` the count absorbed before each row, ``w`` the rows' weights (None: 1)."""
+    ``before`` the count absorbed before each row, ``w`` the rows' weights (None: 1);
+    ``weighted_form`` builds its weighted form (used when ``weighted`` is False)."""
     _check_known_mean(known_mean)
 
     def init(g0: Gaussian) -> MomentsState:
@@ -644,6 +650,7 @@ def _moments_estimator(
         is_valid=all_finite,
         rowwise=True,
         weighted=weighted,
+        weighted_form=None if weighted else weighted_form,
     )
 
 
@@ -723,7 +730,10 @@ def natural_gradient(
         def steps(before, weights, dtype):
             return _per_weight(jnp.full(before.shape, learning_rate, dtype), weights)
 
-    return _moments_estimator(steps, weighted, "natural_gradient", known_mean)
+    weighted_form = functools.partial(
+        natural_gradient, learning_rate, prior_weight, known_mean, weighted=True
+    )
+    return _moments_estimator(steps, weighted, "natural_gradient", known_mean, weighted_form)
 
 
 def _check_static_rate(learning_rate) -> None:
@@ -786,4 +796,7 @@ def exponential(
         warm = jnp.where(live, weights, 0) / jnp.where(live, before + weights + prior_weight, 1)
         return jnp.maximum(warm, -jnp.expm1(-rate * weights))
 
-    return _moments_estimator(steps, weighted, "exponential", known_mean)
+    weighted_form = functools.partial(
+        exponential, half_life, prior_weight, known_mean, weighted=True
+    )
+    return _moments_estimator(steps, weighted, "exponential", known_mean, weighted_form)
