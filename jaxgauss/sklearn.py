@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from jaxgauss._fit import fit
 from jaxgauss.estimators import Estimator, ledoit_wolf, oas, welford
 from jaxgauss.gaussian import Gaussian, is_spd, log_likelihood, mahalanobis, precision
 
@@ -63,51 +64,10 @@ METHODS = {
     ),
 }
 
-# Rows per compiled call: whole blocks of _BLOCK rows, and the rest padded to a power
-# of two ≥ _MIN_PIECE, so a dimension compiles a few programs whatever the row counts.
-_BLOCK = 4096
-_MIN_PIECE = 16
-
 
 @functools.cache
 def _cached_estimator(method: str, centred: bool) -> Estimator:
     return METHODS[method][0](centred)
-
-
-@functools.partial(jax.jit, static_argnames=("estimator", "d"))
-def _start(estimator: Estimator, d: int):
-    return estimator.init(Gaussian.standard(d, jnp.float64))
-
-
-@functools.partial(jax.jit, static_argnames=("estimator",))
-def _absorb(estimator: Estimator, state, diverged, rows, n_valid):
-    """Apply the first ``n_valid`` rows of ``rows`` (m, d): for a rowwise estimator
-    whose every row is valid, one update of all m rows; otherwise update by update
-    in a scan in which rows from ``n_valid`` on change nothing. An update that
-    ``is_valid`` rejects is not applied, and sets ``diverged`` (later rows then
-    change nothing either), as ``jaxgauss.fit``'s guard."""
-
-    def step(carry, x):
-        state, diverged = carry
-        row, live = x
-        new = estimator.update(state, row[None])
-        accept = live & ~diverged & estimator.is_valid(new)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, state)
-        return (state, diverged | (live & ~accept & ~diverged)), None
-
-    def one_by_one(state, diverged):
-        live = jnp.arange(rows.shape[0]) < n_valid
-        return jax.lax.scan(step, (state, diverged), (rows, live))[0]
-
-    if not estimator.rowwise:
-        return one_by_one(state, diverged)
-
-    def whole(state, diverged):
-        new = estimator.update(state, rows)
-        ok = estimator.is_valid(new) & ~diverged
-        return jax.lax.cond(ok, lambda: (new, diverged), lambda: one_by_one(state, diverged))
-
-    return jax.lax.cond(n_valid == rows.shape[0], whole, one_by_one, state, diverged)
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "finish"))
@@ -124,16 +84,6 @@ def _mahalanobis(g: Gaussian, rows):
 @jax.jit
 def _mean_log_likelihood(g: Gaussian, rows):
     return jnp.where(is_spd(g.cov), jnp.mean(log_likelihood(g, rows)), -jnp.inf)
-
-
-def _pieces(n: int):
-    """(start, stop, padded size) of the compiled calls that cover n rows."""
-    done = 0
-    while n - done >= _BLOCK:
-        yield done, done + _BLOCK, _BLOCK
-        done += _BLOCK
-    if done < n:
-        yield done, n, max(_MIN_PIECE, 1 << (n - done - 1).bit_length())
 
 
 class OnlineEmpiricalCovariance(BaseEstimator):
@@ -242,22 +192,16 @@ class OnlineEmpiricalCovariance(BaseEstimator):
         offset = self._mean_offset(d)
         rows = X if offset is None else X - offset
         with jax.enable_x64(True):
-            if first:
-                state = _start(estimator, d)
-            else:
-                state = jax.tree_util.tree_map(jnp.asarray, self._state)
-            diverged = jnp.asarray(False)
-            for start, stop, size in _pieces(rows.shape[0]):
-                piece = np.zeros((size, d))
-                piece[: stop - start] = rows[start:stop]
-                state, diverged = _absorb(estimator, state, diverged, piece, stop - start)
+            state = None if first else jax.tree_util.tree_map(jnp.asarray, self._state)
+            res = fit(estimator, rows, state=state)  # the engine's guarded blocked scan
+            state, diverged = res.state, int(res.diverged_at) >= 0
             g, prec = _summary(estimator, finish, state)
             self._state = jax.tree_util.tree_map(np.asarray, state)
         self.n_samples_seen_ = int(getattr(self, "n_samples_seen_", 0) + X.shape[0])
         self.location_ = offset if offset is not None else np.asarray(g.mean, np.float64)
         self.covariance_ = np.asarray(g.cov, np.float64)
         self.precision_ = np.asarray(prec, np.float64) if self.store_precision else None
-        if bool(diverged):
+        if diverged:
             raise ValueError(
                 "the estimator rejected an update (it diverged) on these rows; the fit "
                 "keeps the last valid state. Use method='welford' or a smaller step."
