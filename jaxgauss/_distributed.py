@@ -62,7 +62,8 @@ from jaxgauss._stream import (
     start_state,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
-from jaxgauss.estimators.moments import MomentsState, WelfordState, mix_moments
+from jaxgauss.estimators.merging import mix_moments
+from jaxgauss.estimators.moments import MomentsState, WelfordState
 from jaxgauss.streams import DEFAULT_CHUNK_ROWS, read_chunks
 
 __all__ = ["fit_data_parallel", "local_files", "local_rows"]

@@ -544,13 +544,7 @@ def sweep(
         raise ValueError(f"make_estimator must be callable, got {type(make_estimator).__name__}")
     score = check_score(score)
     num_seeds = check_int("seeds", seeds, 1)
-    per_seed = isinstance(truth, Gaussian) and jnp.ndim(truth.mean) == 2
-    if per_seed:
-        check_stacked_gaussian(truth, num_seeds, None, "seeds", name="truth")
-    else:
-        check_gaussian(truth, name="truth")
-    dtype = jnp.asarray(truth.mean).dtype
-    truth = truth.astype(dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype)
+    truth, per_seed = _check_sweep_truth(truth, num_seeds)
     d, dtype = truth.mean.shape[-1], truth.mean.dtype
     n_steps, batch_size = _check_steps(n_steps, batch_size, d)
     trace_every = check_int("trace_every", trace_every, 0)
@@ -589,10 +583,7 @@ def sweep(
     )
     # Floating grid values are traced in the data's dtype; the result keeps them as given.
     grid_pad = jax.tree_util.tree_map(
-        lambda x: _pad(
-            jnp.asarray(x, dtype if np.issubdtype(x.dtype, np.floating) else None), layout.grid_pad
-        ),
-        grid,
+        lambda x: _pad(jnp.asarray(x, dtype if _floating(x) else None), layout.grid_pad), grid
     )
     keys = _pad(jax.random.split(key, num_seeds), layout.seeds_pad)
     outputs = _run_chunks(
@@ -608,6 +599,22 @@ def sweep(
         progress=progress,
     )
     return _assemble(grid, layout, plan, outputs)._replace(truth=truth)
+
+
+def _check_sweep_truth(truth: Any, num_seeds: int) -> tuple[Gaussian, bool]:
+    """The truth in a floating dtype, and whether it is one per seed (leading axis)."""
+    per_seed = isinstance(truth, Gaussian) and jnp.ndim(truth.mean) == 2
+    if per_seed:
+        check_stacked_gaussian(truth, num_seeds, None, "seeds", name="truth")
+    else:
+        check_gaussian(truth, name="truth")
+    dtype = jnp.asarray(truth.mean).dtype
+    truth = truth.astype(dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.zeros(()).dtype)
+    return truth, per_seed
+
+
+def _floating(x: np.ndarray) -> bool:
+    return np.issubdtype(x.dtype, np.floating)
 
 
 def _check_steps(n_steps: Any, batch_size: Any, d: int) -> tuple[int, int]:

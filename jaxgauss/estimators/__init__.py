@@ -4,12 +4,12 @@ from jaxgauss.estimators.averaged import AveragedState, averaged
 from jaxgauss.estimators.base import Estimator, all_finite, counter_dtype
 from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
 from jaxgauss.estimators.higher_moments import kurtosis, skewness
+from jaxgauss.estimators.merging import merge
 from jaxgauss.estimators.mixture import Mixture, MixtureState, gaussian_mixture
 from jaxgauss.estimators.moments import (
     MomentsState,
     WelfordState,
     exponential,
-    merge,
     natural_gradient,
     welford,
 )
