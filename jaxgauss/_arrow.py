@@ -1,28 +1,40 @@
 """File input through Apache Arrow (the optional extra ``jaxgauss[arrow]``).
 
-Why a second CSV reader: the line-by-line reader in ``streams`` decodes, sniffs and
-checks every line in Python, a few hundred thousand rows per second. Arrow's
-streaming CSV reader parses in C++, block by block, in bounded memory. The rules
-stay those of ``streams.read_csv_chunks``: the first line is read by the same
-Python functions (byte-order mark, sniffed delimiter, header), Arrow is configured
-to refuse everything those rules refuse (no null values, float64 columns, exactly
-the first line's width), and as soon as Arrow refuses a block, the Python reader
-takes over at that block's first row. It yields the good rows before the bad line
-and raises the same message (row, line, column, byte offset), or reads on where
-Arrow is stricter than the rules (a space before a quote, a blank line of spaces).
+Why a second CSV reader: the line-by-line reader in ``_csv`` decodes, sniffs and
+checks every line in Python, a few hundred thousand rows per second. Arrow parses
+in C++. The rules stay those of ``streams.read_csv_chunks``: the first line is read
+by the same functions (``_csv.dialect``: byte-order mark, sniffed delimiter,
+header), and Arrow is configured to refuse everything those rules refuse (no null
+values, float64 columns, exactly the first line's width).
+
+The file is cut into byte ranges of whole lines (``RANGE_BYTES``), each parsed by
+Arrow's multi-threaded reader while the rows of the one before are used, so memory
+stays bounded. A line end is a row end only outside quotes, so from the first range
+that holds a quote (or a line longer than a range) on, Arrow's streaming reader
+reads on. As soon as Arrow refuses a range or block (or a range holds a carriage
+return that is not a line end to the Python rules), the Python reader takes over at
+its first row: it yields the good rows before the bad line and raises the same
+message (row, line, column, byte offset, counted from the file's start), or reads on
+where Arrow is stricter than the rules (a space before a quote, a line of spaces).
 
 Parquet, Feather and Arrow IPC files are read batch by batch, never whole.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxgauss import _csv
+
 TABLE_SUFFIXES = (".parquet", ".feather", ".arrow", ".ipc")
+RANGE_BYTES = 16 << 20  # bytes of whole lines per call of Arrow's multi-threaded reader
+BLOCK_BYTES = 4 << 20  # its block: the bytes one of its threads parses
 
 
 def pyarrow() -> Any:
@@ -71,53 +83,19 @@ class _Rows:
         return out
 
 
-def read_csv(path: str, chunk_rows: int, python_reader) -> Iterator[np.ndarray]:
-    """``streams.read_csv_chunks`` of a file path through Arrow's streaming reader,
-    handing over to ``python_reader(path, chunk_rows, skip=rows)`` (the Python reader
-    resuming after ``rows`` data rows) at the first block Arrow refuses."""
-    from jaxgauss import streams
-
+def read_csv(path: str, chunk_rows: int) -> Iterator[np.ndarray]:
+    """``streams.read_csv_chunks`` of a file path through Arrow, handing over to the
+    Python reader (``_csv.read_python``, resuming after the rows already yielded) at
+    the first range or block Arrow refuses."""
     pa = pyarrow()
-    import pyarrow.csv as pcsv
-
-    f, name = streams._open_binary(path)
+    found = _csv.dialect(path)
+    rows, done = _Rows(chunk_rows, found.width), 0
     try:
-        first = next(streams._decoded_lines(f, name), None)
-    finally:
-        f.close()
-    if first is None:
-        raise ValueError(f"{name} has no rows")
-    line_no, line = first
-    delimiter = streams._sniff_delimiter(line)
-    cells = streams._cells(line, delimiter)
-    header = streams._is_header(cells, line, line_no, name)
-    width = len(cells)
-    names = [f"c{j}" for j in range(width)]
-    # About one chunk's bytes per Arrow block: fewer, larger calls into C++.
-    block = int(min(max(len(line.encode()) * chunk_rows * 1.25, 1 << 20), 1 << 26))
-    read = pcsv.ReadOptions(
-        column_names=names, skip_rows=line_no if header else 0, block_size=block
-    )
-    parse = pcsv.ParseOptions(delimiter=delimiter, quote_char='"')
-    convert = pcsv.ConvertOptions(
-        column_types=dict.fromkeys(names, pa.float64()),
-        null_values=[],
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-    )
-    rows, done = _Rows(chunk_rows, width), 0
-    try:
-        stream = pa.input_stream(path, compression="detect")
-        reader = pcsv.open_csv(stream, read, parse, convert)
-        try:
-            for batch in reader:
-                cols = [c.to_numpy() for c in batch.columns]
-                for chunk in rows.add(cols):
-                    done += chunk.shape[0]
-                    yield chunk
-        finally:
-            stream.close()
-    except (pa.ArrowException, OSError, ValueError):
+        for batch in _csv_batches(path, found, chunk_rows):
+            for chunk in rows.add([c.to_numpy() for c in batch.columns]):
+                done += chunk.shape[0]
+                yield chunk
+    except (pa.ArrowException, OSError, EOFError, ValueError, zlib.error):
         pass  # the Python reader reads on, or names the bad line
     else:
         if rows.n:
@@ -126,7 +104,114 @@ def read_csv(path: str, chunk_rows: int, python_reader) -> Iterator[np.ndarray]:
     if rows.n:
         done += rows.n
         yield rows.flush()
-    yield from python_reader(path, chunk_rows, skip=done)
+    yield from _csv.read_python(path, chunk_rows, skip=done)
+
+
+def _csv_options(found: _csv.Dialect, quoted: bool, block: int, skip: int = 0) -> tuple:
+    """Arrow's read, parse and convert options that refuse what the CSV rules refuse:
+    no null values, float64 columns, exactly the first line's width."""
+    import pyarrow.csv as pcsv
+
+    names = [f"c{j}" for j in range(found.width)]
+    read = pcsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block)
+    parse = pcsv.ParseOptions(delimiter=found.delimiter, quote_char='"' if quoted else False)
+    convert = pcsv.ConvertOptions(
+        column_types=dict.fromkeys(names, pyarrow().float64()),
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    return read, parse, convert
+
+
+class _Unsafe(Exception):
+    """A range of lines that may not be a range of rows (a quote in it)."""
+
+
+class _Ranges:
+    """Consecutive byte ranges of whole lines of a CSV file's data (header lines and
+    a byte-order mark dropped), about ``RANGE_BYTES`` each, parsed by Arrow's
+    multi-threaded reader. Each range is read into the same buffer (fresh 16 MB
+    buffers cost more in page faults than the copies). A line end is a row end only
+    outside quotes, so a range holding a quote raises ``_Unsafe``, as does a line
+    longer than a range; ``start`` is then that range's byte offset in the
+    decompressed file, where Arrow's streaming reader takes over."""
+
+    def __init__(self, f: Any, found: _csv.Dialect, size: int | None):
+        self.f, self.start, self.end = f, 0, 0  # the unread tail is buf[:end]
+        self.room = RANGE_BYTES if size is None else min(RANGE_BYTES, size + 1)
+        self.buf = bytearray(2 * self.room)
+        self.skip = found.line_no if found.header else 0  # header lines still to drop
+        self.options = _csv_options(found, quoted=False, block=BLOCK_BYTES)
+
+    def _next(self) -> tuple[int, int] | None:
+        """The next range's bounds in ``buf`` (None at the end of the file)."""
+        buf, tail = self.buf, self.end
+        with memoryview(buf) as view:
+            self.end = tail + self.f.readinto(view[tail : tail + self.room])
+        if self.end == 0:
+            return None
+        cut = buf.rfind(b"\n", 0, self.end) + 1 if self.end > tail else self.end
+        if not cut or self.end - cut > self.room:
+            raise _Unsafe  # a line longer than a range
+        pos = len(_csv.BOM) if self.start == 0 and buf.startswith(_csv.BOM) else 0
+        while self.skip and pos < cut:
+            pos = buf.find(b"\n", pos, cut) + 1 or cut
+            self.skip -= 1
+        self.start += pos
+        if buf.find(b'"', pos, cut) >= 0:
+            raise _Unsafe
+        self.start += cut - pos
+        if buf.find(b"\r", pos, cut) >= 0 and buf.count(b"\r", pos, cut) != buf.count(
+            b"\r\n", pos, cut
+        ):
+            raise ValueError("a carriage return alone")  # a line end to Arrow, not to Python
+        return pos, cut
+
+    def parse(self) -> Any:
+        """The next range as an Arrow table (None at the end of the file)."""
+        import pyarrow.csv as pcsv
+
+        while (bounds := self._next()) is not None:
+            pos, cut = bounds
+            if cut > pos:
+                with memoryview(self.buf) as view:
+                    table = pcsv.read_csv(pyarrow().py_buffer(view[pos:cut]), *self.options)
+            self.buf[: self.end - cut] = self.buf[cut : self.end]
+            self.end -= cut
+            if cut > pos:
+                return table
+        return None
+
+
+def _csv_batches(path: str, found: _csv.Dialect, chunk_rows: int) -> Iterator[Any]:
+    """Record batches of a CSV file's data rows: ranges of whole lines through the
+    multi-threaded reader, the next range parsed in a second thread while the rows
+    of one are used; from the first range that may not be whole rows on, Arrow's
+    streaming reader."""
+    f, _ = _csv.open_binary(path)
+    ranges = _Ranges(f, found, None if path.lower().endswith(".gz") else os.path.getsize(path))
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    ahead = None
+    try:
+        try:
+            ahead = pool.submit(ranges.parse)
+            while (table := ahead.result()) is not None:
+                ahead = pool.submit(ranges.parse)
+                yield from table.to_batches()
+            return
+        except _Unsafe:
+            pass
+        import pyarrow.csv as pcsv
+
+        f.seek(ranges.start)
+        # About one chunk's bytes per Arrow block: fewer, larger calls into C++.
+        block = int(min(max(found.width * 16 * chunk_rows * 1.25, 1 << 20), 1 << 26))
+        options = _csv_options(found, quoted=True, block=block, skip=ranges.skip)
+        yield from pcsv.open_csv(pyarrow().PythonFile(f, mode="r"), *options)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        f.close()
 
 
 def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) -> Iterator[Any]:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxgauss.streams import DEFAULT_CHUNK_ROWS, _is_number
+from jaxgauss._csv import is_number
+from jaxgauss.streams import DEFAULT_CHUNK_ROWS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +93,7 @@ class _Table:
         self.width = len(cells)
         by_name = any(c is not None and not _is_index(c) for c in (group_by, weights))
         self.header = by_name or not all(
-            _is_number(c) for i, c in enumerate(cells) if str(i) != group_by
+            is_number(c) for i, c in enumerate(cells) if str(i) != group_by
         )
         names = cells if self.header else []
         self.group = None if group_by is None else self._column(group_by, names, "--group-by")
@@ -139,7 +140,7 @@ class _Table:
             except ValueError:
                 for i, c in enumerate(cells):
                     for j in numeric:
-                        if not _is_number(c[j]):
+                        if not is_number(c[j]):
                             raise ValueError(
                                 f"{self.path}: row {row + i} (line {block[i][0]}), column {j}: "
                                 f"{c[j].strip()!r} is not a number"

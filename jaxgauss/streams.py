@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import gzip
-import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -15,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgauss import _arrow
+from jaxgauss import _arrow, _csv
 from jaxgauss.gaussian import Gaussian, spectral
 
 __all__ = [
@@ -286,132 +283,6 @@ def open_npy(path: str) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
-# --- CSV text: each rule in one small function, each message in one place ----------
-
-_DELIMITERS = (",", "\t", ";")
-_BOM = b"\xef\xbb\xbf"
-
-
-def _open_binary(source: Any) -> tuple[Any, str]:
-    """A binary file object for ``source`` (a path, gzip-decompressed for ``.gz``, or
-    an open binary file such as ``sys.stdin.buffer``) and a name for messages."""
-    if not isinstance(source, (str, os.PathLike)):
-        return source, getattr(source, "name", "<stream>")
-    path = os.fspath(source)
-    if path.lower().endswith(".gz"):
-        return gzip.open(path, "rb"), path
-    return open(path, "rb"), path
-
-
-def _decoded_lines(f: Any, name: str) -> Iterator[tuple[int, str]]:
-    """(line number, text) of every non-blank line, decoded as UTF-8 with a leading
-    byte-order mark dropped; bytes that are not UTF-8 are a ValueError naming the
-    file, line and byte offset."""
-    offset = 0
-    try:
-        for line_no, raw in enumerate(f, start=1):
-            text_start = len(_BOM) if line_no == 1 and raw.startswith(_BOM) else 0
-            try:
-                text = raw[text_start:].decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{name}: line {line_no} is not UTF-8 text: byte offset "
-                    f"{offset + text_start + e.start} is {raw[text_start + e.start : text_start + e.start + 1]!r}"
-                ) from None
-            offset += len(raw)
-            if text.strip():
-                yield line_no, text
-    except (OSError, EOFError) as e:  # a damaged or truncated .gz
-        raise ValueError(f"{name}: could not be read: {e}") from None
-
-
-def _sniff_delimiter(line: str) -> str:
-    """The delimiter of a CSV file from its first line: whichever of ``,``, tab and
-    ``;`` occurs most often there (``,`` for a single column)."""
-    counts = [line.count(c) for c in _DELIMITERS]
-    return _DELIMITERS[counts.index(max(counts))] if max(counts) else ","
-
-
-def _cells(line: str, delimiter: str) -> list[str]:
-    """The cells of one line, double quotes removed, surrounding spaces stripped."""
-    return [
-        c.strip()
-        for c in next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter, skipinitialspace=True))
-    ]
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return "_" not in cell  # Python reads "1_000"; no CSV parser does
-    except ValueError:
-        return False
-
-
-def _is_header(cells: list[str], line: str, line_no: int, name: str) -> bool:
-    """A first line with no number in it is a header; one with only numbers is data;
-    a mix is an error naming its first non-number."""
-    numbers = [_is_number(c) for c in cells]
-    if all(numbers):
-        return False
-    if not any(numbers):
-        return True
-    raise _line_error(line, cells, 0, line_no, None, name)
-
-
-def _line_error(
-    line: str, cells: list[str], row: int, line_no: int, width: int | None, name: str = ""
-) -> ValueError | None:
-    """What is wrong with one data line (None if nothing): the one place for the
-    CSV reader's messages."""
-    where = f"{name + ': ' if name else ''}CSV row {row} (line {line_no})"
-    if len(cells) > 1 and cells[-1] == "" and all(cells[:-1]):
-        return ValueError(
-            f"{where} ends with a delimiter: an empty last column (column {len(cells) - 1}); "
-            "remove the trailing delimiters"
-        )
-    for col, cell in enumerate(cells):
-        if not cell:
-            return ValueError(f"{where} column {col} is empty")
-        if not _is_number(cell):
-            hint = (
-                " (only the first line may be a header; comment lines are not allowed)"
-                if line.lstrip().startswith("#")
-                else ""
-            )
-            return ValueError(f"{where} column {col} is not a number: {cell!r}{hint}")
-    if width is not None and len(cells) != width:
-        return ValueError(f"{where} has {len(cells)} columns, earlier rows {width}")
-    return None
-
-
-def _parse_block(
-    block: list[tuple[int, str]], delimiter: str, width: int | None, row: int, name: str
-) -> tuple[np.ndarray, ValueError | None]:
-    """The rows of ``block`` before its first bad line (all of them if none), and the
-    error of that line (or None)."""
-    texts = [ln for _, ln in block]
-    try:
-        chunk = np.loadtxt(
-            texts, delimiter=delimiter, quotechar='"', comments=None, ndmin=2, dtype=np.float64
-        )
-        if width is None or chunk.shape[1] == width:
-            return chunk, None
-    except ValueError:
-        pass
-    # The slow path: line by line, up to the first bad line. It also reads what the
-    # fast parser does not (a space before a quote).
-    rows = []
-    for i, (line_no, ln) in enumerate(block):
-        cells = _cells(ln, delimiter)
-        err = _line_error(ln, cells, row + i, line_no, width, name)
-        if err is not None:
-            return (np.array(rows, np.float64) if rows else None), err
-        rows.append([float(c) for c in cells])
-        width = len(cells)
-    return np.array(rows, np.float64), None
-
-
 def read_csv_chunks(
     source: Any, chunk_rows: int = DEFAULT_CHUNK_ROWS, *, engine: str = "auto"
 ) -> Iterator[np.ndarray]:
@@ -440,44 +311,19 @@ def read_csv_chunks(
       >>> next(jg.streams.read_csv_chunks(text)).tolist()
       [[1.0, 2.0], [3.0, 4.0]]
 
-    With pyarrow installed (``jaxgauss[arrow]``), a file path is parsed by Arrow's
-    streaming CSV reader in C++, several times faster, by the same rules and with
-    the same messages: at the first block Arrow refuses, this reader takes over at
-    that block's first row. ``engine="python"`` forces the pure-Python reader.
+    With pyarrow installed (``jaxgauss[arrow]``), a file path is parsed by Arrow in
+    C++, by the same rules and with the same messages: byte ranges of whole lines (a
+    few MB each, so memory stays bounded) go through Arrow's multi-threaded reader,
+    from the first range that holds a quote on (a quoted cell may hold a line end)
+    through its streaming reader, and at the first range or block Arrow refuses, the
+    pure-Python reader takes over at its first row. ``engine="python"`` forces the
+    pure-Python reader.
     """
     if engine not in ("auto", "python"):
         raise ValueError(f"engine must be 'auto' or 'python', got {engine!r}")
     if engine == "auto" and isinstance(source, (str, os.PathLike)) and _arrow.pyarrow():
-        return _arrow.read_csv(os.fspath(source), chunk_rows, _read_csv_python)
-    return _read_csv_python(source, chunk_rows)
-
-
-def _read_csv_python(source: Any, chunk_rows: int, skip: int = 0) -> Iterator[np.ndarray]:
-    """``read_csv_chunks`` line by line in Python; the first ``skip`` data rows
-    (already read by Arrow) are decoded but neither parsed nor yielded."""
-    f, name = _open_binary(source)
-    try:
-        lines = _decoded_lines(f, name)
-        first = next(lines, None)
-        if first is None:
-            raise ValueError(f"{name} has no rows")
-        delimiter = _sniff_delimiter(first[1])
-        if not _is_header(_cells(first[1], delimiter), first[1], first[0], name):
-            lines = itertools.chain([first], lines)
-        row, width = skip, None
-        if skip:
-            lines = itertools.islice(lines, skip, None)
-        while block := list(itertools.islice(lines, chunk_rows)):
-            chunk, err = _parse_block(block, delimiter, width, row, name)
-            if chunk is not None and chunk.shape[0]:
-                width = chunk.shape[1]
-                row += chunk.shape[0]
-                yield chunk
-            if err is not None:
-                raise err
-    finally:
-        if f is not source:
-            f.close()
+        return _arrow.read_csv(os.fspath(source), chunk_rows)
+    return _csv.read_python(source, chunk_rows)
 
 
 def read_table_chunks(

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jaxgauss as jg
+from jaxgauss import _arrow, _csv
 
 ROWS = np.array([[1.0, 2.5], [-3.0, 4e-3], [5.0, 6.0]])
 
@@ -21,17 +22,17 @@ ROWS = np.array([[1.0, 2.5], [-3.0, 4e-3], [5.0, 6.0]])
 def engine(request, monkeypatch):
     """Which CSV reader path-based reads use; "arrow" also checks Arrow was used."""
     if request.param == "python":
-        monkeypatch.setattr(jg.streams._arrow, "pyarrow", lambda: None)
+        monkeypatch.setattr(_arrow, "pyarrow", lambda: None)
         yield "python"
         return
     pytest.importorskip("pyarrow")
-    real, calls = jg.streams._arrow.read_csv, []
+    real, calls = _arrow.read_csv, []
 
     def spy(*args):
         calls.append(args[0])
         return real(*args)
 
-    monkeypatch.setattr(jg.streams._arrow, "read_csv", spy)
+    monkeypatch.setattr(_arrow, "read_csv", spy)
     yield "arrow"
     assert calls, "the Arrow reader was not used"
 
@@ -87,6 +88,10 @@ def test_gzip_and_binary_stream(engine, tmp_path):
         ("1,2\n3,,4\n", r"row 1 \(line 2\) column 1 is empty"),
         ("1,2\n3,4,5\n", r"row 1 \(line 2\) has 3 columns, earlier rows 2"),
         ("1,x\n3,4\n", r"row 0 \(line 1\) column 1 is not a number: 'x'"),
+        (
+            "1,2\n3,4\r5,6\n",
+            r"row 1 \(line 2\) holds a carriage return \(\\r\) that does not end it",
+        ),
         ("\n\n", "has no rows"),
     ],
 )
@@ -166,7 +171,7 @@ def test_arrow_csv_many_blocks_no_hand_over(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("handed over to the Python reader")
 
-    monkeypatch.setattr(jg.streams, "_read_csv_python", refuse)
+    monkeypatch.setattr(_csv, "read_python", refuse)
     chunks = list(jg.streams.read_csv_chunks(str(tmp_path / "t.csv.gz"), chunk_rows=1024))
     assert [c.shape[0] for c in chunks] == [1024] * 4 + [904]
     assert all(c.flags.c_contiguous and c.dtype == np.float64 for c in chunks)
@@ -248,6 +253,80 @@ def test_table_null_cell_is_named_after_rows_before_it(tmp_path):
 
 
 def test_tables_without_pyarrow_name_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setattr(jg.streams._arrow, "pyarrow", lambda: None)
+    monkeypatch.setattr(_arrow, "pyarrow", lambda: None)
     with pytest.raises(ValueError, match=r"needs pyarrow: pip install 'jaxgauss\[arrow\]'"):
         _read(tmp_path / "t.parquet")
+
+
+def _outcome(path, engine, chunk_rows=7):
+    """(the rows read before any error, the error's type and message or None)."""
+    got, error = [], None
+    try:
+        for c in jg.streams.read_csv_chunks(str(path), chunk_rows, engine=engine):
+            got.append(c)
+    except Exception as e:  # the same exception, whatever it is, from both readers
+        error = (type(e), str(e))
+    return (np.concatenate(got) if got else np.zeros((0, 0))), error
+
+
+_LINES = [f"{i},{i / 8}" for i in range(60)]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("clean.csv", "a,b\n" + "\n".join(_LINES) + "\n"),
+        ("bom_no_header.csv", "\ufeff" + "\n".join(_LINES)),  # no final line end
+        ("blanks.csv", "\n\na,b\n\n" + "\n\n".join(_LINES) + "\n\n"),
+        ("crlf.csv", "a,b\r\n" + "\r\n".join(_LINES) + "\r\n"),
+        ("late_error.csv", "a,b\n" + "\n".join(_LINES[:45] + ["45,x"] + _LINES[46:]) + "\n"),
+        ("late_width.csv", "\n".join(_LINES[:50] + ["50,1,2"] + _LINES[51:]) + "\n"),
+        ("late_spaces.csv", "\n".join(_LINES[:30] + ["   "] + _LINES[30:]) + "\n"),
+        ("late_quotes.csv", "a,b\n" + "\n".join(_LINES[:40] + ['"40","5"'] + _LINES[41:]) + "\n"),
+        ("quoted_newline.csv", "\n".join(_LINES[:33] + ['33,"4\n"'] + _LINES[34:]) + "\n"),
+        ("lone_cr.csv", "\n".join(_LINES[:38] + ["38,1\r39,2"] + _LINES[40:]) + "\n"),
+        ("long_line.csv", "\n".join(_LINES[:20] + ["20," + "0" * 300 + "1"] + _LINES[21:])),
+        ("header_only.csv", "a,b\n"),
+    ],
+)
+def test_arrow_byte_ranges_read_as_python_does(tmp_path, monkeypatch, name, text):
+    # Ranges of a few lines each: every rule meets a range boundary somewhere. The
+    # Arrow path (ranges, the streaming reader after a quote or a long line, the
+    # Python reader after a refusal) gives the Python reader's rows and messages,
+    # row and line numbers counted from the file's start; gzip too.
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(_arrow, "RANGE_BYTES", 64)
+    monkeypatch.setattr(_arrow, "BLOCK_BYTES", 32)
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    with gzip.open(tmp_path / (name + ".gz"), "wb") as f:
+        f.write(text.encode())
+    for p in (path, tmp_path / (name + ".gz")):
+        rows, error = _outcome(p, "python")
+        for chunk_rows in (7, 1000):
+            got, got_error = _outcome(p, "auto", chunk_rows)
+            np.testing.assert_array_equal(got, rows)
+            assert got_error == error, p
+    assert (error is not None) == name.startswith(("late_error", "late_width", "lone_cr"))
+
+
+def test_arrow_byte_ranges_are_parsed_without_the_python_reader(tmp_path, monkeypatch):
+    # A clean file in many ranges is Arrow's alone: no hand-over, no streaming reader.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.csv as pcsv
+
+    monkeypatch.setattr(_arrow, "RANGE_BYTES", 256)
+    monkeypatch.setattr(_arrow, "BLOCK_BYTES", 64)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("left the byte ranges")
+
+    monkeypatch.setattr(_csv, "read_python", refuse)
+    monkeypatch.setattr(pcsv, "open_csv", refuse)
+    rows = np.random.default_rng(2).normal(size=(500, 4)).round(5)
+    text = "a\tb\tc\td\n" + "\n".join("\t".join(map(str, r)) for r in rows) + "\n"
+    (tmp_path / "t.tsv").write_text(text)
+    chunks = list(jg.streams.read_csv_chunks(str(tmp_path / "t.tsv"), chunk_rows=128))
+    assert [c.shape[0] for c in chunks] == [128] * 3 + [116]
+    np.testing.assert_array_equal(np.concatenate(chunks), rows)
+    assert pa is not None

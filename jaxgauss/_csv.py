@@ -1,0 +1,220 @@
+"""The CSV rules both text readers share, and the pure-Python reader.
+
+Each rule is one small function and each message is written in one place, so the
+Arrow reader (``jaxgauss._arrow``) and the line-by-line reader here read the first
+line, sniff the delimiter, detect a header and name a bad line the same way. The
+rules themselves are documented in ``jaxgauss.streams.read_csv_chunks``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+DELIMITERS = (",", "\t", ";")
+BOM = b"\xef\xbb\xbf"
+
+
+class Dialect(NamedTuple):
+    """What the first non-blank line of a CSV file says about the rest.
+
+    Attributes:
+      name: the file's name, for messages.
+      line_no: the first non-blank line's 1-based number.
+      delimiter: the sniffed delimiter.
+      header: whether that line is a header (then data start on the next line).
+      width: its number of cells.
+    """
+
+    name: str
+    line_no: int
+    delimiter: str
+    header: bool
+    width: int
+
+
+def open_binary(source: Any) -> tuple[Any, str]:
+    """A binary file object for ``source`` (a path, gzip-decompressed for ``.gz``, or
+    an open binary file such as ``sys.stdin.buffer``) and a name for messages."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source, getattr(source, "name", "<stream>")
+    path = os.fspath(source)
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rb"), path
+    return open(path, "rb"), path
+
+
+def decoded_lines(f: Any, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-blank line, decoded as UTF-8 with a leading
+    byte-order mark dropped; bytes that are not UTF-8 are a ValueError naming the
+    file, line and byte offset."""
+    offset = 0
+    try:
+        for line_no, raw in enumerate(f, start=1):
+            text_start = len(BOM) if line_no == 1 and raw.startswith(BOM) else 0
+            try:
+                text = raw[text_start:].decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = text_start + e.start
+                raise ValueError(
+                    f"{name}: line {line_no} is not UTF-8 text: byte offset "
+                    f"{offset + bad} is {raw[bad : bad + 1]!r}"
+                ) from None
+            offset += len(raw)
+            if text.strip():
+                yield line_no, text
+    except (OSError, EOFError) as e:  # a damaged or truncated .gz
+        raise ValueError(f"{name}: could not be read: {e}") from None
+
+
+def sniff_delimiter(line: str) -> str:
+    """The delimiter of a CSV file from its first line: whichever of ``,``, tab and
+    ``;`` occurs most often there (``,`` for a single column)."""
+    counts = [line.count(c) for c in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))] if max(counts) else ","
+
+
+def cells(line: str, delimiter: str) -> list[str]:
+    """The cells of one line, double quotes removed, surrounding spaces stripped."""
+    return [
+        c.strip()
+        for c in next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter, skipinitialspace=True))
+    ]
+
+
+def is_number(cell: str) -> bool:
+    """Whether a cell is a number by the CSV rules (Python's ``float``, without the
+    ``_`` digit separators no CSV parser reads)."""
+    try:
+        float(cell)
+        return "_" not in cell
+    except ValueError:
+        return False
+
+
+def is_header(line_cells: list[str], line: str, line_no: int, name: str) -> bool:
+    """A first line with no number in it is a header; one with only numbers is data;
+    a mix is an error naming its first non-number."""
+    numbers = [is_number(c) for c in line_cells]
+    if all(numbers):
+        return False
+    if not any(numbers):
+        return True
+    raise line_error(line, line_cells, 0, line_no, None, name)
+
+
+def first_line(f: Any, name: str) -> tuple[Dialect, Iterator[tuple[int, str]]]:
+    """The ``Dialect`` of the binary file ``f``, from its first non-blank line, and
+    its decoded data lines (the first line included unless it is a header)."""
+    lines = decoded_lines(f, name)
+    first = next(lines, None)
+    if first is None:
+        raise ValueError(f"{name} has no rows")
+    line_no, line = first
+    delimiter = sniff_delimiter(line)
+    line_cells = cells(line, delimiter)
+    header = is_header(line_cells, line, line_no, name)
+    if not header:
+        lines = itertools.chain([first], lines)
+    return Dialect(name, line_no, delimiter, header, len(line_cells)), lines
+
+
+def dialect(path: str) -> Dialect:
+    """The ``Dialect`` of the CSV file at ``path`` (read from its first line only)."""
+    f, name = open_binary(path)
+    try:
+        return first_line(f, name)[0]
+    finally:
+        f.close()
+
+
+def _where(row: int, line_no: int, name: str) -> str:
+    return f"{name + ': ' if name else ''}CSV row {row} (line {line_no})"
+
+
+def line_error(
+    line: str, line_cells: list[str], row: int, line_no: int, width: int | None, name: str = ""
+) -> ValueError | None:
+    """What is wrong with one data line (None if nothing): the one place for the
+    CSV readers' messages."""
+    where = _where(row, line_no, name)
+    if len(line_cells) > 1 and line_cells[-1] == "" and all(line_cells[:-1]):
+        return ValueError(
+            f"{where} ends with a delimiter: an empty last column (column {len(line_cells) - 1}); "
+            "remove the trailing delimiters"
+        )
+    for col, cell in enumerate(line_cells):
+        if not cell:
+            return ValueError(f"{where} column {col} is empty")
+        if not is_number(cell):
+            hint = (
+                " (only the first line may be a header; comment lines are not allowed)"
+                if line.lstrip().startswith("#")
+                else ""
+            )
+            return ValueError(f"{where} column {col} is not a number: {cell!r}{hint}")
+    if width is not None and len(line_cells) != width:
+        return ValueError(f"{where} has {len(line_cells)} columns, earlier rows {width}")
+    return None
+
+
+def parse_block(
+    block: list[tuple[int, str]], delimiter: str, width: int | None, row: int, name: str
+) -> tuple[np.ndarray | None, ValueError | None]:
+    """The rows of ``block`` before its first bad line (all of them if none), and the
+    error of that line (or None)."""
+    texts = [ln for _, ln in block]
+    try:
+        chunk = np.loadtxt(
+            texts, delimiter=delimiter, quotechar='"', comments=None, ndmin=2, dtype=np.float64
+        )
+        if width is None or chunk.shape[1] == width:
+            return chunk, None
+    except ValueError:
+        pass
+    # The slow path: line by line, up to the first bad line. It also reads what the
+    # fast parser does not (a space before a quote).
+    rows = []
+    for i, (line_no, ln) in enumerate(block):
+        try:
+            line_cells = cells(ln, delimiter)
+        except csv.Error:  # a carriage return alone, inside the line
+            where = _where(row + i, line_no, name)
+            line_cells = []
+            err = ValueError(f"{where} holds a carriage return (\\r) that does not end it")
+        else:
+            err = line_error(ln, line_cells, row + i, line_no, width, name)
+        if err is not None:
+            return (np.array(rows, np.float64) if rows else None), err
+        rows.append([float(c) for c in line_cells])
+        width = len(line_cells)
+    return np.array(rows, np.float64), None
+
+
+def read_python(source: Any, chunk_rows: int, skip: int = 0) -> Iterator[np.ndarray]:
+    """``jaxgauss.streams.read_csv_chunks`` line by line in Python. The first ``skip``
+    data rows (already read by Arrow) are decoded but neither parsed nor yielded, so
+    row and line numbers in messages still count from the file's start."""
+    f, name = open_binary(source)
+    try:
+        found, lines = first_line(f, name)
+        row, width = skip, None
+        if skip:
+            lines = itertools.islice(lines, skip, None)
+        while block := list(itertools.islice(lines, chunk_rows)):
+            chunk, err = parse_block(block, found.delimiter, width, row, name)
+            if chunk is not None and chunk.shape[0]:
+                width = chunk.shape[1]
+                row += chunk.shape[0]
+                yield chunk
+            if err is not None:
+                raise err
+    finally:
+        if f is not source:
+            f.close()
