@@ -195,6 +195,7 @@ def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
 def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offset: int):
     """(rows, group ids, weights) of a chunk: columns split off, arrays sliced."""
     cols = [c for c in (groups.column, weights.column) if c is not None]
+    arr = None  # the chunk with its id and weight columns, when it has them
     if cols:
         arr = np.asarray(chunk)
         full = check_chunk(arr, None, offset)
@@ -207,24 +208,22 @@ def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offs
         chunk = np.delete(arr, drop, axis=1)
     chunk = check_chunk(chunk, d, offset)
     m = chunk.shape[0]
-    G = n_groups
-    if groups.column is not None:
-        g = np.asarray(arr[:, groups.column])
-    elif groups.values is not None:
-        g = groups.values[offset : offset + m]
-        if g.shape[0] != m:
-            raise ValueError(f"groups has {groups.values.shape[0]} entries, data more rows")
-    else:
-        g = np.zeros(m, np.int32)
-    if weights.column is not None:
-        w = np.asarray(arr[:, weights.column])
-    elif weights.values is not None:
-        w = weights.values[offset : offset + m]
-        if w.shape[0] != m:
-            raise ValueError(f"weights has {weights.values.shape[0]} entries, data more rows")
-    else:
-        w = np.ones(m, np.float32)
-    return chunk, _check_groups(g, G, offset), _check_weights(w, offset)
+    g = _chunk_values("groups", groups, arr, offset, m, np.zeros(m, np.int32))
+    w = _chunk_values("weights", weights, arr, offset, m, np.ones(m, np.float32))
+    return chunk, _check_groups(g, n_groups, offset), _check_weights(w, offset)
+
+
+def _chunk_values(name: str, src: _Source, arr: Any, offset: int, m: int, default: Any):
+    """A chunk's group ids or weights: its column, its slice of the aligned array
+    (refused when that ran out), or ``default``."""
+    if src.column is not None:
+        return np.asarray(arr[:, src.column])
+    if src.values is None:
+        return default
+    values = src.values[offset : offset + m]
+    if values.shape[0] != m:
+        raise ValueError(f"{name} has {src.values.shape[0]} entries, data more rows")
+    return values
 
 
 class _Grouped:
