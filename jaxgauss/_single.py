@@ -226,14 +226,14 @@ class SingleStream:
 
     def _whole_spread(self) -> np.ndarray:
         """The range check's spread of each column about the origin, for a whole
-        array screened by the engine: read off its first piece, and over all rows
-        only for the columns that spread less than 2⁻⁵² there (a spread only grows, so
-        ordinary data make no pass over the rows for it)."""
+        array screened by the engine: read off its first ``HEAD_ROWS`` rows, and over
+        all rows only for the columns that spread less than 2⁻⁵² there (a spread only
+        grows, so ordinary data make no pass over the rows for it)."""
         origin = self.origin
         if origin is None:
             origin = np.asarray(self.feeder.carry.state.origin)
         origin = origin.astype(np.float64)
-        head = np.asarray(self.whole[: PIECE_BYTES // (4 * self.d)], np.float64)
+        head = np.asarray(self.whole[:HEAD_ROWS], np.float64)
         spread = np.max(np.abs(head - origin), axis=0)
         for j in np.flatnonzero(spread < 2.0**-52):
             column = np.asarray(self.whole[:, j], np.float64)
@@ -257,6 +257,10 @@ class SingleStream:
 # bytes, so a piece's transfer and host shift stay in cache (copying a whole array
 # of 10⁶ × 10 float32 to the device at once took 45-76 ms, a Gram of it 10 ms).
 PIECE_BYTES = 1 << 21
+
+
+# Rows of a whole array the range check reads first (see ``_whole_spread``).
+HEAD_ROWS = 1024
 
 
 def _pieces(chunk: Any, unit: int, dtype: Any):
