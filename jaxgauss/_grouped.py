@@ -99,17 +99,14 @@ def _run_segments(plan: _GroupPlan, carry, rows, groups, weights, index):
     return jax.lax.scan(step, carry, pieces)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "m"))
-def _run_laid_out(plan: _GroupPlan, carry, rows, weights, source, m):
-    """Gather the rows into their groups' slots, (G, m, d) (``source``: the row of
-    each slot, n for padding), and apply them in one ``grouped_update``. Returns the
-    new carry and whether every live group's update was accepted."""
-    est, G = plan.estimator, carry.diverged_at.shape[0]
+@functools.partial(jax.jit, static_argnames="plan")
+def _run_laid_out(plan: _GroupPlan, carry, laid, weights):
+    """Apply rows laid out in their groups' slots, (G, m, d) with weights (G, m)
+    (padding weighs 0), in one ``grouped_update``. Returns the new carry and whether
+    every live group's update was accepted."""
     live = carry.diverged_at < 0
-    rows = jnp.concatenate([rows, jnp.zeros((1, rows.shape[1]), rows.dtype)])
-    weights = jnp.concatenate([weights, jnp.zeros((1,), weights.dtype)])
-    laid = rows[source].reshape(G, m, -1)
-    w = jnp.where(live[:, None], weights[source].reshape(G, m), 0)
+    est = plan.estimator
+    w = jnp.where(live[:, None], weights, 0)
     new = est.grouped_update(carry.state, laid, None, w)
     ok = jnp.all(jax.vmap(est.is_valid)(new) | ~live)
     return carry._replace(state=new), ok
@@ -168,8 +165,10 @@ def _check_groups(g: np.ndarray, n_groups: int, offset: int) -> np.ndarray:
         np.issubdtype(g.dtype, np.integer) or np.issubdtype(g.dtype, np.floating)
     ):
         raise ValueError(f"groups must be integers, got dtype {g.dtype}")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(g) | (g != np.round(g)) | (g < 0) | (g >= n_groups)
+    bad = (g < 0) | (g >= n_groups)
+    if np.issubdtype(g.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            bad |= ~np.isfinite(g) | (g != np.round(g))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
@@ -184,8 +183,9 @@ def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
         np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)
     ):
         raise ValueError(f"weights must be real numbers, got dtype {w.dtype}")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(w) | (w < 0)
+    bad = w < 0
+    if np.issubdtype(w.dtype, np.floating):
+        bad |= ~np.isfinite(w)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"weights[{offset + i}] = {w[i].item()!r} is not a finite number >= 0")
@@ -292,7 +292,8 @@ class _Grouped:
             return
         if self.carry is None:
             self._start(chunk.shape[1], float_dtype(chunk.dtype))
-        rows = jnp.asarray(chunk, self.dtype)
+        rows = np.asarray(chunk, self.dtype) if isinstance(chunk, np.ndarray) else chunk
+        rows = rows if rows.dtype == self.dtype else jnp.asarray(rows, self.dtype)
         index = self.seen + np.arange(chunk.shape[0], dtype=np.int64)
         bad = nonfinite_rows(rows)
         m = chunk.shape[0]
@@ -317,14 +318,7 @@ class _Grouped:
         self.pending.append((rows, groups, weights, index))
         self.n_pending += rows.shape[0]
         if self.size and self.n_pending >= self.size:
-            parts = (
-                [
-                    np.concatenate(p) if i else jnp.concatenate(p)
-                    for i, p in enumerate(zip(*self.pending))
-                ]
-                if len(self.pending) > 1
-                else list(self.pending[0])
-            )
+            parts = _joined(self.pending)
             self.pending, self.n_pending = [], 0
             done = 0
             while parts[0].shape[0] - done >= self.size:
@@ -341,10 +335,7 @@ class _Grouped:
         if self.carry is None:
             return
         if self.n_pending:
-            parts = [
-                np.concatenate(p) if i else jnp.concatenate(p)
-                for i, p in enumerate(zip(*self.pending))
-            ]
+            parts = _joined(self.pending)
             self.pending, self.n_pending = [], 0
             self._apply(parts, snapshot=False)
         if self.gplan.block == 0:
@@ -372,33 +363,40 @@ class _Grouped:
                 )
             )
 
-    def _run_laid_out(self, rows, groups, weights) -> bool:
-        """Apply a piece with its rows laid out per group, (G, m, d), m the largest
-        group's count rounded up (by at most 1/8): one batched Gram matmul, faster than
-        the blocks' segment sums of outer products when the groups are about equal.
-        Returns False (nothing applied) when G = 1, when padding would more than
-        double the rows, or when a group's update is rejected (the block path then
-        replays the piece and names the exact row)."""
-        slots = _slots(groups, self.n_groups)
-        if slots is None:
-            return False
-        source, m = slots
-        carry, ok = _run_laid_out(
-            self.gplan,
-            self.carry,
-            rows,
-            jnp.asarray(weights, self.dtype),
-            jnp.asarray(source),
-            m,
-        )
-        if bool(ok):
-            self.carry = carry
-        return bool(ok)
-
     def _run_segment(self, rows, groups, weights, index) -> None:
-        """The piece laid out per group if that suits it, else in blocks."""
-        if not self._run_laid_out(rows, groups, weights):
-            self._run_blocks(rows, groups, weights, index)
+        """In pieces of ``PIECE_ROWS`` rows (each group's rows stay in order), each
+        laid out per group when that suits it (``_lay_out``), else in blocks.
+
+        A laid-out piece's acceptance is read only after the next piece is
+        dispatched, so the host lays out one piece while the device applies the
+        last. A rejected piece (a group's update not valid) is replayed in blocks
+        from the carry before it, which name the exact row, and the piece dispatched
+        after it is applied again."""
+        unchecked = None  # (carry before, piece, accepted) of the last laid-out piece
+        for start in range(0, rows.shape[0], PIECE_ROWS):
+            piece = slice(start, start + PIECE_ROWS)
+            laid = _lay_out(rows[piece], groups[piece], weights[piece], self.n_groups, self.dtype)
+            if laid is None:
+                self._settle(unchecked, rows, groups, weights, index)
+                unchecked = None
+                self._run_blocks(rows[piece], groups[piece], weights[piece], index[piece])
+                continue
+            before = self.carry
+            self.carry, ok = _run_laid_out(self.gplan, before, *laid)
+            if self._settle(unchecked, rows, groups, weights, index):
+                before = self.carry
+                self.carry, ok = _run_laid_out(self.gplan, before, *laid)
+            unchecked = (before, piece, ok)
+        self._settle(unchecked, rows, groups, weights, index)
+
+    def _settle(self, unchecked, rows, groups, weights, index) -> bool:
+        """Whether a laid-out piece was rejected, then replayed in blocks from the
+        carry before it (the carry is that replay's)."""
+        if unchecked is None or bool(unchecked[2]):
+            return False
+        self.carry, piece = unchecked[0], unchecked[1]
+        self._run_blocks(rows[piece], groups[piece], weights[piece], index[piece])
+        return True
 
     def _run_blocks(self, rows, groups, weights, index) -> None:
         """Whole blocks in one call, the rest padded to one block with weight-0 rows
@@ -581,6 +579,22 @@ def _trace(snapshots: list, like: Any, truth: Any, n_groups: int, dtype: Any) ->
     )
 
 
+def _joined(pending: list[tuple]) -> list:
+    """Buffered (rows, groups, weights, index) pieces as one of each; rows stay NumPy
+    when they all are (laid out on the host) and join on the device otherwise."""
+    if len(pending) == 1:
+        return list(pending[0])
+    rows = [p[0] for p in pending]
+    xp = np if all(isinstance(r, np.ndarray) for r in rows) else jnp
+    return [xp.concatenate(rows)] + [np.concatenate(p) for p in list(zip(*pending))[1:]]
+
+
+# Rows per laid-out piece of a grouped welford fit: large enough that the groups'
+# batched Gram hides each call's cost, small enough that a piece's host gather and
+# transfer stay in cache and overlap the device's work on the last one.
+PIECE_ROWS = 1 << 17
+
+
 def _squeezed(out: FitResult) -> FitResult:
     """A fit of one group (weights without groups) without its group axis."""
     first = lambda x: x[0]  # noqa: E731
@@ -602,8 +616,8 @@ def _squeezed(out: FitResult) -> FitResult:
 
 
 def _slots(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, int] | None:
-    """Rows laid out per group: the row of each of the (G·m) slots (n for padding)
-    and m, the largest group's count rounded up (by at most 1/8); None when G = 1 or
+    """Rows laid out per group: the row of each of the (G·m) slots (n for padding,
+    which a clipped gather reads as the last row, weighted 0) and m, the largest group's count rounded up (by at most 1/8); None when G = 1 or
     padding would more than double the rows."""
     n, G = groups.shape[0], n_groups
     counts = np.bincount(groups, minlength=G)
@@ -618,6 +632,22 @@ def _slots(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, int] | None:
     source = np.full(G * m, n, np.int64)  # slot -> row (n: a zero row of weight 0)
     source[ranked * m + np.arange(n) - starts[ranked]] = order
     return source.astype(np.int32), m
+
+
+def _lay_out(rows: Any, groups: np.ndarray, weights: np.ndarray, n_groups: int, dtype: Any):
+    """A piece's rows laid out per group, (G, m, d) (m the largest group's count
+    rounded up by at most 1/8), with their weights (G, m), padding weighted 0: one
+    batched Gram, faster than the blocks' segment sums of outer products when the
+    groups are about equal. NumPy rows are gathered on the host. None when G = 1 or
+    padding would more than double the rows (``_slots``)."""
+    slots = _slots(groups, n_groups)
+    if slots is None:
+        return None
+    source, m = slots
+    xp = np if isinstance(rows, np.ndarray) else jnp
+    laid = xp.take(rows, source, axis=0, mode="clip").reshape(n_groups, m, -1)
+    weights = np.where(source < rows.shape[0], np.take(weights, source, mode="clip"), 0)
+    return laid, weights.astype(dtype).reshape(n_groups, m)
 
 
 def _pack_batches(leftover: list, b: int, d: int, dtype: Any, flush: bool):

@@ -168,8 +168,14 @@ def _device_chunk_stats(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     return ~jnp.all(finite), jnp.max(jnp.where(finite, jnp.abs(rows), 0), axis=0)
 
 
-def nonfinite_rows(rows: jax.Array) -> np.ndarray:
-    """Indices of the rows with NaN or ±inf (after ``chunk_stats`` found some)."""
+def nonfinite_rows(rows: Any) -> np.ndarray:
+    """Indices of the rows with NaN or ±inf. NumPy rows are read on the host, first
+    through their sum (finite exactly when every entry is, unless it overflows)."""
+    if isinstance(rows, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(rows)):
+                return np.zeros(0, np.int64)
+        return np.flatnonzero(~np.all(np.isfinite(rows), axis=1))
     return np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(rows), axis=1)))
 
 

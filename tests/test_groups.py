@@ -335,3 +335,26 @@ def test_skewed_groups_take_the_block_path_and_equal_numpy(dtype):
     for k in range(G):
         xk = x[groups == k].astype(np.float64)
         _close(res.estimate.cov[k], np.cov(xk.T, bias=True), dtype)
+
+
+def test_a_rejected_laid_out_piece_is_replayed_to_the_exact_row():
+    """A grouped welford fit lays out pieces of rows per group and reads each piece's
+    acceptance only after dispatching the next: a piece whose update a group rejects
+    (an overflowing row in the second piece) is replayed in blocks from the carry
+    before it, so that group's diverged_at names the row and every group ends where
+    a fit of its own rows does."""
+    from jaxgauss._grouped import PIECE_ROWS
+
+    rng = np.random.default_rng(0)
+    n, groups = 2 * PIECE_ROWS + 40_000, 50
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    g = rng.integers(0, groups, n)
+    bad = PIECE_ROWS + 7  # in the second of three pieces: the third is applied again
+    x[bad] = 3e30  # its square overflows float32
+    res = jg.fit(jg.welford(), x, groups=g, n_groups=groups)
+    k = g[bad]
+    assert res.diverged_at.tolist() == [bad if j == k else -1 for j in range(groups)]
+    for j in (k, (k + 1) % groups):
+        alone = jg.fit(jg.welford(), x[g == j])
+        # float32, different block edges: rounding of entries of about 1
+        np.testing.assert_allclose(res.estimate.cov[j], alone.estimate.cov, atol=1e-5)

@@ -244,14 +244,30 @@ def _add_count(count: jax.Array, added: jax.Array) -> jax.Array:
 
 
 def _laid_out_absorb(state: WelfordState, batch, weights) -> WelfordState:
-    """One group's rows (m, d) with weights (m,), padded with weight-0 rows: the
-    weighted update, with a 0/1 mask for an unweighted state."""
-    weights = weights.astype(state.mean.dtype)
-    n = state.count.astype(state.mean.dtype) + state.prior_weight
-    added = jnp.sum(weights)
-    keep, row = _welford_weights(n, added, weights)
-    mean, cov = absorb(state.mean, state.cov, batch - state.origin, keep, row)
-    return state._replace(mean=mean, cov=cov, count=_add_count(state.count, added))
+    """G groups' rows laid out (G, m, d) with weights (G, m), padded with weight-0
+    rows: ``absorb`` of each group's rows with ``welford``'s weights (a 0/1 mask for an
+    unweighted state), written batched over groups: one batched Gram of the shifted
+    rows and their weighted sums (no column of ones appended: at d = 10 that doubled
+    the Gram's time)."""
+    dtype = state.mean.dtype
+    weights = weights.astype(dtype)
+    n = state.count.astype(dtype) + state.prior_weight
+    added = jnp.sum(weights, axis=1)
+    keep, row = _welford_weights(n[:, None], added[:, None], weights)  # (G, 1), (G, m)
+    rows = batch - state.origin[:, None, :]
+    forget = keep[:, 0] == 0  # a group's first rows: shifted by their own mean
+    some = added > 0
+    centre = jnp.sum(weights[:, :, None] * rows, axis=1) / jnp.where(some, added, 1)[:, None]
+    centre = jnp.where(some[:, None], centre, rows[:, 0])
+    shift = jnp.where(forget[:, None], centre, state.mean)
+    e = rows - shift[:, None, :]
+    s = jnp.sum(row[:, :, None] * e, axis=1)
+    gram = jnp.einsum("gmi,gmj->gij", e * row[:, :, None], e)
+    total = jnp.sum(row, axis=1)[:, None, None]
+    old = jnp.where(forget[:, None, None], 0, state.cov - total * state.cov)
+    cov = old + gram - s[:, :, None] * s[:, None, :]
+    cov = 0.5 * (cov + jnp.swapaxes(cov, 1, 2))
+    return state._replace(mean=shift + s, cov=cov, count=_add_count(state.count, added))
 
 
 def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState:
@@ -269,7 +285,7 @@ def _grouped_absorb(state: WelfordState, batch, groups, weights) -> WelfordState
     shifted by its first row of positive weight. With G = 1 the outer products are one
     Gram matmul."""
     if groups is None:
-        return jax.vmap(_laid_out_absorb)(state, batch, weights)
+        return _laid_out_absorb(state, batch, weights)
     n_groups, dtype = state.mean.shape[0], state.mean.dtype
     weights = weights.astype(dtype)
     segsum = lambda x: jax.ops.segment_sum(x, groups, n_groups)  # noqa: E731
