@@ -111,6 +111,12 @@ class SingleStream:
         elif self.state is None:
             self.feeder.carry = carry._replace(state=rebase(carry.state, origin))
         self.seen += chunk.shape[0]
+        head = _aligned_start(chunk, self.plan.batch_size, self.feeder.unit, self.dtype)
+        if head is not None:  # the rest is handed to the device without a copy
+            self.feeder.push(chunk[:head])
+            self.feeder.close()  # the head first, in order (the tail program)
+            self.feeder.push(jax.device_put(chunk[head:]))
+            return
         for piece in _pieces(chunk, self.feeder.unit, self.dtype):
             self.feeder.push(self._shifted(piece))
 
@@ -261,6 +267,28 @@ PIECE_BYTES = 1 << 21
 
 # Rows of a whole array the range check reads first (see ``_whole_spread``).
 HEAD_ROWS = 1024
+
+
+# jax.device_put hands a NumPy array to CPU devices without copying it when its data
+# start on a multiple of this many bytes (XLA's buffer alignment); otherwise it
+# copies (25 ms for 10⁶ × 10 float32 rows, against 0.05 ms aligned).
+ALIGNMENT = 64
+
+
+def _aligned_start(chunk: Any, batch_size: int, unit: int, dtype: Any) -> int | None:
+    """The first row from which a NumPy array of the working dtype can go to a CPU
+    device without a copy (its data start on an ``ALIGNMENT`` boundary), when that
+    row starts a batch and whole units follow; else None (the array goes in
+    pieces)."""
+    if not isinstance(chunk, np.ndarray) or chunk.dtype != dtype or chunk.size <= SMALL_ENTRIES:
+        return None  # (a small array is padded on the host for the tail program)
+    if not (chunk.flags.c_contiguous and jax.devices()[0].platform == "cpu"):
+        return None
+    row_bytes = chunk.strides[0]
+    for head in range(0, ALIGNMENT, batch_size):
+        if (chunk.ctypes.data + head * row_bytes) % ALIGNMENT == 0:
+            return head if chunk.shape[0] - head >= unit else None
+    return None
 
 
 def _pieces(chunk: Any, unit: int, dtype: Any):
