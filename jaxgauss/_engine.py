@@ -492,13 +492,6 @@ def enter_frame(state: Any, origin: jax.Array) -> Any:
     return state._replace(mean=mean, origin=jnp.zeros_like(state.origin))
 
 
-@jax.jit
-def rebase(state: Any, origin: jax.Array) -> Any:
-    """The same state kept relative to ``origin`` (its origin field set to it): the
-    form in which the compiled scans take rows as given and shift them themselves."""
-    return state._replace(mean=state.mean + (state.origin - origin), origin=origin)
-
-
 def leave_frame(state: Any, origin: jax.Array) -> Any:
     return state._replace(origin=jnp.broadcast_to(origin, state.origin.shape))
 

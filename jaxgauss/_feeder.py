@@ -124,6 +124,8 @@ class Feeder:
         self.pending.append(rows)
         self.n_pending += rows.shape[0]
         if self.size is None and self._whole_in_tail(self.n_pending * rows.shape[1]):
+            if len(self.pending) == 1 and repeated(self.plan, rows):
+                self._run_whole()
             return
         size = self.size or self.unit * (self.n_pending // self.unit)
         if size and self.n_pending >= size:
@@ -137,6 +139,18 @@ class Feeder:
                 done += size
             if done < rows.shape[0]:
                 self.push(rows[done:])
+
+    def _run_whole(self) -> None:
+        """A small whole array seen often enough: all its whole batches in one step of
+        a program compiled for its shape (for a rowwise estimator one update, against
+        the shared tail program's loop of small blocks: a warm fit of 1000 × 10 rows
+        in ~0.2 ms less), the rest as one shorter update."""
+        rows, b = self._take(), self.plan.batch_size
+        k = rows.shape[0] // b
+        if k:
+            self._run(rows, self.plan._replace(block=k, trace_every=0))
+        if k * b < rows.shape[0]:
+            self._run(rows[k * b :], ScanPlan(self.plan.estimator, rows.shape[0] - k * b))
 
     def close(self) -> None:
         """Apply whatever is buffered: the end of the stream. With a trace (or another
@@ -200,3 +214,23 @@ class Feeder:
             diverged = new_counter(original_row(int(diverged), self.skipped))
         trace = self._trace(estimate)
         return FitResult(estimate, state, diverged, trace, int(carry.rows), len(self.skipped))
+
+
+# A small whole array (of a rowwise estimator) whose shape has been fitted this many
+# times before gets a program of its own (``Feeder._run_whole``): a user's loop of
+# fits of one shape runs at the speed of one update, while one-off small fits (of
+# many shapes, as in a test suite) keep sharing the tail program and compile nothing.
+REPEATS = 3
+_SEEN: dict = {}
+
+
+def repeated(plan: ScanPlan, rows: Any) -> bool:
+    """Count one more fit of ``rows``' shape under ``plan``; whether it had been seen
+    ``REPEATS`` times (only rowwise estimators, whose one update is all the rows)."""
+    if not plan.estimator.rowwise:
+        return False
+    key = (plan, rows.shape, str(rows.dtype), isinstance(rows, np.ndarray))
+    if len(_SEEN) > 4096:  # bounded: forget, and count again
+        _SEEN.clear()
+    _SEEN[key] = _SEEN.get(key, 0) + 1
+    return _SEEN[key] > REPEATS

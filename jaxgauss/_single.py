@@ -15,7 +15,6 @@ from jaxgauss._engine import (
     FitResult,
     block_updates,
     framed,
-    rebase,
 )
 from jaxgauss._feeder import Feeder, unit_plan
 from jaxgauss._memory import check_memory
@@ -108,8 +107,10 @@ class SingleStream:
         if chunk.dtype != self.dtype:  # shifted on the host, before the cast
             self.origin = origin
             self.feeder.enter_frame(origin)
-        elif self.state is None:
-            self.feeder.carry = carry._replace(state=rebase(carry.state, origin))
+        elif self.state is None:  # on the host: a compiled call costs more than it does
+            state = carry.state
+            mean = np.asarray(state.mean) + (np.asarray(state.origin) - origin)
+            self.feeder.carry = carry._replace(state=state._replace(mean=mean, origin=origin))
         self.seen += chunk.shape[0]
         head = _aligned_start(chunk, self.plan.batch_size, self.feeder.unit, self.dtype)
         if head is not None:  # the rest is handed to the device without a copy
@@ -238,12 +239,11 @@ class SingleStream:
         origin = self.origin
         if origin is None:
             origin = np.asarray(self.feeder.carry.state.origin)
-        origin = origin.astype(np.float64)
-        head = np.asarray(self.whole[:HEAD_ROWS], np.float64)
-        spread = np.max(np.abs(head - origin), axis=0)
+        head = np.asarray(self.whole[:HEAD_ROWS])  # float32: NumPy keeps subnormals
+        spread = np.max(np.abs(head - origin), axis=0).astype(np.float64)
         for j in np.flatnonzero(spread < 2.0**-52):
             column = np.asarray(self.whole[:, j], np.float64)
-            spread[j] = np.max(np.abs(column - origin[j]))
+            spread[j] = np.max(np.abs(column - np.float64(origin[j])))
         return spread
 
     def partial_result(self) -> FitResult | None:
@@ -266,7 +266,7 @@ PIECE_BYTES = 1 << 21
 
 
 # Rows of a whole array the range check reads first (see ``_whole_spread``).
-HEAD_ROWS = 1024
+HEAD_ROWS = 64
 
 
 # jax.device_put hands a NumPy array to CPU devices without copying it when its data

@@ -517,3 +517,28 @@ def test_an_aligned_array_fits_as_one_pass():
         np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, rtol=2e-4)
         np.testing.assert_allclose(got.estimate.mean, want.estimate.mean, rtol=1e-6)
         assert got.n_rows == want.n_rows == x.shape[0]
+
+
+def test_a_small_shape_fitted_again_and_again_gets_its_own_program():
+    """After ``REPEATS`` fits of one small shape, a rowwise estimator's fit of it runs
+    as one update in a program of its own instead of the shared tail program's loop:
+    the same estimate to rounding, the same bad-row error and partial result."""
+    from jaxgauss import _feeder
+
+    x = np.random.default_rng(5).standard_normal((999, 3)).astype(np.float32) + 7
+    est = jg.exponential(300.0)  # order-dependent: the rows must stay in order
+    first = jg.fit(est, x, batch_size=2)
+    for _ in range(_feeder.REPEATS):
+        again = jg.fit(est, x, batch_size=2)
+    key = [k for k in _feeder._SEEN if k[0].estimator is est and k[1] == x.shape]
+    assert _feeder._SEEN[key[0]] > _feeder.REPEATS  # the last fit took the own program
+    np.testing.assert_allclose(again.estimate.cov, first.estimate.cov, rtol=1e-5)
+    np.testing.assert_allclose(again.estimate.mean, first.estimate.mean, rtol=1e-6)
+    assert again.n_rows == first.n_rows == 999
+    bad = x.copy()
+    bad[500, 2] = np.nan
+    with pytest.raises(jg.DataError) as err:
+        jg.fit(est, bad, batch_size=2)
+    want = jg.fit(est, x[:500], batch_size=2)
+    assert err.value.row == 500 and err.value.result.n_rows == 500
+    np.testing.assert_allclose(err.value.result.estimate.cov, want.estimate.cov, rtol=1e-5)
