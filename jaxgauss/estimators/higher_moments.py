@@ -199,10 +199,10 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
-      >>> ys = jnp.array([[0.0], [0.0], [0.0], [4.0]])
-      >>> state = jg.fit(jg.welford(fourth_moments=True), ys).state
-      >>> round(float(jg.kurtosis(state)[0]), 4)  # scipy.stats.kurtosis: -0.6667
-      -0.6667
+      >>> rows = jnp.array([[0.0], [1.0], [0.0], [4.0]])
+      >>> moments = jg.fit(jg.welford(fourth_moments=True), rows).state
+      >>> round(float(jg.kurtosis(moments)[0]), 4)  # scipy.stats.kurtosis: -0.8513
+      -0.8513
     """
     require_fourth(state, "kurtosis")
     m2 = _variance(state)

@@ -334,6 +334,23 @@ def _initial_mean(known_mean, g0: Gaussian) -> jax.Array:
     return jnp.broadcast_to(m, g0.mean.shape)
 
 
+def _moment_record(
+    init, update, estimate, weighted: bool, weighted_form, grouped_update=None
+) -> Estimator:
+    """The ``Estimator`` of a moment estimator: rowwise, its guard finiteness (its
+    updates never leave the PSD cone), its weighted form when it is not weighted."""
+    return Estimator(
+        init=init,
+        update=update,
+        estimate=estimate,
+        is_valid=all_finite,
+        rowwise=True,
+        weighted=weighted,
+        grouped_update=grouped_update,
+        weighted_form=None if weighted else weighted_form,
+    )
+
+
 def _check_fourth_moments(fourth_moments: bool, known: bool, weighted: bool) -> None:
     if known and fourth_moments:
         raise ValueError(
@@ -453,17 +470,13 @@ def welford(
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
         return Gaussian(state.origin + state.mean, scale * state.cov)
 
-    again = functools.partial(welford, ddof, prior_weight, known_mean, weighted=True)
-    return Estimator(
-        init=init,
-        update=update,
-        estimate=estimate,
-        is_valid=all_finite,
-        rowwise=True,
-        weighted=weighted,
-        grouped_update=None if known or fourth_moments else _grouped_absorb,
-        weighted_form=None if weighted or fourth_moments else again,
+    again = (
+        None
+        if fourth_moments
+        else functools.partial(welford, ddof, prior_weight, known_mean, weighted=True)
     )
+    grouped = None if known or fourth_moments else _grouped_absorb
+    return _moment_record(init, update, estimate, weighted, again, grouped)
 
 
 def _moments_estimator(
@@ -511,15 +524,7 @@ def _moments_estimator(
     def estimate(state: MomentsState) -> Gaussian:
         return Gaussian(state.origin + state.mean, state.cov)
 
-    return Estimator(
-        init=init,
-        update=update,
-        estimate=estimate,
-        is_valid=all_finite,
-        rowwise=True,
-        weighted=weighted,
-        weighted_form=None if weighted else weighted_form,
-    )
+    return _moment_record(init, update, estimate, weighted, weighted_form)
 
 
 def _per_weight(step: jax.Array, weights: jax.Array | None) -> jax.Array:
