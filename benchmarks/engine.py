@@ -93,7 +93,14 @@ class Case(NamedTuple):
     kind: str = "speedup"
 
 
+# Idle time before each timed sample, not counted: OpenBLAS's threads keep spinning
+# for ~0.1 s after a call (its THREAD_TIMEOUT), so a fit timed right after np.cov on
+# these 2 cores ran 2x slower (d = 100: 90-110 ms against 46 ms alone).
+SETTLE_S = 0.25
+
+
 def _once(fn: Callable[[], Any], inner: int) -> float:
+    time.sleep(SETTLE_S)
     start = time.perf_counter()
     for _ in range(inner):
         jax.block_until_ready(fn())
