@@ -138,8 +138,8 @@ class SingleStream:
     def _frame(self, chunk: Any) -> tuple[Any, Any]:
         """The chunk in the working dtype, moved into the state's frame: the origin
         is subtracted on the host in the data's own precision, before the cast.
-        Small NumPy chunks stay on the host until the compiled call (``chunk_stats``).
-        Also what ``chunk_stats`` needs, when it came on the way (device rows)."""
+        NumPy chunks stay on the host until the compiled call (``chunk_stats`` reads
+        them there). Also what ``chunk_stats`` needs, when it came on the way (device rows)."""
         if self.framed and self.feeder.origin is None:
             first = first_finite_row(chunk)
             if first is not None:  # else no reference yet: these rows are all screened out
@@ -151,7 +151,7 @@ class SingleStream:
             out = np.asarray(chunk, self.dtype)
         else:
             out = subtract_host(chunk, origin, self.dtype)
-        return (out if out.size <= SMALL_ENTRIES else jnp.asarray(out)), None
+        return out, None
 
     def _check_capacity(self, n: int) -> None:
         """Without x64 the counters are int32: refuse, before they wrap, a fit that

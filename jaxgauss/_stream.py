@@ -111,10 +111,9 @@ def largest_counter(state: Any) -> int:
     return max(counts, default=0)
 
 
-# A chunk of at most this many entries (1 MiB of float32) is small: a NumPy one is
-# screened on the host (no device call, no wait for its answer: the fixed cost of a
-# small fit; larger ones go through one fused compiled pass, faster than NumPy's
-# several), and a whole array that small waits for the tail program (``Feeder``).
+# A chunk of at most this many entries (1 MiB of float32) is small: a small device
+# chunk on a CPU is screened on the host like a NumPy one, and a whole array that
+# small waits for the tail program (``Feeder``).
 SMALL_ENTRIES = 1 << 18
 
 
@@ -140,11 +139,12 @@ def small_on_host(chunk: Any) -> Any:
 def chunk_stats(rows: Any, found=None) -> tuple[bool, np.ndarray]:
     """Whether any entry of a chunk is NaN or ±inf, and each column's largest
     finite |entry|. ``found``: ``to_frame``'s (total, spread) of device rows."""
-    if isinstance(rows, np.ndarray) and rows.size <= SMALL_ENTRIES:
+    if isinstance(rows, np.ndarray):  # on the host: no copy to the device, no wait
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(rows)):  # NaN and ±inf entries make the sum non-finite
+                return False, np.max(np.abs(rows), axis=0)
         finite = np.isfinite(rows)
-        if finite.all():
-            return False, np.max(np.abs(rows), axis=0)
-        return True, np.max(np.where(finite, np.abs(rows), 0), axis=0)
+        return not finite.all(), np.max(np.where(finite, np.abs(rows), 0), axis=0)
     total, spread = _sum_and_spread(rows) if found is None else found
     if np.isfinite(total):  # NaN and ±inf entries make the sum non-finite
         return False, spread
