@@ -55,11 +55,10 @@ from jaxgauss._engine import DataError, FitResult, ScanPlan, init_carry, scan_ro
 from jaxgauss._feeder import Feeder
 from jaxgauss._stream import (
     check_chunk,
-    check_state,
     float_dtype,
     original_row,
     report_progress,
-    start_state,
+    start_or_continue,
 )
 from jaxgauss.estimators.base import Estimator, counter_dtype
 from jaxgauss.estimators.merging import mix_moments
@@ -594,13 +593,6 @@ def _local(tree: Any) -> Any:
 # --- the driver -----------------------------------------------------------------------
 
 
-def _start_or_continue(estimator, init, state, d, dtype):
-    if state is None:
-        return start_state(estimator, init, d, dtype)
-    check_state(estimator, state, d, dtype)
-    return state
-
-
 def fit_data_parallel(
     plan: ScanPlan,
     data: Any,
@@ -635,7 +627,7 @@ def fit_data_parallel(
             "nan_policy='skip' to drop such rows)",
             row,
         )
-    start = _start_or_continue(est, init, state, layout.d, layout.dtype)
+    start = start_or_continue(est, init, state, layout.d, layout.dtype)
     size = None if chunk_rows is None else chunk
     show = progress and jax.process_index() == 0
     if not est.rowwise:

@@ -21,7 +21,6 @@ from jaxgauss._memory import check_memory
 from jaxgauss._stream import (
     SMALL_ENTRIES,
     check_chunk,
-    check_state,
     chunk_stats,
     first_finite_row,
     float_dtype,
@@ -30,7 +29,7 @@ from jaxgauss._stream import (
     nonfinite_rows,
     run_stream,
     small_on_host,
-    start_state,
+    start_or_continue,
     subtract_host,
     to_frame,
 )
@@ -75,14 +74,11 @@ class SingleStream:
             block = block_updates(plan.estimator, plan.batch_size, plan.trace_every, None, d)
             self.plan = plan._replace(block=block)
         truth = None if self.truth is None else check_truth(self.truth, self.plan.score, d, dtype)
-        state = self.state
-        if state is None:
+        if self.state is None:
             held = self.size and max(self.size, unit_plan(self.plan, self.size)[1])
             check_memory(self.plan.estimator, d, dtype, chunk_rows=held or 0)
-            state = start_state(self.plan.estimator, self.init, d, dtype)
-        else:
-            check_state(self.plan.estimator, state, d, dtype)
-            self.counted = largest_counter(state)
+        state = start_or_continue(self.plan.estimator, self.init, self.state, d, dtype)
+        self.counted = 0 if self.state is None else largest_counter(state)
         self.d, self.dtype = d, dtype
         # Counters start on the host: the first compiled call takes them over.
         counter = functools.partial(np.asarray, dtype=counter_dtype())

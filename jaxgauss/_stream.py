@@ -92,6 +92,15 @@ def standard_state(estimator: Estimator, d: int, dtype: Any, counter: Any) -> An
     return initial_state(estimator.init, None, d=d, dtype=dtype)
 
 
+def start_or_continue(estimator: Estimator, init: Any, state: Any, d: int, dtype: Any) -> Any:
+    """The state a fit starts from: a continued ``state``, checked against what the
+    estimator gives for d columns of ``dtype``, or else ``init``'s (``start_state``)."""
+    if state is None:
+        return start_state(estimator, init, d, dtype)
+    check_state(estimator, state, d, dtype)
+    return state
+
+
 def start_state(estimator: Estimator, init: Gaussian | None, d: int, dtype: Any) -> Any:
     """The state a fit starts from: ``init`` checked (one Gaussian of d columns), or
     for None the standard Gaussian's (no check, no factorisation; cached)."""
