@@ -190,14 +190,23 @@ def nonfinite_rows(rows: Any) -> np.ndarray:
 
 def subtract_host(chunk: np.ndarray, origin: np.ndarray, dtype: Any) -> np.ndarray:
     """(chunk − origin) in ``dtype``, subtracted in float64 (in float32 for float32
-    data: the same correctly rounded result) slice by slice, so the float64
-    temporary stays small whatever the chunk's size."""
+    data: the same correctly rounded result) and rounded once into the output.
+
+    The rows of a contiguous chunk are subtracted 64 at a time against the origin
+    repeated 64 times (NumPy's loop over a broadcast origin of d entries ran ~2x
+    slower at d = 10)."""
     src = np.float32 if chunk.dtype == np.float32 else np.float64
     origin = origin.astype(src)
     out = np.empty(chunk.shape, dtype)
-    step = 1 << 16
-    for i in range(0, chunk.shape[0], step):
-        out[i : i + step] = np.subtract(chunk[i : i + step], origin, dtype=src)
+    n, d = chunk.shape
+    whole = n // 64 * 64 if chunk.flags.c_contiguous else 0
+    if whole:
+        wide = (whole // 64, 64 * d)
+        np.subtract(
+            chunk[:whole].reshape(wide), np.tile(origin, 64), out=out[:whole].reshape(wide),
+            casting="same_kind",
+        )  # fmt: skip
+    np.subtract(chunk[whole:], origin, out=out[whole:], casting="same_kind")
     return out
 
 
