@@ -50,9 +50,11 @@ class SingleStream:
     A whole array of a moment estimator with ``nan_policy="raise"`` is screened by
     the engine instead (``FitCarry.bad_row``): rows already in the working dtype go
     to the compiled scan as they are, the state keeping its origin so that each block
-    is shifted in cache; rows that need a cast are shifted on the host piece by piece
-    (about ``PIECE_BYTES`` each, so the host's shift of one piece overlaps the
-    device's work on the last). No pass over the data is made before the scan.
+    is shifted in cache (a NumPy array from its first 64-byte-aligned row on without
+    a copy, ``_aligned_start``; else in pieces of about ``PIECE_BYTES``); rows that
+    need a cast are shifted on the host piece by piece, so the host's shift of one
+    piece overlaps the device's work on the last. No pass over the data is made
+    before the scan.
     """
 
     def __init__(self, plan, *, init, state, truth, size, nan_policy, block_rows=None):
@@ -103,7 +105,7 @@ class SingleStream:
         if chunk.dtype != self.dtype:  # shifted on the host, before the cast
             self.origin = origin
             self.feeder.enter_frame(origin)
-        elif self.state is None:  # on the host: a compiled call costs more than it does
+        elif self.state is None:  # rebased on the host: cheaper than a compiled call
             state = carry.state
             mean = np.asarray(state.mean) + (np.asarray(state.origin) - origin)
             self.feeder.carry = carry._replace(state=state._replace(mean=mean, origin=origin))
