@@ -93,14 +93,16 @@ class Case(NamedTuple):
     kind: str = "speedup"
 
 
-# Idle time before each timed sample, not counted: OpenBLAS's threads keep spinning
-# for ~0.1 s after a call (its THREAD_TIMEOUT), so a fit timed right after np.cov on
-# these 2 cores ran 2x slower (d = 100: 90-110 ms against 46 ms alone).
+# Idle time before each timed sample of a pair with a NumPy or pandas baseline, not
+# counted: OpenBLAS's threads keep spinning for ~0.1 s after a call (its
+# THREAD_TIMEOUT), so a fit timed right after np.cov on these 2 cores ran 2x slower
+# (d = 100: 90-110 ms against 46 ms alone). Pairs of two XLA programs run back to
+# back (after an idle spell XLA's blocked scan ran ~2x slower, its Gram not).
 SETTLE_S = 0.25
 
 
-def _once(fn: Callable[[], Any], inner: int) -> float:
-    time.sleep(SETTLE_S)
+def _once(fn: Callable[[], Any], inner: int, settle: float = 0.0) -> float:
+    time.sleep(settle)
     start = time.perf_counter()
     for _ in range(inner):
         jax.block_until_ready(fn())
@@ -108,7 +110,7 @@ def _once(fn: Callable[[], Any], inner: int) -> float:
 
 
 def time_pair(
-    ours: Callable[[], Any], baseline: Callable[[], Any], size: Size
+    ours: Callable[[], Any], baseline: Callable[[], Any], size: Size, settle: float = 0.0
 ) -> tuple[float, float, int, tuple[int, int]]:
     """Seconds per call (medians) of ``ours`` and ``baseline``, timed in interleaved
     rounds after a warm-up; also the number of rounds and of calls per sample of each."""
@@ -122,11 +124,11 @@ def time_pair(
     ours_s, base_s = [], []
     for r in range(rounds):  # alternate which goes first
         if r % 2:
-            ours_s.append(_once(ours, inner[0]))
-            base_s.append(_once(baseline, inner[1]))
+            ours_s.append(_once(ours, inner[0], settle))
+            base_s.append(_once(baseline, inner[1], settle))
         else:
-            base_s.append(_once(baseline, inner[1]))
-            ours_s.append(_once(ours, inner[0]))
+            base_s.append(_once(baseline, inner[1], settle))
+            ours_s.append(_once(ours, inner[0], settle))
     return statistics.median(ours_s), statistics.median(base_s), rounds, (inner[0], inner[1])
 
 
@@ -283,7 +285,10 @@ def run(size: Size = FULL, log: Callable[[str], None] = print, note: str = "") -
             rounds, inner = 0, (0, 0)
             if case.ours is not None and case.baseline is not None:
                 try:
-                    ours_s, base_s, rounds, inner = time_pair(case.ours, case.baseline, size)
+                    settle = 0.0 if case.group in (2, 3) else SETTLE_S  # XLA against XLA
+                    ours_s, base_s, rounds, inner = time_pair(
+                        case.ours, case.baseline, size, settle
+                    )
                     ratio = ours_s / base_s if case.kind == "multiple" else base_s / ours_s
                 except Exception as err:  # recorded; the other cases still run
                     error = f"{type(err).__name__}: {err}"
