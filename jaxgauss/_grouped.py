@@ -177,8 +177,10 @@ def _check_groups(g: np.ndarray, n_groups: int, offset: int) -> np.ndarray:
     return g.astype(np.int32)
 
 
-def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
-    """Weights of one chunk, with a ValueError naming the first bad row."""
+def _check_weights(w: np.ndarray, offset: int, dtype: Any) -> np.ndarray:
+    """Weights of one chunk, with a ValueError naming the first bad row: one that is
+    negative or not finite, or positive but below the working ``dtype``'s smallest
+    normal number (XLA flushes it to 0, so the row would silently not count)."""
     if w.dtype == np.bool_ or not (
         np.issubdtype(w.dtype, np.integer) or np.issubdtype(w.dtype, np.floating)
     ):
@@ -189,7 +191,40 @@ def _check_weights(w: np.ndarray, offset: int) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"weights[{offset + i}] = {w[i].item()!r} is not a finite number >= 0")
+    tiny = np.finfo(dtype).tiny
+    small = (w > 0) & (w < tiny)
+    if small.any():
+        i = int(np.flatnonzero(small)[0])
+        raise ValueError(
+            f"weights[{offset + i}] = {w[i].item()!r} is below {np.dtype(dtype).name}'s "
+            f"smallest normal number ({tiny:.3g}), which the computation flushes to 0: "
+            "rescale the weights (only their ratios matter) or compute in float64"
+        )
     return w
+
+
+def _add_weight(totals: np.ndarray, groups: np.ndarray, weights: np.ndarray, dtype) -> None:
+    """Add a chunk's weights to each group's total (float64, on the host, in place),
+    refused past what the working dtype holds: the state's total would overflow
+    and the fit stop at that row."""
+    totals += np.bincount(groups, weights=weights, minlength=totals.shape[0])
+    limit = float(np.finfo(dtype).max) / 16  # room for the update's n + W
+    if totals.max() > limit:
+        k = int(np.argmax(totals))
+        raise ValueError(
+            f"the weights of group {k} add up to {totals[k]:.3g}, more than "
+            f"{np.dtype(dtype).name} holds in a fit (at most {limit:.3g}): rescale the "
+            "weights (only their ratios matter) or compute in float64"
+        )
+
+
+def _check_some_weight(n_rows: np.ndarray, totals: np.ndarray) -> None:
+    """Rows were read but none has a positive weight: nothing was estimated."""
+    if n_rows.sum() and not totals.any():
+        raise ValueError(
+            f"no row has a positive weight: all {int(n_rows.sum())} weights are 0, so "
+            "nothing was estimated"
+        )
 
 
 def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offset: int):
@@ -210,7 +245,8 @@ def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offs
     m = chunk.shape[0]
     g = _chunk_values("groups", groups, arr, offset, m, np.zeros(m, np.int32))
     w = _chunk_values("weights", weights, arr, offset, m, np.ones(m, np.float32))
-    return chunk, _check_groups(g, n_groups, offset), _check_weights(w, offset)
+    w = _check_weights(w, offset, float_dtype(chunk.dtype))
+    return chunk, _check_groups(g, n_groups, offset), w
 
 
 def _chunk_values(name: str, src: _Source, arr: Any, offset: int, m: int, default: Any):
@@ -241,13 +277,13 @@ class _Grouped:
         self.init, self.state0, self.truth0 = init, state, truth
         self.interval = plan.batch_size * plan.trace_every
         self.size = self.interval or size
-        self.pending: list[tuple] = []
-        self.n_pending = 0
+        self.pending, self.n_pending = [], 0  # buffered (rows, groups, weights, index)
         self.carry: FitCarry | None = None
         self.d = self.dtype = None
         self.seen = 0  # rows read, skipped ones included
         self.skipped: list[int] = []
         self.n_rows = np.zeros(n_groups, np.int64)
+        self.group_weight = np.zeros(n_groups)  # each group's total weight, float64
         self.leftover: list[tuple] = []  # per group: rows waiting to fill a batch
         self.snapshots: list[tuple] = []
         self.done = 0  # rows applied (the trace's row count)
@@ -315,6 +351,7 @@ class _Grouped:
         if not rows.shape[0]:
             return
         self.n_rows += np.bincount(groups, minlength=self.n_groups)
+        _add_weight(self.group_weight, groups, weights, self.dtype)
         self.pending.append((rows, groups, weights, index))
         self.n_pending += rows.shape[0]
         if self.size and self.n_pending >= self.size:
@@ -456,6 +493,7 @@ class _Grouped:
                 raise ValueError(
                     f"{name} has {src.values.shape[0]} entries but data has {self.seen} rows"
                 )
+        _check_some_weight(self.n_rows, self.group_weight)
         self.close()
         return self._assemble()
 

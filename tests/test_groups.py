@@ -3,6 +3,8 @@ weighted estimator updates, against NumPy: per-group ``np.cov(bias=True)``,
 ``np.average``/``np.cov(aweights=...)``, repeated rows for integer weights, and fits
 of each group's rows alone."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -358,3 +360,25 @@ def test_a_rejected_laid_out_piece_is_replayed_to_the_exact_row():
         alone = jg.fit(jg.welford(), x[g == j])
         # float32, different block edges: rounding of entries of about 1
         np.testing.assert_allclose(res.estimate.cov[j], alone.estimate.cov, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [None, np.arange(200) % 3])
+def test_weights_at_the_edges_of_float32_are_refused_not_lost(groups):
+    """Issue 25, case 5: weights that float32 cannot hold were silently lost (1e-40:
+    flushed to 0, the initial N(0, I) returned with count 0; all zero: the same; 1e37:
+    the total overflowed and the fit stopped). Now each is a ValueError that names the
+    problem, and weights float32 does hold give a result that does not depend on
+    their scale."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, 200).astype(np.float32)
+    fit = functools.partial(jg.fit, jg.welford(), x, groups=groups, n_groups=None)
+    with pytest.raises(ValueError, match=r"weights\[\d+\] = .* below float32's smallest normal"):
+        fit(weights=w * 1e-40)
+    with pytest.raises(ValueError, match="no row has a positive weight: all 200 weights are 0"):
+        fit(weights=np.zeros(200))
+    with pytest.raises(ValueError, match="add up to .* more than float32 holds"):
+        fit(weights=w * 1e37)
+    small, unit = fit(weights=w * 1e-30), fit(weights=w)
+    # float32: the same weighted sums at another scale, equal to rounding
+    np.testing.assert_allclose(small.estimate.cov, unit.estimate.cov, rtol=1e-5, atol=1e-6)
