@@ -100,3 +100,20 @@ def test_errors():
         jg.downdate(
             jg.exponential(3.0).init(jg.Gaussian(jnp.zeros(2), jnp.eye(2))), jnp.zeros((1, 2))
         )
+
+
+def test_impossible_state_operations_are_refused():
+    """Issue 25, case 8: removing rows a state never absorbed returned a negative
+    variance, and merging a grouped state with an ungrouped one broadcast the counts.
+    Both are ValueErrors now; removing rows it did absorb still works."""
+    x = np.random.default_rng(0).standard_normal((500, 2))
+    state = jg.fit(jg.welford(), x).state
+    with pytest.raises(ValueError, match="negative variance .* not all rows the state absorbed"):
+        jg.downdate(state, x[:3] + 50.0)
+    kept = jg.downdate(state, x[:100])
+    np.testing.assert_allclose(kept.cov, jg.mle(x[100:]).cov, rtol=1e-5)
+    grouped = jg.fit(jg.welford(), x, groups=np.arange(500) % 5).state
+    with pytest.raises(ValueError, match=r"means \(5, 2\) with one of \(2,\)"):
+        jg.merge(grouped, state)
+    with pytest.raises(ValueError, match=r"means \(5, 2\) with one of \(3, 2\)"):
+        jg.merge(grouped, jg.fit(jg.welford(), x, groups=np.arange(500) % 3).state)

@@ -79,6 +79,12 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
         raise ValueError(
             f"cannot merge states of dimensions {jnp.shape(a.mean)[-1]} and {jnp.shape(b.mean)[-1]}"
         )
+    if jnp.shape(a.mean) != jnp.shape(b.mean):
+        raise ValueError(
+            f"cannot merge a state of means {jnp.shape(a.mean)} with one of {jnp.shape(b.mean)}: "
+            "states with leading axes (groups, a vmap) merge with states of the same axes, "
+            "element by element, never by broadcasting"
+        )
     if not any(isinstance(w, jax.core.Tracer) for w in (a.prior_weight, b.prior_weight)) and (
         np.any((np.asarray(a.prior_weight) > 0) & (np.asarray(b.prior_weight) > 0))
     ):

@@ -79,6 +79,7 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
     # Emptied: nothing but rounding is left; report exact zeros, not residue.
     empty = left.weight == 0
     left = jax.tree_util.tree_map(lambda x: jnp.where(empty, 0, x), left)
+    _check_removable(state, removed, left)
     return state._replace(
         mean=left.mean,
         cov=left.cov,
@@ -86,6 +87,31 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
         third=left.third,
         fourth=left.fourth,
     )
+
+
+def _check_removable(state: WelfordState, removed: Moments, left: Moments) -> None:
+    """Refuse (when the values are concrete) a downdate whose remaining variance is
+    negative beyond rounding: the rows removed were not all rows the state absorbed.
+    Rounding is bounded by 64 ulps of what the subtraction cancels: the variance
+    before it, weighted n/n', and the removed rows' spread about the old mean,
+    weighted b/n'."""
+    if any(isinstance(x, jax.core.Tracer) for x in (left.cov, state.cov, removed.cov)):
+        return
+    n, b = np.float64(state.count + state.prior_weight), np.float64(removed.weight)
+    kept = max(n - b, 1.0)
+    var = np.diagonal(np.asarray(left.cov, np.float64))
+    away = (np.asarray(removed.mean, np.float64) - np.asarray(state.mean, np.float64)) ** 2
+    scale = (n * np.diagonal(np.asarray(state.cov, np.float64))) / kept + b * (
+        np.diagonal(np.asarray(removed.cov, np.float64)) + away
+    ) / kept
+    eps = np.finfo(np.asarray(state.cov).dtype).eps
+    bad = np.flatnonzero(var < -64 * eps * np.maximum(scale, np.finfo(np.float64).tiny))
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"downdate left a negative variance ({var[j]:.3g} in column {j}): the rows "
+            "removed are not all rows the state absorbed"
+        )
 
 
 class RollingState(NamedTuple):
