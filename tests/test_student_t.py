@@ -127,6 +127,7 @@ def test_float32_state_keeps_dtypes():
     "kwargs, match",
     [
         (dict(dof=0.0), "dof"),
+        (dict(dof=float("inf")), "dof must be finite.*welford"),  # issue 25, case 14: was NaN
         (dict(dof=3.0, power=0.5), "power"),
         (dict(dof=3.0, offset=-1.0), "offset"),
         (dict(dof=3.0, learning_rate=1.5), "learning_rate"),

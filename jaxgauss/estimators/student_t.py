@@ -20,6 +20,7 @@ pseudo-rows in the default step a_τ = (τ + τ₀)^(−κ).
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import NamedTuple
 
@@ -172,7 +173,7 @@ def student_t(
       ``StudentTState``.
 
     Raises:
-      ValueError: a concrete ``dof`` ≤ 0, ``power`` outside (½, 1], negative
+      ValueError: a concrete ``dof`` ≤ 0 or infinite, ``power`` outside (½, 1], negative
         ``offset`` or ``average_power``, a constant step outside (0, 1], ``n_init`` < 1.
 
     Example:
@@ -185,6 +186,11 @@ def student_t(
     """
     if isinstance(dof, Real) and not dof > 0:
         raise ValueError(f"dof must be > 0, got {dof}")
+    if isinstance(dof, Real) and math.isinf(dof):
+        raise ValueError(
+            "dof must be finite: the t with infinitely many degrees of freedom is the "
+            "Gaussian, which jaxgauss.welford() fits exactly"
+        )
     if isinstance(n_init, bool) or not isinstance(n_init, Integral) or n_init < 1:
         raise ValueError(f"n_init must be an integer >= 1, got {n_init!r}")
     _em.check_schedule(learning_rate, power, offset, average_power)
