@@ -10,9 +10,14 @@ import sys
 import numpy as np
 
 from jaxgauss import _cli_distributed, _cli_paths
+from jaxgauss._cli_options import add_hyperparameter_options, given_hyperparameters
 from jaxgauss.estimators.registry import METHODS, get_method
 
 __all__ = ["add_command", "run"]
+
+
+# Hyperparameters whose flag the sweep keeps for its streams (--seed seeds them).
+STREAM_OPTIONS = ("seed",)
 
 
 def add_command(sub) -> None:
@@ -44,6 +49,7 @@ def add_command(sub) -> None:
         "--out", default="jaxgauss-sweep", help="output folder (default: %(default)s)"
     )
     _cli_distributed.add_options(sweep)
+    add_hyperparameter_options(sweep, skip=STREAM_OPTIONS)  # --dof for student-t, …
     sweep.set_defaults(func=run)
 
 
@@ -201,6 +207,38 @@ def _write_sweep(args: argparse.Namespace, results: dict, grid: np.ndarray, swep
         print(f"no heatmap: {err}")
 
 
+def _fixed(args: argparse.Namespace, method) -> dict:
+    """The hyperparameters given on the command line that a method's sweep holds
+    fixed; the swept one is set by the grid options, not by its own flag."""
+    given = given_hyperparameters(args)
+    given = {k: v for k, v in given.items() if v is not None and k not in STREAM_OPTIONS}
+    if method.swept in given:
+        flag = method.swept_hyperparameter().flag
+        raise ValueError(
+            f"{flag} is what the sweep of {method.name} varies: set its range with "
+            "--grid-min and --grid-max"
+        )
+    return given
+
+
+def _check_gaussian_estimate(name: str, estimator, d: int) -> None:
+    """The command scores estimates by KL(truth || estimate), which needs a Gaussian:
+    a Student-t or a mixture is refused, pointing to ``jg.sweep``'s ``score``."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxgauss.gaussian import Gaussian
+
+    g0 = Gaussian.standard(d, jnp.float32)
+    kind = jax.eval_shape(lambda: estimator.estimate(estimator.init(g0)))
+    if not isinstance(kind, Gaussian):
+        raise ValueError(
+            f"method {name} estimates a {type(kind).__name__}, not a Gaussian, and the sweep "
+            "command scores by KL(truth || estimate): sweep it from Python with "
+            "jaxgauss.sweep(..., score=...) (e.g. a held-out log-likelihood)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """``jaxgauss sweep``: its exit status."""
     import jax
@@ -211,7 +249,11 @@ def run(args: argparse.Namespace) -> int:
     methods = _sweep_methods(args.method)
     grid = _sweep_grid(args, methods)
     _cli_distributed.initialize(args)
-    makers = {m.name: make_method(m.name, args.parameterization) for m in methods}
+    makers = {
+        m.name: make_method(m.name, args.parameterization, **_fixed(args, m)) for m in methods
+    }
+    for name, make in makers.items():
+        _check_gaussian_estimate(name, make(grid[0]), args.dim)
     swept = methods[0].swept.replace("_", " ")
     key_truth, key_stream = jax.random.split(jax.random.key(args.seed))
     truth = random_truth(key_truth, args.dim, args.condition)

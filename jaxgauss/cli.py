@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxgauss import _cli_distributed, _cli_groups, _cli_paths, _cli_sweep
+from jaxgauss._cli_options import add_hyperparameter_options, given_hyperparameters
 from jaxgauss.estimators.registry import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
@@ -24,42 +25,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hyperparameters(args: argparse.Namespace) -> dict:
-    """The hyperparameters given on the command line, by name (None: not given)."""
-    return {h.name: getattr(args, h.name) for m in METHODS.values() for h in m.hyperparameters}
-
-
-def _add_hyperparameter_options(parser: argparse.ArgumentParser) -> None:
-    """One option per hyperparameter named in the registry, its help saying which
-    methods take it and what it means for each."""
-    group = parser.add_argument_group("method hyperparameters (generated from the registry)")
-    records: dict[str, list] = {}
-    for method in METHODS.values():
-        for h in method.hyperparameters:
-            records.setdefault(h.name, []).append((method.name, h))
-    for name, uses in records.items():
-        first = uses[0][1]
-        meaning = "; ".join(
-            f"{', '.join(m for m, x in uses if x.help == h.help)}: {h.help}"
-            for h in {x.help: x for _, x in uses}.values()
-        )
-        group.add_argument(
-            first.flag,
-            *sorted({a for _, h in uses for a in h.aliases}),
-            dest=name,
-            type=int if first.integer else float,
-            default=None,
-            help=meaning,
-        )
-
-
 def method_config(args: argparse.Namespace) -> dict:
     """The settings that rebuild the estimator: the method, its hyperparameters (given
     or default, checked against the registry: one a method does not take is refused,
     not ignored) and, for gradient methods, the parameterisation. What a checkpoint
     stores and a resume must match."""
     method = get_method(args.method)
-    config = {"method": method.name, **method.resolve(_hyperparameters(args))}
+    config = {"method": method.name, **method.resolve(given_hyperparameters(args))}
     if method.uses_parameterization:
         config["parameterization"] = args.parameterization or "cholesky"
     elif args.parameterization is not None:
@@ -482,7 +454,7 @@ def _add_fit_command(sub) -> None:
         help="estimator (default: %(default)s, the exact maximum-likelihood estimate): "
         + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
-    _add_hyperparameter_options(fit)
+    add_hyperparameter_options(fit)
     fit.add_argument(
         "--parameterization",
         choices=list(PARAMETERIZATIONS),

@@ -3,6 +3,7 @@ process (the ``cli`` fixture), and in processes of its own for the console entry
 standard input, signals and a closed stdout."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -273,3 +274,25 @@ def test_ctrl_c_keeps_the_rows_done(tmp_path):
     assert b"interrupted" in err and b"Traceback" not in err
     done = checkpoint.info(ck)["rows"]
     assert 0 < done <= 2_001
+
+
+@pytest.mark.parametrize(
+    "method, message",
+    [
+        # issue 25, case 13: "--dof 4" was an unrecognised argument after "needs --dof"
+        (["student-t", "--dof", "4"], "estimates a StudentT, not a Gaussian.*jaxgauss.sweep"),
+        (["mixture", "--components", "2"], "estimates a Mixture, not a Gaussian"),
+        (["sgd", "--dof", "4"], "method sgd does not take --dof"),
+        (["student-t", "--dof", "4", "--power", "0.7"], "--power is what the sweep"),
+    ],
+)
+def test_sweep_takes_a_methods_fixed_hyperparameters_and_says_what_it_cannot_sweep(
+    cli, tmp_path, method, message
+):
+    """The sweep command has the registry's hyperparameter options (what a method
+    holds fixed while its swept one varies), refuses one a method does not take or
+    the swept one itself, and refuses in one line the methods whose estimate it cannot
+    score by KL (Student-t, mixtures) instead of a traceback."""
+    res = cli("sweep", "--method", *method, "--steps", "100", "--out", tmp_path / "s")
+    assert res.returncode == 2 and re.search(message, res.stderr), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
