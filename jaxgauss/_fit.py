@@ -86,7 +86,8 @@ def fit(
     Args:
       estimator: an ``Estimator``.
       data: rows (n, d): a NumPy or JAX array (or nested lists), a path to a
-        ``.npy`` or ``.csv`` file, or an iterable of (m, d) chunks. Integers are
+        ``.npy`` or ``.csv`` file (or a list of paths, read one after another), or
+        an iterable of (m, d) chunks. Integers are
         converted to floats. The estimate's dtype follows the data's (float32
         unless x64 is enabled and the data are float64).
       init: the starting ``Gaussian``; None means N(0, I). Ignored when ``state`` is

@@ -203,6 +203,30 @@ def _check_weights(w: np.ndarray, offset: int, dtype: Any) -> np.ndarray:
     return w
 
 
+def _grouped_start(est: Estimator, init: Any, state: Any, n_groups: int, d: int, dtype: Any):
+    """The stacked state a grouped fit starts from: a continued one (checked), one
+    initial Gaussian per group (a leading axis), or one for all groups."""
+    G = n_groups
+    if state is not None:
+        _check_group_count(state, G)
+        check_state(est._replace(init=lambda g0: tile(est.init(g0), G)), state, d, dtype)
+        return state
+    if init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
+        check_stacked_gaussian(init, G, d, "groups", name="init")
+        return jax.vmap(est.init)(init.astype(dtype))
+    return tile(start_state(est, init, d, dtype), G)
+
+
+def _check_group_count(state: Any, n_groups: int) -> None:
+    """A continued grouped state has one entry per group (its leaves' leading axis)."""
+    held = jnp.shape(jax.tree_util.tree_leaves(state)[0])[:1]
+    if held != (n_groups,):
+        raise ValueError(
+            f"state holds {held[0] if held else 'no'} groups and this fit n_groups = "
+            f"{n_groups}: continue a grouped state with the same number of groups"
+        )
+
+
 def _add_weight(totals: np.ndarray, groups: np.ndarray, weights: np.ndarray, dtype) -> None:
     """Add a chunk's weights to each group's total (float64, on the host, in place),
     refused past what the working dtype holds: the state's total would overflow
@@ -293,16 +317,7 @@ class _Grouped:
     def _start(self, d: int, dtype) -> None:
         est, G = self.plan.estimator, self.n_groups
         self.d, self.dtype = d, dtype
-        init = self.init
-        if self.state0 is not None:
-            stacked = est._replace(init=lambda g0: tile(est.init(g0), G))
-            check_state(stacked, self.state0, d, dtype)
-            state = self.state0
-        elif init is not None and jnp.ndim(init.mean) == 2:  # one initial Gaussian per group
-            check_stacked_gaussian(init, G, d, "groups", name="init")
-            state = jax.vmap(est.init)(init.astype(dtype))
-        else:
-            state = tile(start_state(est, init, d, dtype), G)
+        state = _grouped_start(est, self.init, self.state0, G, d, dtype)
         self.carry = FitCarry(
             state, jnp.full((G,), -1, counter_dtype()), jnp.zeros((G,), counter_dtype())
         )

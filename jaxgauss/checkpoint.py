@@ -420,7 +420,12 @@ def load(
                         f"{where} has shape {tuple(saved_shape)}, the template has {shape}: "
                         "saved from a different dimension or estimator?"
                     )
-                if dtypes[i] != str(dtype) or saved_dtype.itemsize != dtype.itemsize:
+                if dtypes[i] == str(dtype) and saved_dtype.itemsize != dtype.itemsize:
+                    raise _Mismatch(
+                        f"{where} is stored as {saved_dtype} although the checkpoint records "
+                        f"{dtypes[i]}: the file was altered or is corrupt"
+                    )
+                if dtypes[i] != str(dtype):
                     raise _Mismatch(
                         f"{where} has dtype {dtypes[i]}, the template has {dtype}: build the "
                         "template in the precision of the saved run (float32 or float64 data)"

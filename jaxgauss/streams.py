@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -131,6 +132,15 @@ def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False
     return truth.mean + jnp.einsum("...ij,n...j->n...i", chol, z)
 
 
+def _is_paths(data: Any) -> bool:
+    """A non-empty list or tuple of file paths."""
+    return (
+        isinstance(data, (list, tuple))
+        and bool(data)
+        and all(isinstance(p, (str, os.PathLike)) for p in data)
+    )
+
+
 def _is_array_like(data: Any) -> bool:
     return isinstance(data, (np.ndarray, jax.Array, list, tuple)) or hasattr(data, "__array__")
 
@@ -164,6 +174,7 @@ def read_chunks(
         ``read_csv_chunks``), or to a ``.parquet``, ``.feather``, ``.arrow`` or
         ``.ipc`` file (all its columns; see ``read_table_chunks``); suffixes in any
         case; chunks of ``chunk_rows`` rows (default 65 536);
+      * a list or tuple of paths: the files one after another, in that order;
       * any other iterable (a generator, ``iter(list_of_arrays)``, a DataLoader): its
         items are the chunks, each (m, d).
 
@@ -194,6 +205,9 @@ def read_chunks(
             f"unsupported file type {path!r}: use a .npy, .csv, .tsv or .txt file (or .csv.gz), "
             "or with pyarrow a .parquet, .feather or .arrow file"
         )
+    if _is_paths(data):  # files one after another, in the order given
+        parts = [read_chunks(p, chunk_rows) for p in data]
+        return itertools.chain.from_iterable(c for c, _, _ in parts), None, rows
     if _is_array_like(data):
         arr = data if isinstance(data, jax.Array) else _native(np.asarray(data))
         total = arr.shape[0] if arr.ndim else None

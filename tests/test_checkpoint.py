@@ -323,3 +323,14 @@ def test_stale_temporary_files_are_removed_by_the_next_save(tmp_path):
     live.write_bytes(b"PK half")
     jg.checkpoint.save(tmp_path / "run", jnp.zeros(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "run.npz"])
+
+
+def test_a_leaf_stored_in_another_dtype_than_recorded_is_named_altered(tmp_path):
+    """Issue 25 (smaller): a leaf rewritten as float32 while the checkpoint records
+    float64 read "has dtype float64, the template has float64"."""
+    path = _saved(tmp_path, "welford")
+    with np.load(path, allow_pickle=False) as npz:
+        leaf = npz["leaf_0"]
+    _rewrite(path, leaf_0=leaf.astype(np.float32))
+    with pytest.raises(ValueError, match=r"leaf 0 .* stored as float32 although the checkpoint"):
+        jg.checkpoint.load(path, jg.welford().init(_init(jnp.float64)))

@@ -382,3 +382,24 @@ def test_weights_at_the_edges_of_float32_are_refused_not_lost(groups):
     small, unit = fit(weights=w * 1e-30), fit(weights=w)
     # float32: the same weighted sums at another scale, equal to rounding
     np.testing.assert_allclose(small.estimate.cov, unit.estimate.cov, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_states_refuse_what_they_cannot_do_in_words():
+    """Issue 25 (case 15 and smaller): downdate of a grouped state was a TypeError,
+    and continuing a state of 3 groups with n_groups = 4 blamed "another width or
+    precision"; a list of files is read one after another, as one stream."""
+    x = np.random.default_rng(0).standard_normal((300, 2))
+    state = jg.fit(jg.welford(), x, groups=np.arange(300) % 3).state
+    with pytest.raises(ValueError, match="leading axis of 3 .* downdate each"):
+        jg.downdate(state, x[:2])
+    with pytest.raises(ValueError, match="state holds 3 groups and this fit n_groups = 4"):
+        jg.fit(jg.welford(), x, groups=np.arange(300) % 4, state=state)
+
+
+def test_a_list_of_files_is_one_stream(tmp_path):
+    x = np.random.default_rng(1).standard_normal((300, 2))
+    np.save(tmp_path / "a.npy", x[:100])
+    np.savetxt(tmp_path / "b.csv", x[100:], delimiter=",")
+    res = jg.fit(jg.welford(), [tmp_path / "a.npy", str(tmp_path / "b.csv")])
+    assert res.n_rows == 300
+    np.testing.assert_allclose(res.estimate.cov, jg.mle(x).cov, rtol=1e-5)

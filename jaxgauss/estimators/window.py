@@ -64,6 +64,12 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
     """
     if not isinstance(state, WelfordState):
         raise ValueError(f"downdate removes rows from a welford state, got {type(state).__name__}")
+    if jnp.ndim(state.count) != 0:
+        raise ValueError(
+            f"downdate removes rows from one welford state; this one has a leading axis of "
+            f"{jnp.shape(state.count)[0]} (groups or a vmap): downdate each, e.g. "
+            "jax.tree_util.tree_map(lambda x: x[k], state) for group k"
+        )
     rows = jnp.asarray(rows, state.mean.dtype)
     d = state.mean.shape[-1]
     if rows.ndim != 2 or rows.shape[1] != d:
