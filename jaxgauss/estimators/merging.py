@@ -134,7 +134,8 @@ def mix_moments(
       μ = μₐ + f δ,      Σ = (1 − f) Σₐ + f Σ_b + f (1 − f) δ δᵀ,
 
     the core of ``merge`` (Chan, Golub and LeVeque), exactly symmetric; leading
-    batch axes broadcast.
+    batch axes broadcast. NumPy arrays stay NumPy (the data-parallel fit folds its
+    shards on the host in float64).
     """
     frac_a = 1 - frac_b
     delta = mean_b - mean_a
@@ -142,9 +143,9 @@ def mix_moments(
     cov = (
         frac_a[..., None, None] * cov_a
         + frac_b[..., None, None] * cov_b
-        + (frac_a * frac_b)[..., None, None] * jnp.einsum("...i,...j->...ij", delta, delta)
+        + (frac_a * frac_b)[..., None, None] * (delta[..., :, None] * delta[..., None, :])
     )
-    return mean, 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+    return mean, 0.5 * (cov + cov.swapaxes(-1, -2))
 
 
 def _merged_count(count_a: jax.Array, count_b: jax.Array) -> jax.Array:
