@@ -395,9 +395,14 @@ def _part(res: FitResult, offset: int, welford_like: bool) -> _Part:
 def _weighted_part(state, res: FitResult, offset: int) -> _Part:
     """Normalise a zero-weight shard's (d + 2)-column state: the mean of column d is
     W = 1 − K, of column d + 1 K itself; the first d columns' are Σᵢ wᵢ (yᵢ − c) and
-    their centred scatter."""
+    their centred scatter. With a known mean (shift None) the means stay and W and K
+    are the last two variances; the first d columns' scatter is about the mean."""
     inner, shift = state
     m, cov = np.asarray(inner.origin + inner.mean), np.asarray(inner.cov)
+    if shift is None:
+        w, keep = cov[-2, -2], cov[-1, -1]
+        sigma = cov[:-2, :-2] / w if w > 0 else cov[:-2, :-2]
+        return _Part(w, m[:-2], sigma, res.n_rows, _global_row(res, offset), keep)
     w, keep = m[-2], m[-1]
     if not w > 0:  # an empty shard
         return _Part(np.zeros((), m.dtype), shift, cov[:-2, :-2], 0, -1, np.ones((), m.dtype))
@@ -413,12 +418,15 @@ def _weighted_part(state, res: FitResult, offset: int) -> _Part:
 def _with_weight(estimator: Estimator) -> Estimator:
     """``estimator`` on rows (y − c, 1, 0), the state carrying the shift c: from a
     zero-weight start whose last mean is 1, column d's running mean is the total
-    weight W = 1 − K of the rows absorbed and column d + 1's is K."""
+    weight W = 1 − K of the rows absorbed and column d + 1's is K. An estimator with a
+    known mean (shift None: its means never move) takes the rows as given, and from
+    a start whose last variance is 1, the last two variances are W and K."""
 
     def update(state, batch):
         inner, shift = state
         ones = jnp.ones((batch.shape[0], 1), batch.dtype)
-        rows = jnp.concatenate([batch - shift, ones, 0 * ones], axis=1)
+        rows = batch if shift is None else batch - shift
+        rows = jnp.concatenate([rows, ones, 0 * ones], axis=1)
         return estimator.update(inner, rows), shift
 
     return Estimator(
@@ -449,14 +457,24 @@ def _shard_start(plan, start, g, rows, shard, layout):
         return plan, start._replace(count=start.count * 0, prior_weight=start.prior_weight * 0)
     d, dtype = layout.d, layout.dtype
     count = jnp.asarray(start.count + int(layout.kept[:g].sum()), counter_dtype())
+    known = _fixes_mean(plan.estimator, start)
     zero = MomentsState(
-        mean=jnp.zeros(d + 2, dtype).at[-1].set(1),  # K starts at 1
-        cov=jnp.zeros((d + 2, d + 2), dtype),
+        mean=jnp.zeros(d + 2, dtype).at[-1].set(0 if known else 1),  # K starts at 1
+        cov=jnp.zeros((d + 2, d + 2), dtype).at[-1, -1].set(1 if known else 0),
         count=count,
         origin=jnp.zeros(d + 2, dtype),
     )
-    shift = jnp.asarray(_first_kept(rows, shard, dtype))
+    if known:  # the means are the known mean, for good
+        zero = zero._replace(mean=zero.mean.at[:d].set(start.origin + start.mean))
+    shift = None if known else jnp.asarray(_first_kept(rows, shard, dtype))
     return plan._replace(estimator=_with_weight(plan.estimator)), (zero, shift)
+
+
+def _fixes_mean(estimator: Estimator, start: MomentsState) -> bool:
+    """Whether the estimator keeps its mean (``known_mean``): its update of the start
+    by a row away from the mean leaves the mean as it was."""
+    row = (start.origin + start.mean + 1)[None]
+    return bool(jnp.all(estimator.update(start, row).mean == start.mean))
 
 
 def _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk):

@@ -192,3 +192,48 @@ def test_a_dead_peer_ends_the_others(data):
                 p.kill()
             p.wait()
             p.stderr.close()
+
+
+FOUR_DEVICES = """
+import json, sys
+import jax
+import numpy as np
+import jaxgauss as jg
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4000, 2)) @ np.array([[3.0, 1.0], [0.0, 2.0]]) + [1.0, -2.0]
+out = {}
+with jax.enable_x64(True):  # case 3: a known mean, float64
+    for name, est in [
+        ("natural", jg.natural_gradient(0.05, known_mean=0.0)),
+        ("exponential", jg.exponential(50.0, known_mean=0.0)),
+    ]:
+        out[name] = [np.asarray(jg.fit(est, x, devices=d).estimate.cov).tolist()
+                     for d in (None, jax.devices())]
+x32 = x.astype(np.float32)
+x32[1500] = 1e10  # case 4: float32, an outlier in the second shard
+est = jg.natural_gradient(0.1)
+out["outlier"] = [np.asarray(jg.fit(est, x32, devices=d).estimate.cov).tolist()
+                  for d in (None, jax.devices())]
+json.dump(out, sys.stdout)
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_equal_one_for_known_means_and_float32_outliers():
+    """Issue 25, cases 3 and 4: natural_gradient and exponential with a known mean
+    were wrong across devices (the shard's shift moved a mean that must not move), and
+    in float32 the shard fold's K = 1 − W rounded to 0 past a 1e10 outlier (cov₀₀ 1.30
+    against 46.8). Four host devices now equal one device."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    proc = subprocess.run(
+        [sys.executable, "-c", FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    for name in ("natural", "exponential"):
+        one, four = out[name]
+        np.testing.assert_allclose(four, one, rtol=1e-12)
+    one, four = out["outlier"]
+    # float32, entries of ~1e2 built from a 1e20 square: relative rounding of a few ulps
+    np.testing.assert_allclose(four, one, rtol=1e-5)
