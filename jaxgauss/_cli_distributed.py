@@ -48,6 +48,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_ids(num_processes: int | None, process_id: int | None) -> None:
+    """--num-processes and --process-id, when given, name a process that can exist."""
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
+    if process_id is not None and (
+        process_id < 0 or (num_processes is not None and process_id >= num_processes)
+    ):
+        bound = "" if num_processes is None else f" and below --num-processes {num_processes}"
+        raise ValueError(f"--process-id must be >= 0{bound}, got {process_id}")
+
+
 def initialize(args: argparse.Namespace) -> bool:
     """Join the processes if asked to (flags, --distributed, or JAX_COORDINATOR_ADDRESS);
     True when several processes run."""
@@ -62,6 +73,7 @@ def initialize(args: argparse.Namespace) -> bool:
         return False
     if args.init_timeout < 1 or args.heartbeat_timeout < 1:
         raise ValueError("--init-timeout and --heartbeat-timeout must be >= 1 second")
+    _check_ids(args.num_processes, args.process_id)
     # CPU collectives between processes (no effect on accelerators).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     print(

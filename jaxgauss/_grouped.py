@@ -554,11 +554,11 @@ def _weighted_plan(plan: ScanPlan, groups: Any, weights: Any, state: Any) -> Sca
         return plan
     if est.weighted_form is None:
         raise ValueError(
-            "this estimator's update takes no weights (Estimator.weighted is False)"
-            + ("" if weights is not None else ", and a grouped fit of it pads each group's "
-               "batches with weight-0 rows")
-            + ": build it with weighted=True (welford, natural_gradient, exponential) or "
-            "give it a weighted update"
+            "this estimator takes no weights and has no weighted form "
+            "(Estimator.weighted_form), so it cannot be fitted "
+            + ("with weights" if weights is not None else "per group (a grouped fit pads "
+               "each group's batches with weight-0 rows)")
+            + ": welford, natural_gradient, exponential and gradient_ascent can"
         )  # fmt: skip
     count = getattr(state, "count", None)
     if count is not None and jnp.issubdtype(jnp.result_type(count), jnp.integer):

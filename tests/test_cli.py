@@ -296,3 +296,15 @@ def test_sweep_takes_a_methods_fixed_hyperparameters_and_says_what_it_cannot_swe
     res = cli("sweep", "--method", *method, "--steps", "100", "--out", tmp_path / "s")
     assert res.returncode == 2 and re.search(message, res.stderr), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_process_id_that_cannot_exist_is_named_before_joining(cli, tmp_path):
+    """Issue 25 (smaller): --num-processes 1 --process-id 1 waited out the join and
+    reported an init time-out; the ids are checked before anything joins."""
+    np.save(tmp_path / "a.npy", np.zeros((4, 2)))
+    res = cli(
+        "fit", tmp_path / "a.npy", "--coordinator", "127.0.0.1:1",
+        "--num-processes", "1", "--process-id", "1",
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert "--process-id must be >= 0 and below --num-processes 1, got 1" in res.stderr

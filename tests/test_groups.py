@@ -141,8 +141,10 @@ def test_fit_runs_the_weighted_form_of_an_unweighted_moment_estimator():
         jg.fit(WELFORD, x, weights=w, state=unweighted)
     with pytest.raises(ValueError, match="weighted=True"):
         jg.welford().update(jg.welford().init(jg.Gaussian.standard(D)), x[:2], w[:2])
-    with pytest.raises(ValueError, match="weighted=True"):
-        jg.fit(jg.welford(fourth_moments=True), x, weights=w)  # no weighted form
+    with pytest.raises(ValueError, match="no weighted form .* cannot be fitted with weights"):
+        jg.fit(jg.welford(fourth_moments=True), x, weights=w)
+    with pytest.raises(ValueError, match="cannot be fitted per group .* gradient_ascent can"):
+        jg.fit(jg.student_t(4.0), x, groups=groups)  # issue 25: it said "weighted=True"
 
 
 def test_grouped_gradient_ascent_equals_each_groups_own_fit():
