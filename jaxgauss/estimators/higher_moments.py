@@ -184,7 +184,8 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
     b₂ = m₄ / m₂², minus 3 with ``fisher=True`` (the excess kurtosis, 0 for a
     Gaussian). With ``bias=False`` the unbiased-cumulant form
     ((n² − 1) b₂ − 3 (n − 1)²)/((n − 2)(n − 3)) (for n > 3; b₂ otherwise, as scipy).
-    A feature whose variance is zero to rounding gives NaN, as scipy.
+    A feature whose variance is zero to rounding gives NaN, as scipy; a state without
+    fourth moments is a ValueError, as for ``skewness``.
 
     Args:
       state: a ``WelfordState`` with fourth moments (leading batch axes allowed).
@@ -194,15 +195,13 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
     Returns:
       (…, d) kurtosis per feature.
 
-    Raises:
-      ValueError: the state carries no fourth moments.
-
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
       >>> rows = jnp.array([[0.0], [1.0], [0.0], [4.0]])
       >>> moments = jg.fit(jg.welford(fourth_moments=True), rows).state
-      >>> round(float(jg.kurtosis(moments)[0]), 4)  # scipy.stats.kurtosis: -0.8513
-      -0.8513
+      >>> excess, plain = jg.kurtosis(moments), jg.kurtosis(moments, fisher=False)
+      >>> round(float(excess[0]), 4), round(float(plain[0]), 4)  # scipy: -0.8513, 2.1487
+      (-0.8513, 2.1487)
     """
     require_fourth(state, "kurtosis")
     m2 = _variance(state)

@@ -346,15 +346,10 @@ def _moment_record(
     """The ``Estimator`` of a moment estimator: rowwise, its guard finiteness (its
     updates never leave the PSD cone), its weighted form when it is not weighted."""
     return Estimator(
-        init=init,
-        update=update,
-        estimate=estimate,
-        is_valid=all_finite,
-        rowwise=True,
-        weighted=weighted,
-        grouped_update=grouped_update,
+        init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True,
+        weighted=weighted, grouped_update=grouped_update,
         weighted_form=None if weighted else weighted_form,
-    )
+    )  # fmt: skip
 
 
 def _check_fourth_moments(fourth_moments: bool, known: bool, weighted: bool) -> None:
