@@ -227,10 +227,13 @@ def _check_group_count(state: Any, n_groups: int) -> None:
         )
 
 
-def _add_weight(totals: np.ndarray, groups: np.ndarray, weights: np.ndarray, dtype) -> None:
-    """Add a chunk's weights to each group's total (float64, on the host, in place),
-    refused past what the working dtype holds: the state's total would overflow
-    and the fit stop at that row."""
+def _add_weight(totals: np.ndarray, groups, weights, counts: np.ndarray, dtype) -> None:
+    """Add a chunk's weights (None: all 1, the groups' ``counts``) to each group's
+    total (float64, on the host, in place), refused past what the working dtype
+    holds: the state's total would overflow and the fit stop at that row."""
+    if weights is None:
+        totals += counts
+        return
     totals += np.bincount(groups, weights=weights, minlength=totals.shape[0])
     limit = float(np.finfo(dtype).max) / 16  # room for the update's n + W
     if totals.max() > limit:
@@ -268,8 +271,8 @@ def _split(chunk: Any, groups: _Source, weights: _Source, n_groups: int, d, offs
     chunk = check_chunk(chunk, d, offset)
     m = chunk.shape[0]
     g = _chunk_values("groups", groups, arr, offset, m, np.zeros(m, np.int32))
-    w = _chunk_values("weights", weights, arr, offset, m, np.ones(m, np.float32))
-    w = _check_weights(w, offset, float_dtype(chunk.dtype))
+    w = _chunk_values("weights", weights, arr, offset, m, None)
+    w = np.ones(m, np.float32) if w is None else _check_weights(w, offset, float_dtype(chunk.dtype))
     return chunk, _check_groups(g, n_groups, offset), w
 
 
@@ -365,8 +368,10 @@ class _Grouped:
     def _push(self, rows, groups, weights, index) -> None:
         if not rows.shape[0]:
             return
-        self.n_rows += np.bincount(groups, minlength=self.n_groups)
-        _add_weight(self.group_weight, groups, weights, self.dtype)
+        counts = np.bincount(groups, minlength=self.n_groups)
+        self.n_rows += counts
+        given = self.weights.column is not None or self.weights.values is not None
+        _add_weight(self.group_weight, groups, weights if given else None, counts, self.dtype)
         self.pending.append((rows, groups, weights, index))
         self.n_pending += rows.shape[0]
         if self.size and self.n_pending >= self.size:
