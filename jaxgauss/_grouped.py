@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxgauss._checks import check_int, check_stacked_gaussian, check_truth
 from jaxgauss._engine import FitCarry, FitResult, ScanPlan, Trace, guarded_step
+from jaxgauss._memory import check_memory
 from jaxgauss._stream import (
     check_chunk,
     check_state,
@@ -320,6 +321,7 @@ class _Grouped:
     def _start(self, d: int, dtype) -> None:
         est, G = self.plan.estimator, self.n_groups
         self.d, self.dtype = d, dtype
+        check_memory(est, d, dtype, chunk_rows=PIECE_ROWS, groups=G)
         state = _grouped_start(est, self.init, self.state0, G, d, dtype)
         self.carry = FitCarry(
             state, jnp.full((G,), -1, counter_dtype()), jnp.zeros((G,), counter_dtype())

@@ -83,26 +83,36 @@ def _state_bytes(estimator: Any, d: int, dtype: Any) -> int:
     return tree_bytes(jax.eval_shape(estimator.init, abstract_gaussian(d, dtype)))
 
 
-def fit_bytes(estimator: Any, d: int, dtype: Any, chunk_rows: int) -> int:
+def fit_bytes(estimator: Any, d: int, dtype: Any, chunk_rows: int, groups: int = 1) -> int:
     """Estimated peak bytes of a ``fit``: copies of the state, the initial and final
-    ``Gaussian`` (and a host copy of the result) and two copies of a chunk of rows."""
+    ``Gaussian`` (and a host copy of the result), each once per group, and two copies
+    of a chunk of rows."""
     itemsize = jnp.dtype(dtype).itemsize
     state = _state_bytes(estimator, d, jnp.dtype(dtype))
     gaussian = (d * d + d) * itemsize
-    return _STATE_COPIES * state + 3 * gaussian + 2 * chunk_rows * d * itemsize
+    return groups * (_STATE_COPIES * state + 3 * gaussian) + 2 * chunk_rows * d * itemsize
 
 
-def check_memory(estimator: Any, d: int, dtype: Any, *, chunk_rows: int = 0) -> None:
+def check_memory(
+    estimator: Any, d: int, dtype: Any, *, chunk_rows: int = 0, groups: int = 1
+) -> None:
     """Refuse, before allocating anything of size d², a ``fit`` whose estimated peak
     memory exceeds what the backend has available.
 
     Raises:
       ValueError: with the estimate, what is available and what to do.
     """
-    need = fit_bytes(estimator, d, dtype, chunk_rows)
+    need = fit_bytes(estimator, d, dtype, chunk_rows, groups)
     if need < _ALWAYS_AVAILABLE:
         return
     have = available_memory()
+    if have is not None and need > have and groups > 1:
+        raise ValueError(
+            f"a grouped fit of n_groups = {groups:,} at d = {d:,} in {jnp.dtype(dtype).name} "
+            f"needs about {gigabytes(need)} of memory (a {d:,} × {d:,} covariance per group "
+            f"and the update's copies of them), more than the {gigabytes(have)} available: "
+            "fit fewer groups at a time (their ids renumbered) or fewer columns"
+        )
     rows = 2 * chunk_rows * d * jnp.dtype(dtype).itemsize
     if have is not None and need > have and rows > need // 2:
         raise ValueError(

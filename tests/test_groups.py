@@ -405,3 +405,11 @@ def test_a_list_of_files_is_one_stream(tmp_path):
     res = jg.fit(jg.welford(), [tmp_path / "a.npy", str(tmp_path / "b.csv")])
     assert res.n_rows == 300
     np.testing.assert_allclose(res.estimate.cov, jg.mle(x).cov, rtol=1e-5)
+
+
+def test_a_grouped_fit_too_large_for_memory_is_refused_up_front():
+    """Issue 25, case 11: a million groups at d = 100 died allocating 40 GB; the
+    memory estimate fit makes elsewhere now counts the groups and refuses first."""
+    x = np.zeros((10, 100), np.float32)
+    with pytest.raises(ValueError, match=r"n_groups = 1,000,000 at d = 100 .* GiB of memory"):
+        jg.fit(jg.welford(), x, groups=np.arange(10), n_groups=10**6)
