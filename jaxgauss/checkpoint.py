@@ -432,6 +432,10 @@ def load(
                     )
 
             arr = _entry(path, zf, f"leaf_{i}", check, max_bytes=math.prod(shape) * dtype.itemsize)
+            if where.endswith(".count)") and np.any(np.asarray(arr) < 0):
+                raise ValueError(
+                    f"{path}: {where} holds a negative count: the file was altered or is corrupt"
+                )
             # Dtypes numpy has no name for (bfloat16) come back as raw bytes: reinterpret.
             leaves.append(jnp.asarray(arr if arr.dtype == dtype else arr.view(dtype)))
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -334,3 +334,16 @@ def test_a_leaf_stored_in_another_dtype_than_recorded_is_named_altered(tmp_path)
     _rewrite(path, leaf_0=leaf.astype(np.float32))
     with pytest.raises(ValueError, match=r"leaf 0 .* stored as float32 although the checkpoint"):
         jg.checkpoint.load(path, jg.welford().init(_init(jnp.float64)))
+
+
+def test_a_negative_count_is_refused(tmp_path):
+    """Issue 25 (smaller): a checkpoint whose count was set negative was accepted."""
+    path = _saved(tmp_path, "welford")
+    template = jg.welford().init(_init(jnp.float64))
+    index = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
+    leaf = f"leaf_{index.index('.count')}"
+    with np.load(path, allow_pickle=False) as npz:
+        count = npz[leaf]
+    _rewrite(path, **{leaf: -np.abs(count) - 1})
+    with pytest.raises(ValueError, match=r"\(\.count\) holds a negative count"):
+        jg.checkpoint.load(path, template)
