@@ -213,7 +213,8 @@ def mahalanobis(g: Gaussian, y: jax.Array, allow_singular: bool = False) -> jax.
         scikit-learn's ``pinvh``-based precision does.
 
     Returns:
-      Squared distances, shape (...). NaN if Σ is not positive definite (default).
+      Squared distances, shape (...). NaN if Σ is not positive definite (default),
+      or with ``allow_singular`` not positive semi-definite (as ``log_likelihood``).
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
@@ -222,7 +223,9 @@ def mahalanobis(g: Gaussian, y: jax.Array, allow_singular: bool = False) -> jax.
       2.0
     """
     if allow_singular:
-        return _pseudo_mahalanobis(spectral(g.cov), jnp.asarray(y) - g.mean)
+        sp = spectral(g.cov)
+        distance = _pseudo_mahalanobis(sp, jnp.asarray(y) - g.mean)
+        return jnp.where(sp.psd, distance, jnp.nan)  # an indefinite Σ: as log_likelihood
     return jnp.sum(_whiten(g, y)[1] ** 2, axis=-1)
 
 

@@ -133,3 +133,14 @@ def test_check_gaussian_names_the_problem(g, message):
 def test_check_gaussian_dimension():
     with pytest.raises(ValueError, match="dimension 2 but the data have dimension 3"):
         jg.check_gaussian(jg.Gaussian(np.zeros(2), np.eye(2)), 3)
+
+
+def test_pseudo_mahalanobis_of_an_indefinite_covariance_is_nan():
+    """Issue 25 (smaller): mahalanobis(allow_singular=True) was finite on an
+    indefinite Σ where log_likelihood is NaN; both are NaN now, a PSD one finite."""
+    g = jg.Gaussian(jnp.zeros(2), jnp.array([[1.0, 0.0], [0.0, -1.0]]))
+    y = jnp.array([1.0, 1.0])
+    assert np.isnan(jg.mahalanobis(g, y, allow_singular=True))
+    assert np.isnan(jg.log_likelihood(g, y, allow_singular=True))
+    psd = jg.Gaussian(jnp.zeros(2), jnp.array([[1.0, 0.0], [0.0, 0.0]]))
+    assert float(jg.mahalanobis(psd, y, allow_singular=True)) == 1.0
