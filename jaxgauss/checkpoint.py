@@ -334,6 +334,14 @@ def info(path: str | os.PathLike) -> dict:
         return meta
 
 
+def _check_count(path: Any, where: str, arr: np.ndarray) -> None:
+    """A row count or total weight read back must not be negative."""
+    if where.endswith(".count)") and np.any(np.asarray(arr) < 0):
+        raise ValueError(
+            f"{path}: {where} holds a negative count: the file was altered or is corrupt"
+        )
+
+
 def load(
     path: str | os.PathLike, like: Any, *, name: str | None = None, config: dict | None = None
 ) -> Any:
@@ -432,10 +440,7 @@ def load(
                     )
 
             arr = _entry(path, zf, f"leaf_{i}", check, max_bytes=math.prod(shape) * dtype.itemsize)
-            if where.endswith(".count)") and np.any(np.asarray(arr) < 0):
-                raise ValueError(
-                    f"{path}: {where} holds a negative count: the file was altered or is corrupt"
-                )
+            _check_count(path, where, arr)
             # Dtypes numpy has no name for (bfloat16) come back as raw bytes: reinterpret.
             leaves.append(jnp.asarray(arr if arr.dtype == dtype else arr.view(dtype)))
     return jax.tree_util.tree_unflatten(treedef, leaves)
