@@ -264,6 +264,12 @@ def _check_columns(path: str, schema: Any, columns: Sequence[str] | None) -> Non
     import pyarrow.types as pt
 
     names = list(schema.names)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"{path} has more than one column named {twice[0]!r}: give its columns "
+            "distinct names to read them"
+        )
     if columns is not None:
         missing = [c for c in columns if c not in names]
         if missing:

@@ -118,7 +118,13 @@ def first_line(f: Any, name: str) -> tuple[Dialect, Iterator[tuple[int, str]]]:
         raise ValueError(f"{name} has no rows")
     line_no, line = first
     delimiter = sniff_delimiter(line)
-    line_cells = cells(line, delimiter)
+    try:
+        line_cells = cells(line, delimiter)
+    except csv.Error as e:  # e.g. a carriage return inside the line: old Mac line ends
+        raise ValueError(
+            f"{name}: line {line_no} cannot be read as CSV ({e}); lines must end in \\n "
+            "or \\r\\n (a lone \\r does not end a line: convert such a file first)"
+        ) from None
     header = is_header(line_cells, line, line_no, name)
     if not header:
         lines = itertools.chain([first], lines)

@@ -330,3 +330,19 @@ def test_arrow_byte_ranges_are_parsed_without_the_python_reader(tmp_path, monkey
     assert [c.shape[0] for c in chunks] == [128] * 3 + [116]
     np.testing.assert_array_equal(np.concatenate(chunks), rows)
     assert pa is not None
+
+
+def test_old_mac_line_ends_and_duplicate_parquet_columns_are_named(tmp_path):
+    """Issue 25, case 15: a file with lone carriage-return line ends raised csv.Error
+    (both readers), a Parquet file with two columns of one name a KeyError."""
+    cr = tmp_path / "mac.csv"
+    cr.write_bytes(b"a,b\r1,2\r3,4\r")
+    with pytest.raises(ValueError, match=r"mac.csv: line 1 cannot be read as CSV.*lone \\r"):
+        jg.fit(jg.welford(), str(cr))
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], ["x", "x"]), path)
+    with pytest.raises(ValueError, match="more than one column named 'x'"):
+        jg.fit(jg.welford(), str(path))
