@@ -482,8 +482,21 @@ def _two_rows_before_a_boundary(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("layout", ["numpy", "aligned-after-2", "device"])
-@pytest.mark.parametrize("bad, batch_size", [(1, 1), (37, 1), (40_001, 3), (69_999, 1)])
+# Every bad position in every layout compiles its own programs (~1.5 s a case): one
+# case of each position and layout runs quick, the full matrix with -m slow.
+QUICK_SCREEN = {("aligned-after-2", 1), ("numpy", 37), ("device", 40_001), ("numpy", 69_999)}
+
+
+@pytest.mark.parametrize(
+    "layout, bad, batch_size",
+    [
+        pytest.param(
+            layout, bad, b, marks=() if (layout, bad) in QUICK_SCREEN else pytest.mark.slow
+        )
+        for layout in ("numpy", "aligned-after-2", "device")
+        for bad, b in ((1, 1), (37, 1), (40_001, 3), (69_999, 1))
+    ],
+)
 def test_a_whole_array_screened_by_the_engine_raises_with_the_rows_before_it(
     layout, bad, batch_size
 ):
@@ -507,16 +520,18 @@ def test_a_whole_array_screened_by_the_engine_raises_with_the_rows_before_it(
     np.testing.assert_allclose(got.estimate.mean, want.estimate.mean, rtol=1e-6)
 
 
-def test_an_aligned_array_fits_as_one_pass():
+@pytest.mark.parametrize(
+    "est", [jg.welford(), pytest.param(jg.exponential(5000.0), marks=pytest.mark.slow)]
+)
+def test_an_aligned_array_fits_as_one_pass(est):
     """The rows handed to the device without a copy (after two head rows) give the
     fit of the same rows copied, to rounding, for an order-dependent estimator too."""
     x = np.random.default_rng(3).standard_normal((90_001, 4)).astype(np.float32) + 1e3
-    for est in (jg.welford(), jg.exponential(5000.0)):
-        got = jg.fit(est, _two_rows_before_a_boundary(x))
-        want = jg.fit(est, jnp.asarray(x))
-        np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, rtol=2e-4)
-        np.testing.assert_allclose(got.estimate.mean, want.estimate.mean, rtol=1e-6)
-        assert got.n_rows == want.n_rows == x.shape[0]
+    got = jg.fit(est, _two_rows_before_a_boundary(x))
+    want = jg.fit(est, jnp.asarray(x))
+    np.testing.assert_allclose(got.estimate.cov, want.estimate.cov, rtol=2e-4)
+    np.testing.assert_allclose(got.estimate.mean, want.estimate.mean, rtol=1e-6)
+    assert got.n_rows == want.n_rows == x.shape[0]
 
 
 def test_a_small_shape_fitted_again_and_again_gets_its_own_program():
