@@ -447,17 +447,16 @@ def _first_kept(rows: _Rows, shard: _Shard, dtype) -> np.ndarray:
     return np.zeros(rows.pieces[0].shape[1], dtype)
 
 
-def _shard_start(plan, start, g, rows, shard, layout):
+def _shard_start(plan, start, g, rows, shard, layout, known):
     """The plan and start state of global shard g: the real start for shard 0; for
     ``welford`` an empty state; otherwise a zero-weight state at the shard's global
-    row number."""
+    row number (``known``: the estimator keeps a known mean, ``_fixes_mean``)."""
     if g == 0:
         return plan, start
     if isinstance(start, WelfordState):
         return plan, start._replace(count=start.count * 0, prior_weight=start.prior_weight * 0)
     d, dtype = layout.d, layout.dtype
     count = jnp.asarray(start.count + int(layout.kept[:g].sum()), counter_dtype())
-    known = _fixes_mean(plan.estimator, start)
     zero = MomentsState(
         mean=jnp.zeros(d + 2, dtype).at[-1].set(0 if known else 1),  # K starts at 1
         cov=jnp.zeros((d + 2, d + 2), dtype).at[-1, -1].set(1 if known else 0),
@@ -482,8 +481,10 @@ def _moments_fit(plan, start, rows, shards, topo, layout, skip, size, chunk):
     global order (locally, then the processes' folds). Returns the state and the
     global row of a rejected update (-1)."""
     welford_like = isinstance(start, WelfordState)
+    known = not welford_like and len(shards) > 0 and _fixes_mean(plan.estimator, start)
     firsts = [
-        _shard_start(plan, start, topo.first + i, rows, s, layout) for i, s in enumerate(shards)
+        _shard_start(plan, start, topo.first + i, rows, s, layout, known)
+        for i, s in enumerate(shards)
     ]
     results = _run_shards(
         [f[0] for f in firsts],

@@ -116,12 +116,18 @@ def _screened_reject(carry: FitCarry, batch: jax.Array, reject: jax.Array, row) 
     batch holds one and the carry screens, else as a divergence at ``row``."""
     if carry.bad_row is None:
         return carry._replace(diverged_at=jnp.where(reject, row, carry.diverged_at))
-    finite = jnp.all(jnp.isfinite(batch), axis=1)
-    bad = reject & ~jnp.all(finite)
+    has_bad, first = _first_nonfinite(batch)
+    bad = reject & has_bad
     return carry._replace(
         diverged_at=jnp.where(reject & ~bad, row, carry.diverged_at),
-        bad_row=jnp.where(bad, carry.rows + jnp.argmin(finite), carry.bad_row),
+        bad_row=jnp.where(bad, carry.rows + first, carry.bad_row),
     )
+
+
+def _first_nonfinite(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Whether ``rows`` hold a NaN or ±inf entry, and the index of the first such row."""
+    finite = jnp.all(jnp.isfinite(rows), axis=1)
+    return ~jnp.all(finite), jnp.argmin(finite)
 
 
 def init_carry(state: Any) -> FitCarry:
@@ -167,7 +173,7 @@ def guarded_step(
     state = jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, carry.state)
     row = carry.rows if first_row is None else first_row
     carry = _screened_reject(carry, batch, (~accept) & was_live, row)
-    return _skipped(carry._replace(state=state, rows=carry.rows), batch.shape[0])
+    return _skipped(carry._replace(state=state), batch.shape[0])
 
 
 # Updates of a non-rowwise estimator unrolled into one step of the compiled loop: at
@@ -224,9 +230,9 @@ def _blocked_step(
         (in float32, 6·10⁴ single updates drift by ~3e-5)."""
         if c.bad_row is None:
             return one_by_one(c)
-        finite = jnp.all(jnp.isfinite(rows), axis=1)
-        bad = c._replace(bad_row=c.rows + jnp.argmin(finite))
-        return jax.lax.cond(jnp.all(finite), one_by_one, lambda c: bad, c)
+        has_bad, first = _first_nonfinite(rows)
+        bad = c._replace(bad_row=c.rows + first)
+        return jax.lax.cond(has_bad, lambda c: bad, one_by_one, c)
 
     # One conditional on the common path (a diverged run computes and drops its
     # blocks: nothing is applied after divergence either way).

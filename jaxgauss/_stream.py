@@ -149,9 +149,8 @@ def chunk_stats(rows: Any, found=None) -> tuple[bool, np.ndarray]:
     """Whether any entry of a chunk is NaN or ±inf, and each column's largest
     finite |entry|. ``found``: ``to_frame``'s (total, spread) of device rows."""
     if isinstance(rows, np.ndarray):  # on the host: no copy to the device, no wait
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(rows)):  # NaN and ±inf entries make the sum non-finite
-                return False, np.max(np.abs(rows), axis=0)
+        if _finite_sum(rows):
+            return False, np.max(np.abs(rows), axis=0)
         finite = np.isfinite(rows)
         return not finite.all(), np.max(np.where(finite, np.abs(rows), 0), axis=0)
     total, spread = _sum_and_spread(rows) if found is None else found
@@ -177,13 +176,19 @@ def _device_chunk_stats(rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     return ~jnp.all(finite), jnp.max(jnp.where(finite, jnp.abs(rows), 0), axis=0)
 
 
+def _finite_sum(rows: np.ndarray) -> bool:
+    """Whether the sum of all entries is finite: exactly when every entry is, unless
+    the sum overflows (then the caller's exact pass decides)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.sum(rows)))
+
+
 def nonfinite_rows(rows: Any) -> np.ndarray:
     """Indices of the rows with NaN or ±inf. NumPy rows are read on the host, first
     through their sum (finite exactly when every entry is, unless it overflows)."""
     if isinstance(rows, np.ndarray):
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(rows)):
-                return np.zeros(0, np.int64)
+        if _finite_sum(rows):
+            return np.zeros(0, np.int64)
         return np.flatnonzero(~np.all(np.isfinite(rows), axis=1))
     return np.flatnonzero(~np.asarray(jnp.all(jnp.isfinite(rows), axis=1)))
 
