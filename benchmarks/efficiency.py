@@ -7,7 +7,7 @@ efficiency(n) = mean over seeds of KL(truth ‖ estimate after n rows)
 1 matches the maximum-likelihood estimate (the Cramér–Rao bound, to first order);
 larger is worse. Every method sees the same S streams per condition number (common
 random numbers): the rows are drawn once, each method runs over them as a ``vmap``
-over seeds of ``fit``'s scan (``jaxgauss.scan_batches``) with a snapshot every
+over seeds of ``fit``'s scan (``jaxgauss.engine.scan_batches``) with a snapshot every
 10·d rows (the moment estimators, like ``fit``'s blocked path, apply those 10·d rows
 as one update), and the KL divergences and the batch MLE are computed afterwards in
 float64. Condition numbers up to 10⁴ run in float32; above, in float64, where float32
@@ -29,7 +29,8 @@ import numpy as np
 import optax
 
 import jaxgauss as jg
-from jaxgauss import bench, init_carry, scan_batches
+from jaxgauss import bench
+from jaxgauss.engine import init_carry, scan_batches
 from jaxgauss.schedules import robbins_monro
 
 DIM = 5
@@ -68,7 +69,7 @@ def _methods() -> tuple[Method, ...]:
             # make_method's "fisher-sgd": step c/(t + 1) with c = 1 (the running moments
             # with N(0, I) counted as one row), taken exactly in (μ, Σ) by the retraction.
             "Fisher-preconditioned SGD, step 1/(t + 1), retracted, cholesky",
-            lambda: jg.make_method("fisher-sgd", "cholesky")(1.0),
+            lambda: jg.methods.make_method("fisher-sgd", "cholesky")(1.0),
         ),
     )
 
@@ -127,7 +128,10 @@ def run_condition(
         with jax.enable_x64(True):
             ys64 = jnp.asarray(ys, jnp.float64)
             mle_kl = np.stack(
-                [jg.kl_divergence_float64(truth, jax.vmap(jg.mle)(ys64[:, :n])) for n in counts],
+                [
+                    jg.gaussian.kl_divergence_float64(truth, jax.vmap(jg.mle)(ys64[:, :n]))
+                    for n in counts
+                ],
                 axis=1,
             )
         picks = np.asarray(counts) // every - 1
@@ -136,7 +140,7 @@ def run_condition(
             est = estimators.setdefault((method.name, dtype), method.make())
             snaps, diverged_at = _snapshots(est, ys, every)
             picked = jax.tree_util.tree_map(lambda x: x[:, picks], snaps)
-            kl = jg.kl_divergence_float64(truth, picked)  # (S, len(counts))
+            kl = jg.gaussian.kl_divergence_float64(truth, picked)  # (S, len(counts))
             results.append(
                 {
                     "method": method.name,

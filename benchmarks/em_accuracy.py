@@ -83,7 +83,7 @@ def _one_pass(make):
         est = make(key)
         d = y.shape[1]
         g0 = g0_cache.setdefault(d, jg.Gaussian(jnp.zeros(d), jnp.eye(d)))
-        carry, _ = jg.scan_batches(est, jg.init_carry(est.init(g0)), y[:, None, :])
+        carry, _ = jg.engine.scan_batches(est, jg.engine.init_carry(est.init(g0)), y[:, None, :])
         return est.estimate(carry.state), carry.diverged_at
 
     return run

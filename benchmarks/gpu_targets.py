@@ -50,7 +50,7 @@ def moments_vs_gram(d: int, n: int, repeats: int) -> dict:
 def sweep_time(num_lr: int, seeds: int, n_steps: int) -> dict:
     """Seconds of one sweep after its compilation (the second of two calls)."""
     truth = jg.streams.random_truth(jax.random.key(0), 2, 10.0)
-    make = jg.make_method("sgd", "precision")
+    make = jg.methods.make_method("sgd", "precision")
     grid = np.geomspace(1e-4, 1e-1, num_lr)
     timing = time_call(
         lambda: jg.sweep(make, grid, truth=truth, n_steps=n_steps, seeds=seeds).final_kl,
@@ -70,7 +70,7 @@ def per_row_gradient(n: int, unrolls: tuple[int, ...], repeats: int) -> list[dic
     """Rows/s of per-row "precision" gradient ascent on one stream, by unroll."""
     est = jg.gradient_ascent(optax.sgd(0.01), "precision")
     x = jax.random.normal(jax.random.key(1), (n, 10), jnp.float32)
-    carry = jg.init_carry(est.init(jg.Gaussian.standard(10, jnp.float32)))
+    carry = jg.engine.init_carry(est.init(jg.Gaussian.standard(10, jnp.float32)))
     out = []
     for unroll in unrolls:
         plan = ScanPlan(est, unroll=unroll)

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import peers as P
-from jaxgauss import Gaussian, bench, default_block_rows, fit, init_carry, scan_batches, welford
+from jaxgauss import Gaussian, bench, fit, welford
+from jaxgauss.engine import default_block_rows, init_carry, scan_batches
 
 SKIPPED = "skipped (not installed)"
 

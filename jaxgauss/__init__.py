@@ -6,143 +6,93 @@ from jaxgauss import _xla_flags  # noqa: F401  (applies it on import)
 # isort: split
 
 
-from jaxgauss import checkpoint, parameterizations, schedules, streams
-from jaxgauss._engine import (
-    DataError,
-    FitCarry,
-    FitResult,
-    Trace,
-    default_block_rows,
-    init_carry,
-    scan_batches,
-)
+# The public submodules, as attributes (jg.streams.sample); not star-exported.
+from jaxgauss import checkpoint as checkpoint
+from jaxgauss import engine as engine
+from jaxgauss import estimators as estimators
+from jaxgauss import gaussian as gaussian
+from jaxgauss import methods as methods
+from jaxgauss import parameterizations as parameterizations
+from jaxgauss import preconditioners as preconditioners
+from jaxgauss import schedules as schedules
+from jaxgauss import streams as streams
+from jaxgauss._engine import DataError, FitResult, Trace
 from jaxgauss._fit import fit
 from jaxgauss._sweep import SweepResult, grid_product, sweep
 from jaxgauss._version import __version__  # noqa: F401  (jaxgauss.__version__)
-from jaxgauss.estimators import (
-    METHODS,
-    AveragedState,
-    Estimator,
-    GradientAscentState,
-    Hyperparameter,
-    Method,
-    Mixture,
-    MixtureState,
-    MomentsState,
-    RollingState,
-    StudentT,
-    StudentTState,
-    WelfordState,
-    averaged,
-    counter_dtype,
-    downdate,
-    exponential,
-    gaussian_mixture,
-    get_method,
-    gradient_ascent,
-    kurtosis,
-    ledoit_wolf,
-    ledoit_wolf_shrinkage,
-    make_method,
-    merge,
-    natural_gradient,
-    oas,
-    oas_shrinkage,
-    rolling,
-    shrunk,
-    skewness,
-    student_t,
-    welford,
-)
+from jaxgauss.estimators.averaged import averaged
+from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.gradient import gradient_ascent
+from jaxgauss.estimators.merging import merge
+from jaxgauss.estimators.mixture import Mixture, gaussian_mixture
+from jaxgauss.estimators.moments import exponential, natural_gradient, welford
+from jaxgauss.estimators.shrinkage import ledoit_wolf, oas, shrunk
+from jaxgauss.estimators.student_t import StudentT, student_t
+from jaxgauss.estimators.window import downdate, rolling
 from jaxgauss.gaussian import (
     Gaussian,
-    check_gaussian,
     condition,
     cookbook_gradients,
     correlation,
     entropy,
     is_spd,
     kl_divergence,
-    kl_divergence_float64,
     log_likelihood,
     mahalanobis,
     marginal,
     mle,
     precision,
-    rank_tolerance,
 )
-from jaxgauss.parameterizations import Parameterization, Params, get_parameterization
-from jaxgauss.preconditioners import covariance_retraction, fisher_preconditioner
-from jaxgauss.streams import sample
+from jaxgauss.preconditioners import fisher_preconditioner
 
+# What a user calls and the types they receive. The building blocks live in named
+# public submodules: jaxgauss.engine (your own lax.scan), jaxgauss.methods (the
+# registry), jaxgauss.estimators (state types, counters, higher moments, shrinkage
+# coefficients), jaxgauss.gaussian (checks and tolerances), jaxgauss.parameterizations,
+# jaxgauss.preconditioners, jaxgauss.schedules, jaxgauss.streams (synthetic data and
+# readers), jaxgauss.checkpoint. Each object has one public name.
 __all__ = [
-    "AveragedState",
+    # types a fit receives and returns
     "DataError",
     "Estimator",
-    "FitCarry",
     "FitResult",
     "Gaussian",
-    "GradientAscentState",
-    "Hyperparameter",
-    "Method",
-    "METHODS",
     "Mixture",
-    "MixtureState",
-    "MomentsState",
-    "Parameterization",
-    "Params",
-    "RollingState",
     "StudentT",
-    "StudentTState",
     "SweepResult",
     "Trace",
-    "WelfordState",
+    # estimators
     "averaged",
-    "check_gaussian",
-    "checkpoint",
+    "exponential",
+    "gaussian_mixture",
+    "gradient_ascent",
+    "natural_gradient",
+    "rolling",
+    "student_t",
+    "welford",
+    # running them
+    "fit",
+    "grid_product",
+    "sweep",
+    # operations on states
+    "downdate",
+    "merge",
+    # the estimate as a distribution
     "condition",
     "cookbook_gradients",
     "correlation",
-    "counter_dtype",
-    "covariance_retraction",
-    "default_block_rows",
-    "downdate",
     "entropy",
-    "exponential",
-    "fisher_preconditioner",
-    "fit",
-    "get_method",
-    "gaussian_mixture",
-    "get_parameterization",
-    "gradient_ascent",
-    "grid_product",
-    "init_carry",
     "is_spd",
     "kl_divergence",
-    "kl_divergence_float64",
-    "kurtosis",
-    "ledoit_wolf",
-    "ledoit_wolf_shrinkage",
     "log_likelihood",
     "mahalanobis",
-    "make_method",
     "marginal",
-    "merge",
     "mle",
-    "natural_gradient",
-    "oas",
-    "oas_shrinkage",
-    "parameterizations",
     "precision",
-    "rank_tolerance",
-    "rolling",
-    "sample",
-    "scan_batches",
-    "schedules",
+    # shrinkage
+    "ledoit_wolf",
+    "oas",
     "shrunk",
-    "skewness",
-    "streams",
-    "student_t",
-    "sweep",
-    "welford",
+    # optax
+    "fisher_preconditioner",
 ]

@@ -68,7 +68,7 @@ def with_weights(args: argparse.Namespace, est, given: dict):
     ``weighted=True`` when there are weights, or when groups are batched per group
     (every method but ``welford``, whose grouped update needs none). ``given``: the
     method's resolved settings."""
-    from jaxgauss.estimators import exponential, natural_gradient, welford
+    from jaxgauss.estimators.moments import exponential, natural_gradient, welford
 
     if args.weights is None and args.method == "welford":
         return est

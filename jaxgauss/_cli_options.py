@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from jaxgauss.estimators.registry import METHODS
+from jaxgauss.methods import METHODS
 
 __all__ = ["add_hyperparameter_options", "given_hyperparameters"]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxgauss import _cli_distributed, _cli_paths
 from jaxgauss._cli_options import add_hyperparameter_options, given_hyperparameters
-from jaxgauss.estimators.registry import METHODS, get_method
+from jaxgauss.methods import METHODS, get_method, make_method
 
 __all__ = ["add_command", "run"]
 
@@ -243,7 +243,6 @@ def run(args: argparse.Namespace) -> int:
     """``jaxgauss sweep``: its exit status."""
     import jax
 
-    from jaxgauss.estimators import make_method
     from jaxgauss.streams import random_truth
 
     methods = _sweep_methods(args.method)

@@ -320,9 +320,9 @@ def scan_batches(
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
       >>> est = jg.welford()
-      >>> carry = jg.init_carry(est.init(jg.Gaussian.standard(1, jnp.float32)))
+      >>> carry = jg.engine.init_carry(est.init(jg.Gaussian.standard(1, jnp.float32)))
       >>> rows = jnp.arange(6, dtype=jnp.float32).reshape(3, 2, 1)  # 3 batches of 2 rows
-      >>> carry, trace = jg.scan_batches(est, carry, rows, trace_every=1)
+      >>> carry, trace = jg.engine.scan_batches(est, carry, rows, trace_every=1)
       >>> trace.rows.tolist(), trace.estimate.mean[:, 0].tolist(), int(carry.diverged_at)
       ([2, 4, 6], [0.5, 1.5, 2.5], -1)
     """

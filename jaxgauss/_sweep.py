@@ -1,7 +1,7 @@
 """``sweep``: hyperparameters × seeds in one compiled program, sharded across devices.
 
 The K grid values × S seeds of a sweep are one ``vmap`` of ``fit``'s scan
-(``jaxgauss.scan_batches``, its guarded step and traces), wrapped in a
+(``jaxgauss.engine.scan_batches``, its guarded step and traces), wrapped in a
 ``jax.shard_map`` over a (k, s) mesh of all ``jax.devices()``. The stream is long, so
 it runs in chunks: one jitted chunk program is called again and again with the
 carry passed between calls. Each seed's rows for a chunk are drawn once, from that
@@ -31,11 +31,8 @@ from jaxgauss._checks import check_int, check_score, check_stacked_gaussian
 from jaxgauss._engine import Trace, init_carry, scan_batches
 from jaxgauss._memory import available_memory, gigabytes
 from jaxgauss._stream import tile
-from jaxgauss.estimators import (
-    Estimator,
-    welford,
-)
-from jaxgauss.estimators.base import counter_dtype
+from jaxgauss.estimators.base import Estimator, counter_dtype
+from jaxgauss.estimators.moments import welford
 from jaxgauss.gaussian import Gaussian, check_gaussian
 from jaxgauss.streams import sample
 

@@ -26,13 +26,9 @@ import numpy as np
 import optax
 
 from jaxgauss._fit import fit
-from jaxgauss.estimators import (
-    Estimator,
-    exponential,
-    gradient_ascent,
-    natural_gradient,
-    welford,
-)
+from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.gradient import gradient_ascent
+from jaxgauss.estimators.moments import exponential, natural_gradient, welford
 from jaxgauss.streams import random_truth, sample
 
 __all__ = [

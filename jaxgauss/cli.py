@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxgauss import _cli_distributed, _cli_groups, _cli_paths, _cli_sweep
 from jaxgauss._cli_options import add_hyperparameter_options, given_hyperparameters
-from jaxgauss.estimators.registry import METHODS, get_method
+from jaxgauss.methods import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
 __all__ = ["main"]

@@ -33,8 +33,10 @@ import numpy as np
 
 from jaxgauss import schedules, streams
 from jaxgauss._engine import init_carry, scan_batches
-from jaxgauss.estimators import Estimator, averaged, make_method
+from jaxgauss.estimators.averaged import averaged
+from jaxgauss.estimators.base import Estimator
 from jaxgauss.gaussian import Gaussian, kl_divergence_float64
+from jaxgauss.methods import make_method
 
 __all__ = ["DemoRow", "run_demo", "format_table", "story_panels", "write_figure"]
 

@@ -252,7 +252,7 @@ def get_parameterization(name: str | Parameterization) -> Parameterization:
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
-      >>> p = jg.get_parameterization("cholesky")
+      >>> p = jg.parameterizations.get_parameterization("cholesky")
       >>> g = p.to_gaussian(p.from_gaussian(jg.Gaussian(jnp.zeros(2), 2 * jnp.eye(2))))
       >>> jnp.round(g.cov, 5).tolist()
       [[2.0, 0.0], [0.0, 2.0]]

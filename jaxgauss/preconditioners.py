@@ -27,7 +27,8 @@ from jaxgauss.parameterizations import (
     symmetric,
 )
 
-__all__ = ["fisher_preconditioner", "covariance_retraction"]
+# fisher_preconditioner is exported at the top level (jaxgauss.fisher_preconditioner).
+__all__ = ["covariance_retraction"]
 
 
 def _require_params(params: Params | None, name: str) -> Params:
@@ -146,7 +147,7 @@ def covariance_retraction(
     Example:
       >>> import jax.numpy as jnp, optax, jaxgauss as jg
       >>> p = "cholesky"
-      >>> opt = optax.chain(jg.fisher_preconditioner(p), optax.sgd(0.5), jg.covariance_retraction(p))
+      >>> opt = optax.chain(jg.fisher_preconditioner(p), optax.sgd(0.5), jg.preconditioners.covariance_retraction(p))
       >>> est = jg.gradient_ascent(opt, p)
       >>> state = est.update(est.init(jg.Gaussian(jnp.zeros(1), jnp.eye(1))), jnp.array([[100.0]]))
       >>> round(float(est.estimate(state).cov[0, 0]), 1)   # ½·1 + ½·100²

@@ -33,10 +33,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from jaxgauss._fit import fit
-from jaxgauss.estimators import Estimator, ledoit_wolf, oas, welford
+from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.moments import welford
+from jaxgauss.estimators.shrinkage import ledoit_wolf, oas
 from jaxgauss.gaussian import Gaussian, is_spd, log_likelihood, mahalanobis, precision
 
-__all__ = ["OnlineEmpiricalCovariance", "METHODS"]
+__all__ = ["OnlineEmpiricalCovariance", "COVARIANCE_METHODS"]
 
 
 def _plain(estimator: Estimator, state) -> Gaussian:
@@ -55,7 +57,7 @@ def _ledoit_wolf_estimator(centred: bool) -> Estimator:
     return welford(fourth_moments=True)
 
 
-METHODS = {
+COVARIANCE_METHODS = {
     "welford": (lambda centred: welford(known_mean=0.0 if centred else None), _plain),
     "ledoit-wolf": (_ledoit_wolf_estimator, lambda estimator, state: ledoit_wolf(state)),
     "oas": (
@@ -67,7 +69,7 @@ METHODS = {
 
 @functools.cache
 def _cached_estimator(method: str, centred: bool) -> Estimator:
-    return METHODS[method][0](centred)
+    return COVARIANCE_METHODS[method][0](centred)
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "finish"))
@@ -153,13 +155,13 @@ class OnlineEmpiricalCovariance(BaseEstimator):
                     "(e.g. jg.welford(known_mean=m)); leave assume_centered and known_mean unset"
                 )
             return self.method, _plain
-        if self.method not in METHODS:
+        if self.method not in COVARIANCE_METHODS:
             raise ValueError(
-                f"unknown method {self.method!r}; choose from {', '.join(METHODS)} "
+                f"unknown method {self.method!r}; choose from {', '.join(COVARIANCE_METHODS)} "
                 "or pass a jaxgauss Estimator"
             )
         centred = self.assume_centered or self.known_mean is not None
-        return _cached_estimator(self.method, centred), METHODS[self.method][1]
+        return _cached_estimator(self.method, centred), COVARIANCE_METHODS[self.method][1]
 
     def fit(self, X, y=None):
         """Fit to the rows of ``X`` (n_samples, n_features), forgetting earlier fits.

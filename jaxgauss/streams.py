@@ -112,7 +112,7 @@ def sample(key: jax.Array, truth: Gaussian, n: int, allow_singular: bool = False
       n: number of draws.
       allow_singular: a Python bool (static). True: L = V diag(√sᵢ) from the
         eigendecomposition Σ = V diag(s) Vᵀ, eigenvalues at or below
-        ``jaxgauss.rank_tolerance`` set to zero, so a singular Σ (an MLE of n ≤ d
+        ``jaxgauss.gaussian.rank_tolerance`` set to zero, so a singular Σ (an MLE of n ≤ d
         rows) gives draws on its support (as ``scipy.stats.multivariate_normal.rvs``).
         The default gives NaN for a Σ that is not positive definite.
 

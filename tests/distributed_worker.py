@@ -88,7 +88,11 @@ if "unequal" in checks:
 if "sweep" in checks:
     truth = jg.Gaussian(np.zeros(2), np.eye(2))
     sw = jg.sweep(
-        jg.make_method("sgd", "cholesky"), np.array([0.01, 0.1]), truth=truth, n_steps=64, seeds=3
+        jg.methods.make_method("sgd", "cholesky"),
+        np.array([0.01, 0.1]),
+        truth=truth,
+        n_steps=64,
+        seeds=3,
     )
     out["sweep"] = np.asarray(sw.final_kl).tolist()
 with open(os.path.join(folder, f"result-{pid}.json"), "w") as f:

@@ -43,7 +43,7 @@ def test_average_of_iterates_for_every_start():
         return est.estimate(state), state.count
 
     got, count = run(starts)
-    assert count.dtype == jg.counter_dtype() and bool(jnp.all(count == N))
+    assert count.dtype == jg.estimators.counter_dtype() and bool(jnp.all(count == N))
     for i, s in enumerate(starts.tolist()):
         keep = slice(min(s, N - 1), N)
         np.testing.assert_allclose(got.mean[i], iterates.mean[keep].mean(0), rtol=1e-12)

@@ -151,7 +151,7 @@ def test_two_processes_equal_one(data, local_devices, checks):
     if "sweep" in checks:
         truth = jg.Gaussian(np.zeros(2), np.eye(2))
         sweep = jg.sweep(
-            jg.make_method("sgd", "cholesky"),
+            jg.methods.make_method("sgd", "cholesky"),
             np.array([0.01, 0.1]),
             truth=truth,
             n_steps=64,

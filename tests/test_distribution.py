@@ -28,7 +28,7 @@ import jaxgauss as jg
 LL = jax.jit(jg.log_likelihood, static_argnames="allow_singular")
 ENTROPY = jax.jit(jg.entropy, static_argnames="allow_singular")
 MLE = jax.jit(jg.mle)
-SAMPLE = jax.jit(jg.sample, static_argnames=("n", "allow_singular"))
+SAMPLE = jax.jit(jg.streams.sample, static_argnames=("n", "allow_singular"))
 MAHALANOBIS = jax.jit(jg.mahalanobis, static_argnames="allow_singular")
 PRECISION = jax.jit(jg.precision, static_argnames="allow_singular")
 CONDITION = jax.jit(jg.condition, static_argnames="index")
@@ -150,7 +150,7 @@ def test_rank_tolerance_is_scipys(dtype):
     cov = (a @ a.T).astype(dtype)
     spectrum = np.linalg.eigvalsh(cov)
     np.testing.assert_allclose(
-        float(jg.rank_tolerance(jnp.asarray(cov))), _eigvalsh_to_eps(spectrum), rtol=1e-3
+        float(jg.gaussian.rank_tolerance(jnp.asarray(cov))), _eigvalsh_to_eps(spectrum), rtol=1e-3
     )
 
 

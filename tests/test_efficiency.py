@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import jaxgauss as jg
-from jaxgauss import init_carry, scan_batches
+from jaxgauss.engine import init_carry, scan_batches
 
 # Long statistical replications: run by .ci/run (python -m pytest -m slow), not by the
 # README's quick test command.

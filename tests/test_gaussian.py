@@ -127,12 +127,12 @@ def test_is_spd():
 )
 def test_check_gaussian_names_the_problem(g, message):
     with pytest.raises(ValueError, match=message):
-        jg.check_gaussian(g)
+        jg.gaussian.check_gaussian(g)
 
 
 def test_check_gaussian_dimension():
     with pytest.raises(ValueError, match="dimension 2 but the data have dimension 3"):
-        jg.check_gaussian(jg.Gaussian(np.zeros(2), np.eye(2)), 3)
+        jg.gaussian.check_gaussian(jg.Gaussian(np.zeros(2), np.eye(2)), 3)
 
 
 def test_pseudo_mahalanobis_of_an_indefinite_covariance_is_nan():

@@ -280,7 +280,7 @@ def test_sweep_with_a_truth_per_seed_equals_sweeps_of_each_truth():
     keys = jax.random.split(jax.random.key(3), 2)
     truths = [jg.streams.random_truth(k, 2, c, jnp.float64) for k, c in zip(keys, [1.0, 100.0])]
     stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *truths)
-    make = jg.make_method("sgd", "cholesky")
+    make = jg.methods.make_method("sgd", "cholesky")
     grid = np.array([0.01, 0.05])
     both = jg.sweep(make, grid, truth=stacked, n_steps=64, seeds=2)
     assert both.final_kl.shape == (2, 2) and both.truth.mean.shape == (2, 2)

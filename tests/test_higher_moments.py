@@ -1,5 +1,5 @@
 """Tests for the streamed third/fourth moments (welford(fourth_moments=True)) and
-jg.skewness / jg.kurtosis against scipy.stats.skew / kurtosis on the same rows.
+jg.estimators.skewness / jg.estimators.kurtosis against scipy.stats.skew / kurtosis on the same rows.
 
 Ported peer cases (scipy, scipy/stats/tests/test_stats.py, ``TestMoments``, rewritten
 here): ``test_skewness`` and ``test_kurtosis`` on the MathWorks example
@@ -45,7 +45,9 @@ def _state(ys):
 
 @functools.partial(jax.jit, static_argnames=("bias", "fisher"))
 def _moments(state, bias=True, fisher=True):
-    return jg.skewness(state, bias=bias), jg.kurtosis(state, fisher=fisher, bias=bias)
+    return jg.estimators.skewness(state, bias=bias), jg.estimators.kurtosis(
+        state, fisher=fisher, bias=bias
+    )
 
 
 def test_scipy_constants():
@@ -112,6 +114,6 @@ def test_merge_and_downdate_higher_moments():
 
 def test_errors():
     plain = jg.welford().init(jg.Gaussian(jnp.zeros(2), jnp.eye(2)))
-    for f in (jg.skewness, jg.kurtosis):
+    for f in (jg.estimators.skewness, jg.estimators.kurtosis):
         with pytest.raises(ValueError, match="fourth_moments=True"):
             f(plain)

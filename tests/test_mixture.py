@@ -81,7 +81,9 @@ def test_one_pass_held_out_likelihood_within_one_percent_of_batch_em():
     @jax.vmap
     def run(key, y):
         est = jg.gaussian_mixture(3, key=key)
-        carry, _ = jg.scan_batches(est, jg.init_carry(est.init(g0)), y.reshape(-1, 8, 2))
+        carry, _ = jg.engine.scan_batches(
+            est, jg.engine.init_carry(est.init(g0)), y.reshape(-1, 8, 2)
+        )
         return est.estimate(carry.state), carry.diverged_at
 
     m, diverged = run(jax.random.split(jax.random.key(0), SEEDS), ys)
@@ -166,12 +168,12 @@ def test_mixture_sweeps_over_the_step_exponent_with_a_held_out_score():
     than a few per cent above the MLE Gaussian's held-out value (measured 1.01–1.03 at
     640 rows, 500 of them seeding); 1.1 leaves room for seed noise."""
     truth = jg.Gaussian(jnp.array([1.0, -1.0]), jnp.array([[2.0, 0.3], [0.3, 0.5]]))
-    held = jg.sample(jax.random.key(9), truth, 512)
+    held = jg.streams.sample(jax.random.key(9), truth, 512)
 
     def held_out_nll(truth, estimate):
         return -jnp.mean(jg.log_likelihood(estimate, held))
 
-    make = jg.make_method("mixture", components=2)
+    make = jg.methods.make_method("mixture", components=2)
     res = jg.sweep(
         make, np.array([0.6, 0.9]), truth=truth, n_steps=640, seeds=2, score=held_out_nll
     )

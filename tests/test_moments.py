@@ -80,7 +80,7 @@ def test_welford_equals_mle(d, dtype):
         _close(g.mean, ref_mean, RTOL[dtype])
         _close(g.cov, ref_cov, RTOL[dtype])
         np.testing.assert_array_equal(g.cov, g.cov.T)
-    assert rows.state.count.dtype == jg.counter_dtype() and int(rows.state.count) == N
+    assert rows.state.count.dtype == jg.estimators.counter_dtype() and int(rows.state.count) == N
 
 
 def test_welford_ddof():

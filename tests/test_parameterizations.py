@@ -27,7 +27,7 @@ TOL = {jnp.float64: 1e-10, jnp.float32: 2e-4}
 @pytest.mark.parametrize("d", [1, 4])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_round_trip(name, d, dtype):
-    p = jg.get_parameterization(name)
+    p = jg.parameterizations.get_parameterization(name)
     g = _gaussian(name, d, dtype)
     back = p.to_gaussian(p.from_gaussian(g))
     assert back.cov.dtype == dtype
@@ -42,7 +42,7 @@ def test_round_trip(name, d, dtype):
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("d", [pytest.param(1, marks=pytest.mark.slow), 4])
 def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
-    p = jg.get_parameterization(name)
+    p = jg.parameterizations.get_parameterization(name)
     g = _gaussian(name, d, jnp.float64)
     params = p.from_gaussian(g)
     ys = jg.streams.sample(jax.random.key(9), g, 5)
@@ -58,7 +58,7 @@ def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
 
     # ... and against central finite differences along a random direction.
     rng = np.random.default_rng(d)
-    dirs = jg.Params(*(jnp.asarray(rng.normal(size=x.shape)) for x in params))
+    dirs = jg.parameterizations.Params(*(jnp.asarray(rng.normal(size=x.shape)) for x in params))
     if name == "covariance":
         dirs = dirs._replace(matrix=dirs.matrix + dirs.matrix.T)
     eps = 1e-6
@@ -74,10 +74,12 @@ def test_log_likelihood_and_gradient_in_own_coordinates(name, d):
 
 @pytest.mark.parametrize("name", ["cholesky", "precision", "diagonal"])
 def test_every_value_is_spd(name):
-    p = jg.get_parameterization(name)
+    p = jg.parameterizations.get_parameterization(name)
     d = 3
     shape = (d,) if name == "diagonal" else (d, d)
-    raw = jg.Params(jnp.zeros(d), 5.0 * jax.random.normal(jax.random.key(3), shape))
+    raw = jg.parameterizations.Params(
+        jnp.zeros(d), 5.0 * jax.random.normal(jax.random.key(3), shape)
+    )
     assert bool(jg.is_spd(p.to_gaussian(raw).cov))
     assert bool(p.is_valid(raw))
     # ... but a log-diagonal beyond the exponent range overflows: rejected.
@@ -87,8 +89,8 @@ def test_every_value_is_spd(name):
 
 
 def test_covariance_can_leave_the_cone():
-    p = jg.get_parameterization("covariance")
-    params = jg.Params(jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]]))
+    p = jg.parameterizations.get_parameterization("covariance")
+    params = jg.parameterizations.Params(jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]]))
     assert not bool(jg.is_spd(p.to_gaussian(params).cov))
     assert not bool(p.is_valid(params))
 
@@ -98,7 +100,7 @@ def _primitives(fn, *args):
 
 
 def test_precision_likelihood_and_gradient_need_no_lapack():
-    p = jg.get_parameterization("precision")
+    p = jg.parameterizations.get_parameterization("precision")
     params = p.from_gaussian(_gaussian("precision", 3, jnp.float64))
     ys = jnp.ones((4, 3))
     grad = jax.grad(lambda q: jnp.sum(p.log_likelihood(q, ys)))
@@ -108,4 +110,4 @@ def test_precision_likelihood_and_gradient_need_no_lapack():
 
 def test_unknown_name():
     with pytest.raises(ValueError, match="unknown parameterization 'cov'"):
-        jg.get_parameterization("cov")
+        jg.parameterizations.get_parameterization("cov")

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jaxgauss as jg
-from jaxgauss import init_carry, scan_batches
+from jaxgauss.engine import init_carry, scan_batches
 from jaxgauss.schedules import robbins_monro
 
 NAMES = ["covariance", "cholesky", "precision", "diagonal"]
@@ -22,7 +22,7 @@ STEP = robbins_monro(0.5, power=1.0, offset=2.0)
 def _natural_sgd(name, learning_rate=STEP, retract=True):
     parts = [jg.fisher_preconditioner(name), optax.sgd(learning_rate)]
     if retract:
-        parts.append(jg.covariance_retraction(name))
+        parts.append(jg.preconditioners.covariance_retraction(name))
     return jg.gradient_ascent(optax.chain(*parts), name)
 
 
@@ -49,11 +49,11 @@ def _free_coordinates(name, d):
     def unflatten(theta):
         mean, rest = theta[:d], theta[d:]
         if name == "diagonal":
-            return jg.Params(mean, rest)
+            return jg.parameterizations.Params(mean, rest)
         matrix = jnp.zeros((d, d), theta.dtype).at[rows, cols].set(rest)
         if name == "covariance":
             matrix = matrix.at[cols, rows].set(rest)
-        return jg.Params(mean, matrix)
+        return jg.parameterizations.Params(mean, matrix)
 
     return flatten, unflatten
 
@@ -65,7 +65,7 @@ def _free_coordinates(name, d):
     "d", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(3, marks=pytest.mark.slow)]
 )
 def test_matches_brute_force_fisher(name, d):
-    p = jg.get_parameterization(name)
+    p = jg.parameterizations.get_parameterization(name)
     model = jg.streams.random_truth(jax.random.key(d), d, 100.0, dtype=jnp.float64)
     if name == "diagonal":
         model = jg.Gaussian(model.mean, jnp.diag(jnp.diagonal(model.cov)))
@@ -154,21 +154,29 @@ def test_retraction_prevents_the_log_factor_overshoot(name):
 def test_retraction_passes_the_update_through_where_it_does_not_exist():
     # a = 1.5: Σ' = −½ Σ + 1.5 r rᵀ is indefinite for d = 2, so no parameters represent it.
     name, a = "cholesky", 1.5
-    params = jg.get_parameterization(name).from_gaussian(jg.Gaussian(jnp.zeros(2), jnp.eye(2)))
+    params = jg.parameterizations.get_parameterization(name).from_gaussian(
+        jg.Gaussian(jnp.zeros(2), jnp.eye(2))
+    )
     grads = jax.grad(
-        lambda q: -jg.get_parameterization(name).log_likelihood(q, jnp.array([1.0, 0.0]))
+        lambda q: (
+            -jg.parameterizations.get_parameterization(name).log_likelihood(
+                q, jnp.array([1.0, 0.0])
+            )
+        )
     )(params)
     first_order = optax.chain(jg.fisher_preconditioner(name), optax.sgd(a))
     expected, _ = first_order.update(grads, first_order.init(params), params)
-    retraction = jg.covariance_retraction(name)
+    retraction = jg.preconditioners.covariance_retraction(name)
     got, _ = retraction.update(expected, retraction.init(params), params)
     for x, e in zip(got, expected):
         np.testing.assert_array_equal(x, e)
 
 
-@pytest.mark.parametrize("make", [jg.fisher_preconditioner, jg.covariance_retraction])
+@pytest.mark.parametrize(
+    "make", [jg.fisher_preconditioner, jg.preconditioners.covariance_retraction]
+)
 def test_needs_params(make):
-    params = jg.Params(jnp.zeros(2), jnp.zeros((2, 2)))
+    params = jg.parameterizations.Params(jnp.zeros(2), jnp.zeros((2, 2)))
     transform = make("cholesky")
     with pytest.raises(ValueError, match="needs the current parameters"):
         transform.update(params, transform.init(params))
@@ -178,7 +186,9 @@ def test_unknown_parameterization():
     with pytest.raises(ValueError, match="unknown parameterization"):
         jg.fisher_preconditioner("eigen")
     # a parameterisation record without a closed-form Fisher inverse
-    custom = jg.get_parameterization("cholesky")._replace(name="mine", fisher_inverse=None)
+    custom = jg.parameterizations.get_parameterization("cholesky")._replace(
+        name="mine", fisher_inverse=None
+    )
     with pytest.raises(ValueError, match="no closed-form Fisher information"):
         jg.fisher_preconditioner(custom)
 
@@ -302,8 +312,8 @@ def test_fisher_best_step_is_scale_free_while_plain_sgds_moves():
     with s² (from Σ₀ = 0.001 the question's method jumped to Σ ≈ 500 for the same
     reason)."""
     base = jg.streams.random_truth(jax.random.key(7), 2, 10.0, dtype=jnp.float64)
-    fisher = jg.make_method("fisher-sgd", "covariance")
-    plain = jg.make_method("sgd", "covariance")
+    fisher = jg.methods.make_method("fisher-sgd", "covariance")
+    plain = jg.methods.make_method("sgd", "covariance")
     c_grid = np.array([0.6, 0.8, 1.0, 1.25, 1.6])
     lr_grid = np.logspace(-9, 5, 15)
     best_c, best_lr = {}, {}

@@ -4,7 +4,7 @@ the scan carry needs the state's structure and dtypes to survive ``update``; ``j
 ``vmap`` must work; a rowwise estimator's block update must equal its row-by-row
 updates; ``is_valid`` is a boolean scalar; states round-trip through a checkpoint.
 
-A new estimator gets these checks by being registered in ``jg.METHODS``.
+A new estimator gets these checks by being registered in ``jg.methods.METHODS``.
 """
 
 import jax
@@ -18,7 +18,7 @@ from jaxgauss.parameterizations import PARAMETERIZATIONS
 D = 3
 CASES = [
     (name, p)
-    for name, method in jg.METHODS.items()
+    for name, method in jg.methods.METHODS.items()
     for p in (PARAMETERIZATIONS if method.uses_parameterization else ["cholesky"])
 ]
 
@@ -30,13 +30,13 @@ def _middle(h):
 
 
 def _estimator(name, parameterization):
-    method = jg.METHODS[name]
+    method = jg.methods.METHODS[name]
     required = {
         h.name: _middle(h)
         for h in method.hyperparameters
         if h.default is None and not h.optional and h.name != method.swept
     }
-    make = jg.make_method(name, parameterization, **required)
+    make = jg.methods.make_method(name, parameterization, **required)
     return make(_middle(method.swept_hyperparameter()))
 
 

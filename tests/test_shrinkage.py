@@ -50,7 +50,7 @@ def _state(est, ys):
 
 
 _lw, _oas = jax.jit(jg.ledoit_wolf), jax.jit(jg.oas)
-_lw_s, _oas_s = jax.jit(jg.ledoit_wolf_shrinkage), jax.jit(jg.oas_shrinkage)
+_lw_s, _oas_s = jax.jit(jg.estimators.ledoit_wolf_shrinkage), jax.jit(jg.estimators.oas_shrinkage)
 
 
 def _close(actual, desired, rtol=1e-12, scale=None):
@@ -151,7 +151,7 @@ def test_errors():
     with pytest.raises(ValueError, match="fourth_moments=True"):
         jg.ledoit_wolf(plain)
     with pytest.raises(ValueError, match="fourth_moments=True"):
-        jg.ledoit_wolf_shrinkage(plain)
+        jg.estimators.ledoit_wolf_shrinkage(plain)
     with pytest.raises(ValueError, match="welford state"):
         jg.oas(jg.exponential(10.0).init(g))
     with pytest.raises(ValueError, match="fourth moments and one without"):

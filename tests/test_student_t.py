@@ -84,7 +84,9 @@ def test_one_pass_location_as_accurate_as_batch_t_mle_and_welford_is_pulled():
     @jax.jit
     @jax.vmap
     def run(y):
-        carry, _ = jg.scan_batches(est, jg.init_carry(est.init(g0)), y.reshape(-1, 4, D))
+        carry, _ = jg.engine.scan_batches(
+            est, jg.engine.init_carry(est.init(g0)), y.reshape(-1, 4, D)
+        )
         return est.estimate(carry.state), carry.diverged_at
 
     t, diverged = run(ys)

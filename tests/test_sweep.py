@@ -18,7 +18,7 @@ import pytest
 
 import jaxgauss as jg
 from jaxgauss import SweepResult, grid_product, sweep
-from jaxgauss.estimators import METHODS, make_method
+from jaxgauss.methods import METHODS, make_method
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = jnp.float64

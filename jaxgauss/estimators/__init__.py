@@ -1,62 +1,36 @@
-"""Estimators: the ``Estimator`` protocol and every estimator factory."""
+"""Estimators: the families behind the top-level factories, and their extension surface.
 
-from jaxgauss.estimators.averaged import AveragedState, averaged
-from jaxgauss.estimators.base import Estimator, all_finite, counter_dtype
-from jaxgauss.estimators.gradient import GradientAscentState, gradient_ascent
+The factories (``jaxgauss.welford``, ``jaxgauss.student_t``, ...) and the types a fit
+returns are exported at the top level. This package names what code written around
+them needs: the state each estimator carries (for ``isinstance`` checks and for
+building states by hand), the counter dtype, the higher-moment functions of a
+``welford(fourth_moments=True)`` state, and the shrinkage coefficients behind
+``jaxgauss.oas`` and ``jaxgauss.ledoit_wolf``. The method registry is
+``jaxgauss.methods``.
+"""
+
+from jaxgauss.estimators.averaged import AveragedState
+from jaxgauss.estimators.base import all_finite, counter_dtype
+from jaxgauss.estimators.gradient import GradientAscentState
 from jaxgauss.estimators.higher_moments import kurtosis, skewness
-from jaxgauss.estimators.merging import merge
-from jaxgauss.estimators.mixture import Mixture, MixtureState, gaussian_mixture
-from jaxgauss.estimators.moments import (
-    MomentsState,
-    WelfordState,
-    exponential,
-    natural_gradient,
-    welford,
-)
-from jaxgauss.estimators.registry import METHODS, Hyperparameter, Method, get_method, make_method
-from jaxgauss.estimators.shrinkage import (
-    ledoit_wolf,
-    ledoit_wolf_shrinkage,
-    oas,
-    oas_shrinkage,
-    shrunk,
-)
-from jaxgauss.estimators.student_t import StudentT, StudentTState, student_t
-from jaxgauss.estimators.window import RollingState, downdate, rolling
+from jaxgauss.estimators.mixture import MixtureState
+from jaxgauss.estimators.moments import MomentsState, WelfordState
+from jaxgauss.estimators.shrinkage import ledoit_wolf_shrinkage, oas_shrinkage
+from jaxgauss.estimators.student_t import StudentTState
+from jaxgauss.estimators.window import RollingState
 
 __all__ = [
-    "Estimator",
+    "AveragedState",
+    "GradientAscentState",
+    "MixtureState",
+    "MomentsState",
+    "RollingState",
+    "StudentTState",
+    "WelfordState",
     "all_finite",
     "counter_dtype",
-    "GradientAscentState",
-    "gradient_ascent",
-    "AveragedState",
-    "averaged",
-    "MomentsState",
-    "WelfordState",
-    "exponential",
-    "merge",
-    "natural_gradient",
-    "welford",
-    "METHODS",
-    "Hyperparameter",
-    "Method",
-    "get_method",
-    "make_method",
     "kurtosis",
-    "skewness",
-    "ledoit_wolf",
     "ledoit_wolf_shrinkage",
-    "oas",
     "oas_shrinkage",
-    "shrunk",
-    "RollingState",
-    "downdate",
-    "rolling",
-    "Mixture",
-    "MixtureState",
-    "gaussian_mixture",
-    "StudentT",
-    "StudentTState",
-    "student_t",
+    "skewness",
 ]

@@ -163,7 +163,7 @@ def skewness(state, bias: bool = True) -> jax.Array:
       >>> import jax.numpy as jnp, jaxgauss as jg
       >>> ys = jnp.array([[0.0], [0.0], [0.0], [4.0]])
       >>> state = jg.fit(jg.welford(fourth_moments=True), ys).state
-      >>> round(float(jg.skewness(state)[0]), 4)  # scipy.stats.skew: 1.1547
+      >>> round(float(jg.estimators.skewness(state)[0]), 4)  # scipy.stats.skew: 1.1547
       1.1547
     """
     require_fourth(state, "skewness")
@@ -199,7 +199,7 @@ def kurtosis(state, fisher: bool = True, bias: bool = True) -> jax.Array:
       >>> import jax.numpy as jnp, jaxgauss as jg
       >>> rows = jnp.array([[0.0], [1.0], [0.0], [4.0]])
       >>> moments = jg.fit(jg.welford(fourth_moments=True), rows).state
-      >>> excess, plain = jg.kurtosis(moments), jg.kurtosis(moments, fisher=False)
+      >>> excess, plain = jg.estimators.kurtosis(moments), jg.estimators.kurtosis(moments, fisher=False)
       >>> round(float(excess[0]), 4), round(float(plain[0]), 4)  # scipy: -0.8513, 2.1487
       (-0.8513, 2.1487)
     """

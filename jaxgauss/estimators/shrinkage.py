@@ -81,7 +81,7 @@ def oas_shrinkage(state: WelfordState) -> jax.Array:
     Example:
       >>> import jax, jaxgauss as jg
       >>> ys = jax.random.normal(jax.random.key(0), (5, 4))
-      >>> s = jg.oas_shrinkage(jg.fit(jg.welford(), ys).state)
+      >>> s = jg.estimators.oas_shrinkage(jg.fit(jg.welford(), ys).state)
       >>> bool(0 < s <= 1)
       True
     """
@@ -121,7 +121,7 @@ def ledoit_wolf_shrinkage(state: WelfordState) -> jax.Array:
     Example:
       >>> import jax, jaxgauss as jg
       >>> ys = jax.random.normal(jax.random.key(0), (5, 4))
-      >>> s = jg.ledoit_wolf_shrinkage(jg.fit(jg.welford(fourth_moments=True), ys).state)
+      >>> s = jg.estimators.ledoit_wolf_shrinkage(jg.fit(jg.welford(fourth_moments=True), ys).state)
       >>> bool(0 < s <= 1)
       True
     """

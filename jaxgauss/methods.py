@@ -1,4 +1,4 @@
-"""The method registry: one record per named method, shared by the command line,
+"""The method registry (``jaxgauss.methods``): one record per named method, shared by the command line,
 ``sweep``, the demo, checkpoints and the benchmarks.
 
 A ``Method`` names its hyperparameters (``Hyperparameter`` records: keyword, CLI
@@ -340,7 +340,7 @@ def make_method(
 
     Example:
       >>> import jaxgauss as jg
-      >>> make = jg.make_method("sgd", "precision")
+      >>> make = jg.methods.make_method("sgd", "precision")
       >>> type(make(0.01)).__name__
       'Estimator'
     """
