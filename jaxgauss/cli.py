@@ -172,22 +172,24 @@ def _resumed_state(args: argparse.Namespace, est, saved: dict, dtype):
 
 def _fit_input(args: argparse.Namespace, distributed: bool, d: int | None, name: str):
     """What ``fit`` reads, as ``(data, tap, devices)``: with several files or processes
-    the file names, read and divided by the data-parallel driver on ``devices``; else
-    the one stream's chunks through a ``_Tap`` (``devices`` None)."""
+    sharing them, the file names, read and divided by the data-parallel driver on
+    ``devices``; else this process's chunks through a ``_Tap`` (``devices`` None, or
+    every device when the processes fit their own files)."""
     import jax
 
     from jaxgauss.streams import read_chunks, read_csv_chunks
 
-    if distributed or len(args.file) > 1:
+    shared = distributed and not args.per_process_files
+    if shared or (len(args.file) > 1 and not distributed):
         # Several files or processes: the data-parallel driver reads and divides them.
         devices = jax.devices() if distributed else jax.devices()[:1]
         return (args.file[0] if len(args.file) == 1 else args.file), None, devices
     if args.file == ["-"]:
         chunks = read_csv_chunks(sys.stdin.buffer, args.chunk or 65_536)
     else:
-        chunks = read_chunks(args.file[0], args.chunk)[0]
+        chunks = read_chunks(args.file[0] if len(args.file) == 1 else args.file, args.chunk)[0]
     tap = _Tap(chunks, d, name)
-    return tap, tap, None
+    return tap, tap, (jax.devices() if distributed else None)
 
 
 def _run_fit(args: argparse.Namespace, est, data, devices, state):
@@ -329,6 +331,11 @@ def _fit(args: argparse.Namespace) -> int:
     if args.float64:
         jax.config.update("jax_enable_x64", True)
 
+    if _cli_groups.wanted(args) and _cli_distributed.requested(args):
+        raise ValueError(
+            "--group-by and --weights run in one process: drop --coordinator (and the "
+            "other options of several processes) or split the file by group yourself"
+        )
     distributed = _cli_distributed.initialize(args)
     est = _build_estimator(config)
     if _cli_groups.wanted(args):
@@ -472,7 +479,7 @@ def _add_fit_command(sub) -> None:
     )
     fit.add_argument("--float64", action="store_true", help="compute in float64 (default: float32)")
     _add_fit_output_options(fit)
-    _cli_distributed.add_options(fit)
+    _cli_distributed.add_options(fit, files=True)
     _cli_groups.add_arguments(fit)
     fit.set_defaults(func=_fit)
 
@@ -527,24 +534,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status: 0, or 2 with a one-line error for bad
-    input, 130 on Ctrl-C, 141 when stdout was closed early."""
-    args = _parser().parse_args(argv)
+def _status(args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the command: its exit status and its error (printed here), if any."""
     try:
-        return args.func(args)
+        return args.func(args), None
     except BrokenPipeError:
         # stdout closed early (`| head -1`): whatever files were due are written
         # already; end quietly, as a program killed by SIGPIPE would.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return 141, None
     except KeyboardInterrupt:
         print(f"jaxgauss {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted (Ctrl-C)"
     except (ValueError, OSError) as err:
         print(f"jaxgauss {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 2, str(err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status: 0, or 2 with a one-line error for bad
+    input, 130 on Ctrl-C, 141 when stdout was closed early. A process of several
+    ends here, after telling the others (``_cli_distributed.finish``)."""
+    args = _parser().parse_args(argv)
+    return _cli_distributed.finish(*_status(args))
 
 
 if __name__ == "__main__":
