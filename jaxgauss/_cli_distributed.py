@@ -149,9 +149,9 @@ def fingerprint(args: argparse.Namespace) -> dict[str, str]:
     too) and the input files by name and size (not with --per-process-files).
 
     Example:
-      >>> fingerprint(argparse.Namespace(command="fit", method="natural", lr=0.01,
-      ...     float64=False, process_id=1, file=["-"], per_process_files=False))
-      {'command': 'fit', '--method': 'natural', '--lr': '0.01', '--float64': 'off', 'FILE': '- (stdin)'}
+      >>> fingerprint(argparse.Namespace(command="fit", method="natural",
+      ...     learning_rate=0.01, float64=True, process_id=1, file=["-"]))
+      {'command': 'fit', '--method': 'natural', '--learning-rate': '0.01', '--float64': 'on', 'FILE': '- (stdin)'}
     """
     out = {}
     for key, value in vars(args).items():

@@ -5,8 +5,10 @@ One spawned group of processes runs a case's checks (tests/distributed_worker.py
 and writes JSON, because joining the runtime costs seconds per process.
 """
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -160,38 +162,193 @@ def test_two_processes_equal_one(data, local_devices, checks):
         np.testing.assert_allclose(got["sweep"], sweep.final_kl, rtol=1e-10)
 
 
-@pytest.mark.slow  # three processes, one killed; the quick run starts two in [2-data]
-def test_a_dead_peer_ends_the_others(data):
-    """Through the CLI: kill process 1 once it has joined; process 0, waiting for it in
-    a collective, must exit non-zero within 60 s plus the heartbeat timeout."""
-    folder, _ = data
-    port, heartbeat = _free_port(), 5
+# --- the command across processes: what they agree on, and how they stop together ------
+
+
+def _command(args: list[str], port: int, n: int, i: int, heartbeat: int, init: int) -> list[str]:
+    return [sys.executable, "-m", "jaxgauss", "fit", *args, "--quiet"] + [
+        "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id",
+        str(i), "--heartbeat-timeout", str(heartbeat), "--init-timeout", str(init),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _fit_processes(per_process: list[list[str]], heartbeat: int = 5, init: int = 60, ports=None):
+    """``jaxgauss fit`` in one process per argument list, joined on 127.0.0.1 (or
+    each on its own port of ``ports``); every one is ended on the way out."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    n = len(per_process)
+    ports = ports or [_free_port()] * n
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "jaxgauss", "fit", os.path.join(folder, "data.npy"), "--quiet"]
-            + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-            + ["--process-id", str(i), "--heartbeat-timeout", str(heartbeat)],
-            stdout=subprocess.DEVNULL,
+            _command(args, ports[i], n, i, heartbeat, init),
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            text=True,
             env=env,
         )
-        for i in range(2)
+        for i, args in enumerate(per_process)
     ]
     try:
-        for line in procs[1].stderr:
-            if b"process 1 of 2" in line:
-                break
-        procs[1].kill()
-        killed = time.monotonic()
-        rc = procs[0].wait(timeout=60 + heartbeat)
-        assert rc != 0 and time.monotonic() - killed < 60 + heartbeat
+        yield procs
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-            p.wait()
-            p.stderr.close()
+            p.communicate()
+
+
+def _ends(procs, timeout: float) -> list[tuple[int, str, str]]:
+    """Every process's (exit status, stdout, stderr), waiting at most ``timeout`` s in all."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        out.append((p.returncode, stdout, stderr))
+    return out
+
+
+def _joined(proc) -> None:
+    """Read ``proc``'s stderr until it says it joined (and agreed with the others)."""
+    for line in proc.stderr:
+        if "of 2," in line:
+            return
+    raise AssertionError(f"the process ended before joining: {proc.wait()}")
+
+
+def _one_error(stderr: str) -> str:
+    """The one line of an error on stderr (no traceback, no C++ stack trace)."""
+    lines = [x for x in stderr.splitlines() if "error:" in x or "interrupted" in x]
+    assert len(lines) == 1 and "Traceback" not in stderr and "***" not in stderr, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def own_files(tmp_path):
+    """Two processes' own files of 4 000 and 3 000 rows, and a FIFO nothing writes to:
+    a process reading it waits for good (as one stuck in a slow read would)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(4000, 2)), rng.normal(size=(3000, 2)) * 2 + 5
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    os.mkfifo(tmp_path / "never.csv")
+    return tmp_path, np.concatenate([a, b])
+
+
+def test_a_process_that_cannot_join_says_so_in_time(own_files):
+    """Issue 25, case 10: a peer that never joins, or a wrong port, aborted with a core
+    dump at 16-25 s; now each process says it could not join within --init-timeout."""
+    folder, _ = own_files
+    alone = [str(folder / "a.npy")]
+    with _fit_processes([alone, alone], init=3, ports=[_free_port(), _free_port()]) as procs:
+        started = time.monotonic()
+        for rc, _, stderr in _ends(procs, 60):
+            assert rc == 2
+            assert "could not join the distributed runtime within --init-timeout 3 s" in (
+                _one_error(stderr)
+            )
+        assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow  # two joined processes, four times
+def test_per_process_files_are_a_mode_and_otherwise_refused(own_files):
+    """Issue 25, case 1: each process given its own file split it as if shared (n =
+    3500 of 7000, exit 0). Without --per-process-files different files are refused in
+    both processes; with it each fits all its rows and the fits combine exactly."""
+    folder, both = own_files
+    a, b = str(folder / "a.npy"), str(folder / "b.npy")
+    with _fit_processes([[a], [b]]) as procs:
+        ends = _ends(procs, 120)
+    assert [e[0] for e in ends] == [2, 2]
+    message = _one_error(ends[0][2])
+    assert message == _one_error(ends[1][2])
+    assert "FILE: a.npy (64128 bytes) (process 0), b.npy (48128 bytes) (process 1)" in message
+    assert "--per-process-files" in message
+    out = folder / "r.json"
+    with _fit_processes(
+        [[a, "--per-process-files", "--out", str(out)], [b, "--per-process-files"]]
+    ) as procs:
+        ends = _ends(procs, 120)
+    assert [e[0] for e in ends] == [0, 0], ends
+    got = json.loads(out.read_text())
+    assert got["n"] == 7000
+    np.testing.assert_allclose(got["mean"], both.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(got["cov"], np.cov(both.T, bias=True), rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--method", "natural", "--lr", "0.01"], "--method: welford (process 0), natural (process 1); --learning-rate: not given (process 0), 0.01 (process 1)"),
+        (["--float64"], "--float64: off (process 0), on (process 1)"),
+    ],
+    ids=["method", "float64"],
+)  # fmt: skip
+def test_processes_that_disagree_are_refused_before_data_moves(own_files, extra, named):
+    """Issue 25, cases 2 and 10: another method (process 0 wrote a welford result, exit
+    0) or --float64 in one process only (both aborted in a gloo collective mismatch)
+    are refused in both processes with the same line naming the difference."""
+    folder, _ = own_files
+    a = str(folder / "a.npy")
+    with _fit_processes([[a], [a, *extra]]) as procs:
+        ends = _ends(procs, 120)
+    assert [e[0] for e in ends] == [2, 2]
+    assert _one_error(ends[0][2]) == _one_error(ends[1][2])
+    assert named in _one_error(ends[0][2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "how, codes, says",
+    [
+        (signal.SIGINT, [2, 130], ["process 1 stopped: interrupted (Ctrl-C)", "interrupted"]),
+        (signal.SIGTERM, [2, 2], ["process 1 stopped: terminated (signal 15)", "terminated"]),
+        (signal.SIGKILL, [2, -9], ["process 1 stopped without a word", None]),
+    ],
+    ids=["sigint", "sigterm", "killed"],
+)
+def test_a_stopped_process_stops_the_other(own_files, how, codes, says):
+    """Issue 25, cases 9 and 10: process 1 waits in a read (a FIFO), process 0 in a
+    collective for it. Ctrl-C left both hanging, SIGTERM was swallowed by JAX's
+    preemption notifier and a killed peer aborted the other in C++. Now the stopped
+    process ends at once and the other within the heartbeat timeout, one line each."""
+    folder, _ = own_files
+    files = [str(folder / "a.npy"), str(folder / "never.csv")]
+    heartbeat = 5
+    with _fit_processes([files, files], heartbeat=heartbeat) as procs:
+        _joined(procs[1])
+        time.sleep(1)  # process 1 is in its read, process 0 in the collective
+        procs[1].send_signal(how)
+        stopped = time.monotonic()
+        ends = _ends(procs, heartbeat + 30)
+        assert time.monotonic() - stopped < heartbeat + 10
+    assert [e[0] for e in ends] == codes
+    for (_, _, stderr), line in zip(ends, says):
+        if line is not None:
+            assert line in _one_error(stderr)
+
+
+@pytest.mark.slow
+def test_an_error_in_one_process_after_joining_stops_the_other(own_files, tmp_path):
+    """Issue 25, case 9: an error in one process after joining left the other waiting
+    in a collective (~300 s). Here process 0's --resume state was saved for float64
+    rows and its own file is float32 (process 1's is float64): process 0 fails after
+    joining, and process 1, waiting for it, stops with its line."""
+    folder, both = own_files
+    np.save(folder / "a32.npy", both[:4000].astype(np.float32))
+    state = folder / "state.npz"
+    save = ["fit", str(folder / "b.npy"), "--float64", "--checkpoint", str(state), "--quiet"]
+    subprocess.run([sys.executable, "-m", "jaxgauss", *save], check=True, timeout=120)
+    common = ["--per-process-files", "--float64", "--resume", str(state)]
+    with _fit_processes(
+        [[str(folder / "a32.npy"), *common], [str(folder / "b.npy"), *common]]
+    ) as procs:
+        ends = _ends(procs, 60)
+    assert [e[0] for e in ends] == [2, 2]
+    mine = _one_error(ends[0][2])
+    assert "float32" in mine and "float64" in mine
+    assert f"process 0 stopped: {mine.split('error: ', 1)[1]}" in _one_error(ends[1][2])
 
 
 FOUR_DEVICES = """
