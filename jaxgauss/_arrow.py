@@ -83,16 +83,17 @@ class _Rows:
         return out
 
 
-def read_csv(path: str, chunk_rows: int) -> Iterator[np.ndarray]:
+def read_csv(path: str, chunk_rows: int, labels: _csv.Labels | None = None) -> Iterator[np.ndarray]:
     """``streams.read_csv_chunks`` of a file path through Arrow, handing over to the
     Python reader (``_csv.read_python``, resuming after the rows already yielded) at
-    the first range or block Arrow refuses."""
+    the first range or block Arrow refuses (or, in a column of ``labels``, an empty
+    cell, which the Python reader names)."""
     pa = pyarrow()
-    found = _csv.dialect(path)
+    found = _csv.dialect(path, None if labels is None else labels.column)
     rows, done = _Rows(chunk_rows, found.width), 0
     try:
         for batch in _csv_batches(path, found, chunk_rows):
-            for chunk in rows.add([c.to_numpy() for c in batch.columns]):
+            for chunk in rows.add(_numpy_columns(batch, labels, empty_label=False)):
                 done += chunk.shape[0]
                 yield chunk
     except (pa.ArrowException, OSError, EOFError, ValueError, zlib.error):
@@ -104,19 +105,46 @@ def read_csv(path: str, chunk_rows: int) -> Iterator[np.ndarray]:
     if rows.n:
         done += rows.n
         yield rows.flush()
-    yield from _csv.read_python(path, chunk_rows, skip=done)
+    yield from _csv.read_python(path, chunk_rows, skip=done, labels=labels)
+
+
+def _numpy_columns(batch: Any, labels: _csv.Labels | None, empty_label: bool) -> list:
+    """A record batch's columns as NumPy arrays, the column of ``labels`` (if any)
+    encoded; an empty label is a ValueError unless ``empty_label``."""
+    text = None if labels is None else labels.column
+    out = [None if j == text else c.to_numpy(zero_copy_only=False) for j, c in enumerate(batch)]
+    if labels is not None:
+        out[text] = labels.encode(*_factorized(batch.column(text), empty_label))
+    return out
+
+
+def _factorized(column: Any, empty_label: bool) -> tuple[list, np.ndarray]:
+    """An Arrow column's distinct values in order of first appearance (Arrow's
+    dictionary encoding keeps that order) and each row's index among them."""
+    import pyarrow.compute as pc
+
+    if pyarrow().types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if not empty_label and pc.any(pc.equal(column, "")).as_py():
+        raise ValueError("an empty label")
+    codes = pc.dictionary_encode(column)
+    return codes.dictionary.to_pylist(), codes.indices.to_numpy()
 
 
 def _csv_options(found: _csv.Dialect, quoted: bool, block: int, skip: int = 0) -> tuple:
     """Arrow's read, parse and convert options that refuse what the CSV rules refuse:
-    no null values, float64 columns, exactly the first line's width."""
+    no null values, float64 columns (text in a column of labels), exactly the first
+    line's width."""
     import pyarrow.csv as pcsv
 
+    pa = pyarrow()
     names = [f"c{j}" for j in range(found.width)]
     read = pcsv.ReadOptions(column_names=names, skip_rows=skip, block_size=block)
     parse = pcsv.ParseOptions(delimiter=found.delimiter, quote_char='"' if quoted else False)
     convert = pcsv.ConvertOptions(
-        column_types=dict.fromkeys(names, pyarrow().float64()),
+        column_types={
+            n: pa.string() if j == found.text else pa.float64() for j, n in enumerate(names)
+        },
         null_values=[],
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
@@ -221,7 +249,8 @@ def _csv_batches(path: str, found: _csv.Dialect, chunk_rows: int) -> Iterator[An
 
 
 def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) -> Iterator[Any]:
-    """Record batches of a Parquet, Feather or Arrow IPC file, selecting ``columns``."""
+    """The schema of a Parquet, Feather or Arrow IPC file, then its record batches,
+    selecting ``columns`` (the caller checks them against the schema first)."""
     pa = need_pyarrow(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
@@ -232,9 +261,7 @@ def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) ->
             file = pq.ParquetFile(path)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{path} is not a readable Parquet file: {e}") from None
-        schema = file.schema_arrow
-        _check_columns(path, schema, columns)
-        yield schema
+        yield file.schema_arrow
         yield from file.iter_batches(batch_size=chunk_rows, columns=columns)
         return
     import pyarrow.ipc as ipc
@@ -251,7 +278,6 @@ def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) ->
             except (pa.ArrowException, OSError) as e:
                 raise ValueError(f"{path} is not a readable Arrow IPC/Feather file: {e}") from None
             batches = iter(reader)
-        _check_columns(path, reader.schema, columns)
         yield reader.schema
         for batch in batches:
             yield batch if columns is None else batch.select(list(columns))
@@ -259,8 +285,20 @@ def _table_batches(path: str, chunk_rows: int, columns: Sequence[str] | None) ->
         source.close()
 
 
-def _check_columns(path: str, schema: Any, columns: Sequence[str] | None) -> None:
-    """Every selected column exists and holds numbers (integers, floats, booleans)."""
+def table_names(path: str) -> list[str]:
+    """The column names of a Parquet, Feather or Arrow IPC file."""
+    batches = _table_batches(os.fspath(path), 1, None)
+    try:
+        return list(next(batches).names)
+    finally:
+        batches.close()
+
+
+def _check_columns(
+    path: str, schema: Any, columns: Sequence[str] | None, text: int | None = None
+) -> None:
+    """Every selected column exists and holds numbers (integers, floats, booleans),
+    but the one of labels (``text``, its index among them), which may hold anything."""
     import pyarrow.types as pt
 
     names = list(schema.names)
@@ -279,9 +317,9 @@ def _check_columns(path: str, schema: Any, columns: Sequence[str] | None) -> Non
     chosen = names if columns is None else list(columns)
     if not chosen:
         raise ValueError(f"{path} has no columns")
-    for col in chosen:
+    for j, col in enumerate(chosen):
         t = schema.field(col).type
-        if not (pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)):
+        if j != text and not (pt.is_integer(t) or pt.is_floating(t) or pt.is_boolean(t)):
             raise ValueError(
                 f"{path}: column {col!r} holds {t}, not numbers; choose numeric columns "
                 "with jaxgauss.streams.read_table_chunks(path, columns=[...])"
@@ -289,14 +327,19 @@ def _check_columns(path: str, schema: Any, columns: Sequence[str] | None) -> Non
 
 
 def read_table(
-    path: str, chunk_rows: int, columns: Sequence[str] | None = None
+    path: str,
+    chunk_rows: int,
+    columns: Sequence[str] | None = None,
+    labels: _csv.Labels | None = None,
 ) -> Iterator[np.ndarray]:
     """Chunks of exactly ``chunk_rows`` float64 rows (the last shorter) from a
-    Parquet, Feather or Arrow IPC file, one record batch in memory at a time. A null
-    cell is an error naming its 0-based row and column, as an empty CSV cell is."""
+    Parquet, Feather or Arrow IPC file, one record batch in memory at a time, the
+    column of ``labels`` (if any) encoded. A null cell is an error naming its 0-based
+    row and column, as an empty CSV cell is."""
     path = os.fspath(path)
     batches = _table_batches(path, chunk_rows, columns)
     schema = next(batches)
+    _check_columns(path, schema, columns, None if labels is None else labels.column)
     names = list(schema.names) if columns is None else list(columns)
     rows, row = _Rows(chunk_rows, len(names)), 0
     for batch in batches:
@@ -307,15 +350,13 @@ def read_table(
         ]
         if nulls:
             first, j = min(nulls)
-            yield from rows.add(
-                [c.to_numpy(zero_copy_only=False) for c in batch.slice(0, first).columns]
-            )
+            yield from rows.add(_numpy_columns(batch.slice(0, first), labels, empty_label=True))
             if rows.n:
                 yield rows.flush()
             raise ValueError(
                 f"{path}: row {row + first} column {j} ({names[j]!r}) is null (a missing value)"
             )
-        yield from rows.add([c.to_numpy(zero_copy_only=False) for c in batch.columns])
+        yield from rows.add(_numpy_columns(batch, labels, empty_label=True))
         row += batch.num_rows
     if rows.n:
         yield rows.flush()

@@ -201,10 +201,7 @@ def read_chunks(
             return read_csv_chunks(path, rows), None, rows
         if kind == "table":
             return read_table_chunks(path, rows), None, rows
-        raise ValueError(
-            f"unsupported file type {path!r}: use a .npy, .csv, .tsv or .txt file (or .csv.gz), "
-            "or with pyarrow a .parquet, .feather or .arrow file"
-        )
+        raise _unsupported(path)
     if _is_paths(data):  # files one after another, in the order given
         parts = [read_chunks(p, chunk_rows) for p in data]
         return itertools.chain.from_iterable(c for c, _, _ in parts), None, rows
@@ -219,6 +216,63 @@ def read_chunks(
     raise ValueError(
         f"data must be an array, a .npy/.csv path or an iterable of chunks, got {type(data).__name__}"
     )
+
+
+def _unsupported(path: str) -> ValueError:
+    return ValueError(
+        f"unsupported file type {path!r}: use a .npy, .csv, .tsv or .txt file (or .csv.gz), "
+        "or with pyarrow a .parquet, .feather or .arrow file"
+    )
+
+
+def file_columns(path: str, text: int | None = None) -> tuple[tuple[str, ...], int]:
+    """The column names of the file at ``path`` (empty where it has none: a ``.npy``
+    file, a CSV file without a header) and its number of columns, as ``read_chunks``
+    reads it. ``text``: the index of a CSV column of labels (not a number to the
+    header rule, see ``read_labelled_chunks``)."""
+    kind = file_kind(path)
+    if kind == "npy":
+        arr = open_npy(path)
+        return (), arr.shape[1] if arr.ndim == 2 else 1
+    if kind == "csv":
+        found = _csv.dialect(path, text)
+        return found.names, found.width
+    if kind == "table":
+        names = _arrow.table_names(path)
+        return tuple(names), len(names)
+    raise _unsupported(path)
+
+
+def read_labelled_chunks(
+    path: str, chunk_rows: int, labels: _csv.Labels | None
+) -> Iterator[np.ndarray]:
+    """The chunks ``read_chunks`` reads from the file at ``path``, by the same readers
+    and rules, with the column ``labels.column`` read as labels and replaced by
+    ``labels.encode`` of them: how ``jaxgauss fit --group-by`` reads a file.
+
+    Labels are text in a CSV file (read as pandas' ``read_csv`` reads a cell: quotes
+    removed, spaces kept; an empty cell is an error naming its line), the values of
+    any type in a Parquet, Feather or Arrow file (a null is an error naming its row),
+    numbers in a ``.npy`` file (whose chunks become float32, or float64 for float64
+    data, as ``fit`` would compute them anyway). ``labels`` None: ``read_chunks``.
+    """
+    kind = file_kind(path)
+    if kind == "csv":
+        return _read_csv(path, chunk_rows, "auto", labels)
+    if kind == "table":
+        return _arrow.read_table(path, chunk_rows, labels=labels)
+    if kind == "npy" and labels is not None:
+        return _encoded(_slices(open_npy(path), chunk_rows), labels)
+    return read_chunks(path, chunk_rows)[0]
+
+
+def _encoded(chunks: Iterator[np.ndarray], labels: _csv.Labels) -> Iterator[np.ndarray]:
+    """Numeric chunks with the column of ``labels`` encoded."""
+    for chunk in chunks:
+        floating = np.issubdtype(chunk.dtype, np.floating)
+        out = chunk.astype(np.promote_types(chunk.dtype, np.float32) if floating else np.float32)
+        out[:, labels.column] = labels.encode(*_csv.factorize(chunk[:, labels.column]))
+        yield out
 
 
 def _native(arr: np.ndarray) -> np.ndarray:
@@ -335,9 +389,15 @@ def read_csv_chunks(
     """
     if engine not in ("auto", "python"):
         raise ValueError(f"engine must be 'auto' or 'python', got {engine!r}")
+    return _read_csv(source, chunk_rows, engine, None)
+
+
+def _read_csv(
+    source: Any, chunk_rows: int, engine: str, labels: _csv.Labels | None
+) -> Iterator[np.ndarray]:
     if engine == "auto" and isinstance(source, (str, os.PathLike)) and _arrow.pyarrow():
-        return _arrow.read_csv(os.fspath(source), chunk_rows)
-    return _csv.read_python(source, chunk_rows)
+        return _arrow.read_csv(os.fspath(source), chunk_rows, labels)
+    return _csv.read_python(source, chunk_rows, labels=labels)
 
 
 def read_table_chunks(

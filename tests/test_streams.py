@@ -346,3 +346,71 @@ def test_old_mac_line_ends_and_duplicate_parquet_columns_are_named(tmp_path):
     pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], ["x", "x"]), path)
     with pytest.raises(ValueError, match="more than one column named 'x'"):
         jg.fit(jg.welford(), str(path))
+
+
+def _labelled_outcome(path, engine, chunk_rows=7):
+    """``_outcome`` of a read with column 0 as labels, and every row's label in the
+    order the reader encoded them (each row's once)."""
+    seen, ids = [], {}
+
+    def encode(uniques, inverse):
+        seen.extend(str(uniques[i]) for i in inverse)
+        return np.array([ids.setdefault(str(u), len(ids)) for u in uniques], float)[inverse]
+
+    labels = _csv.Labels(0, encode)
+    if engine == "python":
+        chunks = _csv.read_python(str(path), chunk_rows, labels=labels)
+    else:
+        chunks = jg.streams.read_labelled_chunks(str(path), chunk_rows, labels)
+    got, error = [], None
+    try:
+        for c in chunks:
+            got.append(c)
+    except ValueError as e:
+        error = str(e)
+    rows = np.concatenate(got) if got else np.zeros((0, 3))
+    assert len(seen) == rows.shape[0]
+    return rows, seen, error
+
+
+_LABELLED = [f"s{i % 3},{i},{i / 8}" for i in range(60)]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("clean.csv", "g,a,b\n" + "\n".join(_LABELLED) + "\n"),
+        (
+            "quoted.csv",
+            'g,a,b\n"s0",0,0\n' + "\n".join(_LABELLED[1:30] + ['"x, ""y""",1,2']) + "\n",
+        ),
+        (
+            "spaces.csv",
+            "\n".join(_LABELLED[:30] + ["  s1,1,2", '" s1 ",3,4', "   "] + _LABELLED[30:]),
+        ),
+        ("late_error.csv", "g,a,b\n" + "\n".join(_LABELLED[:45] + ["s0,45,x"] + _LABELLED[46:])),
+        ("late_empty.csv", "g,a,b\n" + "\n".join(_LABELLED[:45] + [",45,1"] + _LABELLED[46:])),
+        ("late_width.csv", "g,a,b\n" + "\n".join(_LABELLED[:50] + ["s1,1"] + _LABELLED[51:])),
+    ],
+)
+def test_labelled_csv_reads_alike_on_both_readers(tmp_path, monkeypatch, name, text):
+    # A column of labels (--group-by): Arrow in byte ranges of a few lines, its
+    # streaming reader after a quote and the Python reader after a refusal give the
+    # Python reader's rows, labels (each row's once, in order) and messages.
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(_arrow, "RANGE_BYTES", 64)
+    monkeypatch.setattr(_arrow, "BLOCK_BYTES", 32)
+    path = tmp_path / name
+    path.write_text(text)
+    rows, labels, error = _labelled_outcome(path, "python")
+    for chunk_rows in (7, 1000):
+        got, got_labels, got_error = _labelled_outcome(path, "auto", chunk_rows)
+        np.testing.assert_array_equal(got, rows)
+        assert (got_labels, got_error) == (labels, error)
+    assert (error is not None) == name.startswith("late")
+    if name == "spaces.csv":
+        assert labels[30:32] == ["  s1", " s1 "]
+    if name == "quoted.csv":
+        assert labels[0] == "s0" and labels[-1] == 'x, "y"'
+    if name == "late_empty.csv":
+        assert error.endswith("CSV row 45 (line 47) column 0 is empty")
