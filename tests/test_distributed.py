@@ -250,6 +250,20 @@ def test_a_process_that_cannot_join_says_so_in_time(own_files):
         assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize("option", [["--group-by", "0"], ["--weights", "1"]])
+def test_groups_and_weights_are_refused_with_several_processes(cli, own_files, option):
+    """Issue 25 (smaller): --group-by with --coordinator fitted the whole file in every
+    process and each wrote --out; it is refused before joining, as --weights."""
+    folder, _ = own_files
+    res = cli("fit", folder / "a.npy", *option, "--coordinator", "127.0.0.1:1")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "jaxgauss fit: error: --group-by and --weights run in one process: drop "
+        "--coordinator (and the other options of several processes) or split the file by "
+        "group yourself"
+    )
+
+
 @pytest.mark.slow  # two joined processes, four times
 def test_per_process_files_are_a_mode_and_otherwise_refused(own_files):
     """Issue 25, case 1: each process given its own file split it as if shared (n =
