@@ -174,7 +174,7 @@ def disagreement(runs: list[dict[str, str]]) -> str | None:
 
     Example:
       >>> disagreement([{"--method": "welford"}, {"--method": "natural"}])
-      'the processes were not given the same command (all but --process-id must be the same): --method: welford (process 0), natural (process 1)'
+      'the processes were not given the same command (only --process-id, --coordinator, the timeouts and the outputs may differ): --method: welford (process 0), natural (process 1)'
     """
     parts = []
     for key in dict.fromkeys(k for run in runs for k in run):
@@ -192,8 +192,8 @@ def disagreement(runs: list[dict[str, str]]) -> str | None:
         else ""
     )
     return (
-        "the processes were not given the same command (all but --process-id must be the "
-        f"same): {'; '.join(parts)}{hint}"
+        "the processes were not given the same command (only --process-id, --coordinator, "
+        f"the timeouts and the outputs may differ): {'; '.join(parts)}{hint}"
     )
 
 
@@ -303,7 +303,8 @@ class _Guard:
     def _leave(self, code: int, message: str | None) -> None:
         """Tell the others how this process ends; process 0, whose runtime the others
         need until they have left, waits for them (up to --heartbeat-timeout)."""
-        record = json.dumps({"code": code, "message": message or f"exit status {code}"})
+        first = (message or "").strip().split("\n")[0]  # the others print it on one line
+        record = json.dumps({"code": code, "message": first or f"exit status {code}"})
         self.client.key_value_set(f"jaxgauss/exit/{self.me}", record)
         if self.me != 0:
             self.client.shutdown()
