@@ -1,23 +1,32 @@
 """``jaxgauss fit FILE --group-by COLUMN [--weights COLUMN] [--max-groups N]``.
 
-Group labels in a CSV file are often strings ("sensor-17", "setosa"), which the
-numeric readers refuse, and are not known before the file has been read. This module
-reads such a file itself: the label column as text, mapped to group ids in order of
-first appearance, the other columns as numbers. The number of groups comes from a
-first pass over the file, or, with ``--max-groups N``, from that bound in a single
-pass (an error names the row of the (N+1)-th label).
+Group labels are often text ("sensor-17", "setosa") and are not known before the file
+has been read. This module only numbers them: the file, of any kind ``fit`` reads, is
+read by ``fit``'s readers and rules (``jaxgauss.streams.read_labelled_chunks``), the
+label column read as labels and replaced by group ids in order of first appearance,
+and the ids and the weights are columns ``fit`` splits off (``groups=``,
+``weights=``). The number of groups comes from a first pass over the file, or, with
+``--max-groups N``, from that bound in a single pass (an error names the row of the
+(N+1)-th label).
+
+A label is text: a CSV cell as pandas' ``read_csv`` reads it (quotes removed, spaces
+kept; ``1`` and ``1.0`` are two labels), a value of a Parquet or Arrow column as
+Python prints it, a number of a ``.npy`` column as NumPy prints it; an integral
+number prints without ".0" (the ids of a float ``.npy`` file are "0", "1", ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import collections
+import sys
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxgauss._csv import is_number
-from jaxgauss.streams import DEFAULT_CHUNK_ROWS
+from jaxgauss._csv import Labels
+from jaxgauss.streams import DEFAULT_CHUNK_ROWS, file_columns, file_kind, read_labelled_chunks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--group-by",
         metavar="COLUMN",
         help="fit one Gaussian per value of this column (a header name, or a 0-based index); "
-        "labels may be text in a .csv file; the output has one entry per group",
+        "labels may be text; the output has one entry per group",
     )
     parser.add_argument(
         "--weights",
@@ -37,30 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-groups",
         type=int,
         metavar="N",
-        help="read a .csv file in one pass with at most N groups (default: a first pass "
+        help="read the file in one pass with at most N groups (default: a first pass "
         "over the file finds the labels)",
     )
 
 
 def wanted(args: argparse.Namespace) -> bool:
     return args.group_by is not None or args.weights is not None
-
-
-def run(args: argparse.Namespace, est, config: dict) -> int:
-    """``jaxgauss fit`` with ``--group-by`` or ``--weights``: one file, no checkpoints."""
-    import json
-
-    if len(args.file) != 1 or args.file[0] == "-":
-        raise ValueError("--group-by and --weights read one file (not stdin or several)")
-    if args.resume or args.checkpoint:
-        raise ValueError("--resume and --checkpoint do not combine with --group-by or --weights")
-    args.file = args.file[0]
-    result = report(args, *fit_table(args, with_weights(args, est, config)))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.out}")
-    return 0
 
 
 def with_weights(args: argparse.Namespace, est, given: dict):
@@ -80,152 +72,153 @@ def with_weights(args: argparse.Namespace, est, given: dict):
     return moments[args.method]() if args.method in moments else est
 
 
-class _Table:
-    """A CSV file's header and the positions of the label and weight columns."""
+class GroupIds:
+    """Group ids of labels in order of first appearance: the ``encode`` of ``Labels``."""
 
-    def __init__(self, path: str, group_by: str | None, weights: str | None):
-        self.path = path
-        with open(path) as f:
-            first = next((ln for ln in f if ln.strip()), None)
-        if first is None:
-            raise ValueError(f"{path} has no rows")
-        cells = [c.strip() for c in first.rstrip("\r\n").split(",")]
-        self.width = len(cells)
-        by_name = any(c is not None and not _is_index(c) for c in (group_by, weights))
-        self.header = by_name or not all(
-            is_number(c) for i, c in enumerate(cells) if str(i) != group_by
-        )
-        names = cells if self.header else []
-        self.group = None if group_by is None else self._column(group_by, names, "--group-by")
-        self.weight = None if weights is None else self._column(weights, names, "--weights")
-        if self.group is not None and self.group == self.weight:
-            raise ValueError("--group-by and --weights name the same column")
-        self.data_columns = [i for i in range(self.width) if i not in (self.group, self.weight)]
-        if not self.data_columns:
-            raise ValueError(f"{path} has no data columns besides the group and weight columns")
+    def __init__(self):
+        self.ids: dict[str, int] = {}
 
-    def _column(self, spec: str, names: list[str], flag: str) -> int:
-        if spec in names:
-            return names.index(spec)
-        if _is_index(spec) and 0 <= int(spec) < self.width:
-            return int(spec)
-        known = f"; columns: {', '.join(names)}" if names else ""
-        raise ValueError(
-            f"{flag} {spec!r} is neither a column name nor an index below {self.width}{known}"
-        )
-
-    def lines(self) -> Iterator[tuple[int, str]]:
-        with open(self.path) as f:
-            lines = ((n, ln) for n, ln in enumerate(f, start=1) if ln.strip())
-            if self.header:
-                next(lines, None)
-            yield from lines
-
-    def chunks(self, chunk_rows: int) -> Iterator[tuple[np.ndarray, list[str], np.ndarray | None]]:
-        """(rows, labels, weights) chunks; a bad cell is a ValueError naming its row,
-        line and column."""
-        lines, row = self.lines(), 0
-        while block := list(itertools.islice(lines, chunk_rows)):
-            cells = [ln.rstrip("\r\n").split(",") for _, ln in block]
-            for i, c in enumerate(cells):
-                if len(c) != self.width:
-                    raise ValueError(
-                        f"{self.path}: row {row + i} (line {block[i][0]}) has {len(c)} columns, "
-                        f"the header {self.width}"
-                    )
-            labels = [c[self.group].strip() for c in cells] if self.group is not None else []
-            numeric = [i for i in range(self.width) if i != self.group]
-            try:
-                values = np.array([[float(c[j]) for j in numeric] for c in cells], np.float64)
-            except ValueError:
-                for i, c in enumerate(cells):
-                    for j in numeric:
-                        if not is_number(c[j]):
-                            raise ValueError(
-                                f"{self.path}: row {row + i} (line {block[i][0]}), column {j}: "
-                                f"{c[j].strip()!r} is not a number"
-                            ) from None
-                raise
-            rows = values[:, [numeric.index(j) for j in self.data_columns]]
-            w = None if self.weight is None else values[:, numeric.index(self.weight)]
-            row += len(block)
-            yield rows, labels, w
+    def __call__(self, uniques: Any, inverse: np.ndarray) -> np.ndarray:
+        known = [self.ids.setdefault(_label_text(u), len(self.ids)) for u in uniques]
+        return np.array(known, np.float64)[inverse]
 
 
-def _is_index(spec: str) -> bool:
-    return spec.isdigit()
+def _label_text(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
-def _labels_first_pass(table: _Table) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for _, ln in table.lines():
-        ids.setdefault(ln.rstrip("\r\n").split(",")[table.group].strip(), len(ids))
-    return ids
+class GroupedInput(NamedTuple):
+    """What ``fit`` reads for ``--group-by`` and ``--weights``.
 
-
-def fit_table(args: argparse.Namespace, est, state=None):
-    """Fit the file of ``args`` with its group and weight columns.
-
-    Returns:
-      (FitResult, labels): labels[k] is group k's label (None when ungrouped).
+    Attributes:
+      estimator: the estimator (see ``with_weights``).
+      chunks: the file's chunks, labels replaced by group ids.
+      options: ``fit``'s ``groups``, ``n_groups`` and ``weights``.
+      ids: the labels' group ids (None without ``--group-by``).
     """
-    from jaxgauss._fit import fit
 
-    chunk_rows = args.chunk or DEFAULT_CHUNK_ROWS
+    estimator: Any
+    chunks: Iterator[np.ndarray]
+    options: dict
+    ids: GroupIds | None
+
+
+def grouped_input(args: argparse.Namespace, est, config: dict) -> GroupedInput:
+    """The input of ``jaxgauss fit`` with ``--group-by`` or ``--weights``: one file,
+    no checkpoints."""
+    if len(args.file) != 1 or args.file[0] == "-":
+        raise ValueError("--group-by and --weights read one file (not stdin or several)")
+    if args.resume or args.checkpoint:
+        raise ValueError("--resume and --checkpoint do not combine with --group-by or --weights")
     if args.max_groups is not None and args.max_groups < 1:
         raise ValueError(f"--max-groups must be >= 1, got {args.max_groups}")
-    if not args.file.endswith((".csv", ".txt")):
-        return _fit_npy(args, est, state)
-    table = _Table(args.file, args.group_by, args.weights)
-    ungrouped = table.group is None
-    if ungrouped:
-        ids: dict[str, int] = {}
-        n_groups = None
-    elif args.max_groups is None:
-        ids = _labels_first_pass(table)
-        n_groups = max(len(ids), 1)
-    else:
-        ids, n_groups = {}, args.max_groups
+    path, chunk_rows = args.file[0], args.chunk or DEFAULT_CHUNK_ROWS
+    group, weight = _columns(path, args.group_by, args.weights)
+    ids = None if group is None else GroupIds()
+    labels = None if ids is None else Labels(group, ids)
+    n_groups = args.max_groups
+    if ids is not None and n_groups is None:
+        _first_pass(read_labelled_chunks(path, chunk_rows, labels))
+        n_groups = max(len(ids.ids), 1)
+    chunks = read_labelled_chunks(path, chunk_rows, labels)
+    if ids is not None and args.max_groups is not None:
+        chunks = _bounded(chunks, group, ids, n_groups, path)
+    options = {"groups": group, "n_groups": None if ids is None else n_groups, "weights": weight}
+    return GroupedInput(with_weights(args, est, config), chunks, options, ids)
 
-    def stream():
-        row = 0
-        for rows, labels, w in table.chunks(chunk_rows):
-            groups = None
-            if not ungrouped:
-                groups = np.empty(len(labels), np.int64)
-                for i, label in enumerate(labels):
-                    k = ids.setdefault(label, len(ids))
-                    if k >= n_groups:
-                        raise ValueError(
-                            f"row {row + i} has label {label!r}, group {k + 1}, past "
-                            f"--max-groups {n_groups}"
-                        )
-                    groups[i] = k
-            row += len(labels) or rows.shape[0]
-            yield np.column_stack([rows] + [x for x in (groups, w) if x is not None])
 
-    d = len(table.data_columns)
-    extra = iter(range(d, d + 2))
-    g_col = None if ungrouped else next(extra)
-    w_col = None if table.weight is None else next(extra)
-    res = fit(
-        est,
-        stream(),
-        state=state,
-        groups=g_col,
-        n_groups=n_groups,
-        weights=w_col,
-        batch_size=args.batch_size,
-        chunk_rows=chunk_rows,
-        nan_policy=args.nan_policy,
-        progress=not args.quiet,
+def _columns(path: str, group_by: str | None, weights: str | None) -> tuple[int | None, ...]:
+    """The indices of the group and weight columns (None where not given)."""
+    text = int(group_by) if group_by is not None and group_by.isdigit() else None
+    names, width = file_columns(path, text)
+    group = None if group_by is None else _column(path, group_by, names, width, "--group-by")
+    weight = None if weights is None else _column(path, weights, names, width, "--weights")
+    if group is not None and group == weight:
+        raise ValueError("--group-by and --weights name the same column")
+    if width - (group is not None) - (weight is not None) < 1:
+        raise ValueError(f"{path} has no data columns besides the group and weight columns")
+    return group, weight
+
+
+def _column(path: str, spec: str, names: tuple[str, ...], width: int, flag: str) -> int:
+    if spec in names:
+        return names.index(spec)
+    if spec.isdigit() and int(spec) < width:
+        return int(spec)
+    if not names and not spec.isdigit():
+        unnamed = (
+            "the columns of a .npy file have no names"
+            if file_kind(path) == "npy"
+            else f"{path} has no header line"
+        )
+        raise ValueError(f"{flag} {spec!r}: {unnamed}; give a 0-based column index (below {width})")
+    known = f"; its columns: {', '.join(names)}" if names else ""
+    raise ValueError(
+        f"{flag} {spec!r} is neither a column name of {path} nor an index below {width}{known}"
     )
-    if ungrouped:
-        return res, None
-    labels = list(ids)
-    if len(labels) < n_groups:  # --max-groups: only the groups seen
-        res = _first_groups(res, len(labels))
-    return res, labels
+
+
+def _first_pass(chunks: Iterator[np.ndarray]) -> None:
+    """Read the file once for its labels (numbered as they are read). A bad line ends
+    it quietly: the fit meets the same error after the rows before it."""
+    try:
+        collections.deque(chunks, maxlen=0)
+    except ValueError:
+        pass
+
+
+def _bounded(chunks, column: int, ids: GroupIds, n_groups: int, path: str):
+    """The chunks up to the first row whose label is past ``--max-groups``, then an
+    error naming it."""
+    row = 0
+    for chunk in chunks:
+        past = np.flatnonzero(chunk[:, column] >= n_groups)
+        if past.size:
+            i, k = int(past[0]), int(chunk[past[0], column])
+            if i:
+                yield chunk[:i]
+            raise ValueError(
+                f"{path}: row {row + i} has label {list(ids.ids)[k]!r}, group {k + 1}, past "
+                f"--max-groups {n_groups}"
+            )
+        row += chunk.shape[0]
+        yield chunk
+
+
+def finish(args: argparse.Namespace, res, ids: GroupIds | None, error: str | None) -> list[str]:
+    """Print the per-group results, write ``--out`` (partial after an ``error``, as
+    ``fit`` does) and print the error. Returns the outputs that failed."""
+    import json
+
+    labels = None
+    if ids is not None:
+        n_groups = np.shape(res.n_rows)[0]
+        labels = list(ids.ids)[:n_groups]
+        if len(labels) < n_groups:  # --max-groups: only the groups seen
+            res = _first_groups(res, len(labels))
+    document = report(args, res, labels) | {"partial": error is not None}
+    stopped = int(np.sum(res.n_rows)) + res.n_skipped
+    if error is not None:
+        document |= {"stopped_at_row": stopped, "error": error}
+    failures = []
+    if args.out:
+        try:
+            with open(args.out, "w") as f:
+                json.dump(document, f, indent=2)
+            print(f"wrote {args.out}" + (" (partial)" if error else ""))
+        except OSError as e:
+            failures.append(f"--out {args.out}: {e}")
+    if error is not None:
+        kept = (
+            f"row {stopped} was kept" if args.out else "it is printed above (pass --out to keep it)"
+        )
+        print(f"jaxgauss fit: error: {error}; the fit of the {stopped} rows before {kept}",
+              file=sys.stderr)  # fmt: skip
+    for failure in failures:
+        print(f"jaxgauss fit: error: {failure}", file=sys.stderr)
+    return failures
 
 
 def _first_groups(res, n: int):
@@ -238,33 +231,6 @@ def _first_groups(res, n: int):
         diverged_at=res.diverged_at[:n],
         n_rows=res.n_rows[:n],
     )
-
-
-def _fit_npy(args: argparse.Namespace, est, state):
-    """A .npy file: group ids and weights are numeric columns given by index."""
-    from jaxgauss._fit import fit
-
-    for flag, spec in (("--group-by", args.group_by), ("--weights", args.weights)):
-        if spec is not None and not _is_index(spec):
-            raise ValueError(f"{flag} of a .npy file must be a 0-based column index, got {spec!r}")
-    group = None if args.group_by is None else int(args.group_by)
-    n_groups = args.max_groups
-    if group is not None and n_groups is None:
-        ids = np.load(args.file, mmap_mode="r")[:, group]
-        n_groups = int(np.nanmax(ids)) + 1 if ids.size else 1
-    res = fit(
-        est,
-        args.file,
-        state=state,
-        groups=group,
-        n_groups=n_groups,
-        weights=None if args.weights is None else int(args.weights),
-        batch_size=args.batch_size,
-        chunk_rows=args.chunk,
-        nan_policy=args.nan_policy,
-        progress=not args.quiet,
-    )
-    return res, None if group is None else [str(k) for k in range(n_groups)]
 
 
 def report(args: argparse.Namespace, res, labels) -> dict:
@@ -287,11 +253,11 @@ def report(args: argparse.Namespace, res, labels) -> dict:
             groups.append(entry)
             print(f"group {label!r}: n = {n_rows[k]}, mean {mean[k]}")
     if args.group_by is None:  # weights only: the ungrouped document, plus the weight
-        return {"method": args.method, "file": args.file, "weights": args.weights,
+        return {"method": args.method, "file": args.file[0], "weights": args.weights,
                 "n_skipped": res.n_skipped, "dtype": str(mean.dtype)} | groups[0]  # fmt: skip
     return {
         "method": args.method,
-        "file": args.file,
+        "file": args.file[0],
         "group_by": args.group_by,
         "weights": args.weights,
         "n": int(np.sum(n_rows)),

@@ -235,7 +235,11 @@ def parse_block(
 ) -> tuple[np.ndarray | None, ValueError | None]:
     """The rows of ``block`` before its first bad line (all of them if none), and the
     error of that line (or None); a column of ``labels`` holds their numbers."""
-    if labels is None:
+    if labels is not None:
+        chunk = _labelled_block(block, delimiter, width, labels)
+        if chunk is not None:
+            return chunk, None
+    else:
         try:
             chunk = np.loadtxt(
                 [ln for _, ln in block], delimiter=delimiter, quotechar='"', comments=None,
@@ -264,6 +268,34 @@ def parse_block(
             texts.append(line_cells[text])
         width = len(line_cells)
     return _chunk(rows, texts, labels), err
+
+
+def _labelled_block(
+    block: list[tuple[int, str]], delimiter: str, width: int, labels: Labels
+) -> np.ndarray | None:
+    """The fast path of a block with labels: its rows when no line holds a quote (its
+    cells are then what lies between delimiters) and every line is good, else None
+    (the slow path decides)."""
+    texts = [ln for _, ln in block]
+    if any('"' in ln for ln in texts):
+        return None
+    split = [ln.rstrip("\r\n").split(delimiter) for ln in texts]
+    names = [c[labels.column] if len(c) == width else "" for c in split]
+    numbers = [j for j in range(width) if j != labels.column]
+    if not (all(names) and numbers):
+        return None
+    try:
+        values = np.loadtxt(
+            texts, delimiter=delimiter, usecols=numbers, comments=None, ndmin=2, dtype=np.float64
+        )
+    except ValueError:
+        return None
+    if values.shape != (len(texts), len(numbers)):  # a carriage return alone, say
+        return None
+    chunk = np.empty((len(texts), width))
+    chunk[:, numbers] = values
+    chunk[:, labels.column] = labels.encode(*factorize(names))
+    return chunk
 
 
 def _chunk(rows: list, texts: list, labels: Labels | None) -> np.ndarray | None:

@@ -192,9 +192,10 @@ def _fit_input(args: argparse.Namespace, distributed: bool, d: int | None, name:
     return tap, tap, (jax.devices() if distributed else None)
 
 
-def _run_fit(args: argparse.Namespace, est, data, devices, state):
+def _run_fit(args: argparse.Namespace, est, data, devices, state, **grouping):
     """``fit`` over ``data``: ``(result, None)``, or ``(partial result, error)`` when an
-    error came after some rows were read (one before any row is raised)."""
+    error came after some rows were read (one before any row is raised). ``grouping``:
+    ``fit``'s ``groups``, ``n_groups`` and ``weights``."""
     from jaxgauss._fit import fit
 
     try:
@@ -208,6 +209,7 @@ def _run_fit(args: argparse.Namespace, est, data, devices, state):
                 chunk_rows=args.chunk,
                 nan_policy=args.nan_policy,
                 progress=not args.quiet,
+                **grouping,
             )
     except (Exception, KeyboardInterrupt) as err:
         if getattr(err, "result", None) is None:  # no row was read: nothing to keep
@@ -339,7 +341,7 @@ def _fit(args: argparse.Namespace) -> int:
     distributed = _cli_distributed.initialize(args)
     est = _build_estimator(config)
     if _cli_groups.wanted(args):
-        return _cli_groups.run(args, est, config)
+        return _fit_grouped(args, est, config)
     dtype = _data_dtype(args)
     saved = {**config, "dtype": str(dtype)}
     state, d, before = _resumed_state(args, est, saved, dtype)
@@ -371,6 +373,16 @@ def _fit(args: argparse.Namespace) -> int:
         lines, failures = lines + written, failures + failed
     _print_report(run, result, fields, lines, failures)
     return _exit_status(error, failures)
+
+
+def _fit_grouped(args: argparse.Namespace, est, config: dict) -> int:
+    """``jaxgauss fit FILE --group-by/--weights``: the file read by ``fit``'s readers,
+    and an error after some rows reported and kept as ``fit`` keeps them."""
+    source = _cli_groups.grouped_input(args, est, config)
+    tap = _Tap(source.chunks, None, args.file[0])
+    res, error = _run_fit(args, source.estimator, tap, None, None, **source.options)
+    message = None if error is None else _error_message(error, args.file[0], tap, _data_dtype(args))
+    return _exit_status(error, _cli_groups.finish(args, res, source.ids, message))
 
 
 # Above this many entries a covariance goes to a .npy file beside the JSON, not into
