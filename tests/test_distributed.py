@@ -264,11 +264,12 @@ def test_groups_and_weights_are_refused_with_several_processes(cli, own_files, o
     )
 
 
-@pytest.mark.slow  # two joined processes, four times
+@pytest.mark.slow  # two joined processes, three times
 def test_per_process_files_are_a_mode_and_otherwise_refused(own_files):
     """Issue 25, case 1: each process given its own file split it as if shared (n =
-    3500 of 7000, exit 0). Without --per-process-files different files are refused in
-    both processes; with it each fits all its rows and the fits combine exactly."""
+    3500 of 7000, exit 0). Without --per-process-files different files (also of one
+    name and size) are refused in both processes; with it each fits all its rows and
+    the fits combine exactly."""
     folder, both = own_files
     a, b = str(folder / "a.npy"), str(folder / "b.npy")
     with _fit_processes([[a], [b]]) as procs:
@@ -276,8 +277,18 @@ def test_per_process_files_are_a_mode_and_otherwise_refused(own_files):
     assert [e[0] for e in ends] == [2, 2]
     message = _one_error(ends[0][2])
     assert message == _one_error(ends[1][2])
-    assert "FILE: a.npy (64128 bytes) (process 0), b.npy (48128 bytes) (process 1)" in message
-    assert "--per-process-files" in message
+    assert "FILE: a.npy (64128 bytes, sampled content " in message
+    assert "(process 0), b.npy (48128 bytes, sampled content " in message
+    assert message.endswith("pass --per-process-files in every process")
+    # Each machine's own file of one name and size (equal shards): told apart by content.
+    for i, rows in enumerate([both[:3500], both[3500:]]):
+        (folder / str(i)).mkdir()
+        np.save(folder / str(i) / "part.npy", rows)
+    parts = [[str(folder / str(i) / "part.npy")] for i in range(2)]
+    with _fit_processes(parts) as procs:
+        ends = _ends(procs, 120)
+    assert [e[0] for e in ends] == [2, 2]
+    assert "FILE: part.npy (56128 bytes, sampled content " in _one_error(ends[0][2])
     out = folder / "r.json"
     with _fit_processes(
         [[a, "--per-process-files", "--out", str(out)], [b, "--per-process-files"]]
