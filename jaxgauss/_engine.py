@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 from jaxgauss._checks import Score
 from jaxgauss.estimators.base import Estimator, new_counter
-from jaxgauss.estimators.moments import MomentsState, WelfordState
 from jaxgauss.gaussian import Gaussian, kl_divergence
 
 __all__ = [
@@ -485,17 +484,19 @@ def snapshot(plan: ScanPlan, carry: FitCarry, truth: Any, origin: Any) -> Trace:
 
 
 def framed(state: Any) -> bool:
-    """Whether a state keeps its mean relative to an ``origin`` row (the moment
-    estimators' states), so ``fit`` can centre the rows on the host."""
-    return isinstance(state, (WelfordState, MomentsState))
+    """Whether a state keeps its locations relative to an ``origin`` row, so that
+    ``fit`` can centre the rows on the host: the states with an ``origin`` field and
+    a ``reframed(origin)`` method (the moment, window and latent-model estimators';
+    ``jaxgauss.estimators.moments``, Frames)."""
+    return hasattr(state, "origin") and hasattr(state, "reframed")
 
 
 @jax.jit
 def enter_frame(state: Any, origin: jax.Array) -> Any:
-    """The same state with its mean relative to ``origin`` and its origin field 0: the
-    form in which the compiled scans see it while the rows arrive minus ``origin``."""
-    mean = state.mean + (state.origin - origin)
-    return state._replace(mean=mean, origin=jnp.zeros_like(state.origin))
+    """The same state with its locations relative to ``origin`` and its origin field
+    0: the form in which the compiled scans see it while the rows arrive minus
+    ``origin``."""
+    return state.reframed(origin)._replace(origin=jnp.zeros_like(state.origin))
 
 
 def leave_frame(state: Any, origin: jax.Array) -> Any:

@@ -106,9 +106,8 @@ class SingleStream:
             self.origin = origin
             self.feeder.enter_frame(origin)
         elif self.state is None:  # rebased on the host: cheaper than a compiled call
-            state = carry.state
-            mean = np.asarray(state.mean) + (np.asarray(state.origin) - origin)
-            self.feeder.carry = carry._replace(state=state._replace(mean=mean, origin=origin))
+            state = jax.tree_util.tree_map(np.asarray, carry.state).reframed(origin)
+            self.feeder.carry = carry._replace(state=state)
         self.seen += chunk.shape[0]
         head = _aligned_start(chunk, self.plan.batch_size, self.feeder.unit, self.dtype)
         if head is not None:  # the rest is handed to the device without a copy

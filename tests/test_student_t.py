@@ -16,9 +16,11 @@ import jaxgauss as jg
 NU, D, N, SEEDS = 3.0, 3, 4000, 16
 
 
-def t_mle(y, nu, iterations=1000, tol=1e-13):
-    """Batch t-MLE (known ν) by EM: wᵢ = (ν + d)/(ν + δᵢ), μ = Σwy/Σw, Σ = Σw r rᵀ/n."""
-    n, d = y.shape
+def t_mle(y, nu, iterations=1000, tol=1e-13, d=None):
+    """Batch t-MLE (known ν) by EM: wᵢ = (ν + d)/(ν + δᵢ), μ = Σwy/Σw, Σ = Σw r rᵀ/n.
+    ``d``: the model's dimension, when the rows are its support's coordinates."""
+    n = y.shape[0]
+    d = y.shape[1] if d is None else d
     mu, scale = np.median(y, axis=0), np.cov(y.T, bias=True)
     for _ in range(iterations):
         r = y - mu
@@ -123,6 +125,38 @@ def test_float32_state_keeps_dtypes():
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
         assert a.dtype == b.dtype and a.shape == b.shape
     assert bool(est.is_valid(new)) and est.estimate(new).mean.dtype == jnp.float32
+
+
+def test_degenerate_data_give_a_singular_scale_not_nan():
+    """Issue 25, case 14: a constant column, repeated rows or collinear columns made
+    the scatter singular and the E-step's Cholesky factor NaN, so the fit diverged at
+    the seed (row 99) and returned NaN. The E-step now measures δ on the rows'
+    support (``_weights``): the fit stays finite, the constant column keeps its value
+    as location and a scale of 0, and repeated rows give their row and a zero scale.
+    The other columns are the t-MLE of the 3-dimensional model on its support, whose
+    E-step weights (ν + 3)/(ν + δ) count d = 3 (the batch fixed point in NumPy): the
+    one-pass estimate is as close to it as the fit without the constant column is to
+    its own (2-dimensional) t-MLE, within a factor 2.
+    """
+    rng = np.random.default_rng(2)
+    z = rng.standard_t(4, size=(1500, 2)).astype(np.float32)
+    est = jg.student_t(4.0)
+    alone = jg.fit(est, z)
+    constant = jg.fit(est, np.c_[z, np.full(1500, 3.0, np.float32)])
+    repeated = jg.fit(est, np.tile(z[:1], (300, 1)))
+    collinear = jg.fit(est, np.c_[z, z[:, 0] - z[:, 1]])
+    for res in (constant, repeated, collinear):
+        assert res.diverged_at == -1
+        assert np.all(np.isfinite(res.estimate.mean)) and np.all(np.isfinite(res.estimate.scale))
+    assert constant.estimate.mean[2] == 3.0 and np.all(constant.estimate.scale[2] == 0)
+    errors = []
+    for res, d in ((alone, None), (constant, 3)):
+        mu, scale = t_mle(z.astype(np.float64), 4.0, d=d)
+        got = res.estimate.mean[:2], res.estimate.scale[:2, :2]
+        errors.append((np.max(np.abs(got[0] - mu)), np.max(np.abs(got[1] - scale))))
+    assert errors[1][0] < 2 * errors[0][0] + 1e-3 and errors[1][1] < 2 * errors[0][1] + 1e-3
+    np.testing.assert_array_equal(repeated.estimate.mean, z[0])
+    np.testing.assert_array_equal(repeated.estimate.scale, np.zeros((2, 2)))
 
 
 @pytest.mark.parametrize(

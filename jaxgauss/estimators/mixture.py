@@ -124,6 +124,9 @@ class MixtureState(NamedTuple):
       average: the estimate: the running average of the iterates, a ``Mixture``.
       buffer: the first ``n_init`` rows, (n_init, d), used to seed.
       count: rows absorbed, buffered ones included, int32.
+      origin: the reference row that ``means``, ``average.means`` and the buffered
+        rows are kept relative to, (d,) (``fit`` moves it to the first row, so an
+        offset costs no float32 accuracy; ``jaxgauss.estimators.moments``, Frames).
     """
 
     totals: jax.Array
@@ -132,6 +135,17 @@ class MixtureState(NamedTuple):
     average: Mixture
     buffer: jax.Array
     count: jax.Array
+    origin: jax.Array
+
+    def reframed(self, origin: jax.Array) -> MixtureState:
+        """The same state with its locations kept relative to ``origin``."""
+        delta = self.origin - origin
+        return self._replace(
+            means=self.means + delta,
+            average=self.average._replace(means=self.average.means + delta),
+            buffer=self.buffer + delta,
+            origin=origin,
+        )
 
 
 def _kmeans_plus_plus(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> jax.Array:
@@ -214,8 +228,8 @@ def _check_mixture(init: Mixture, k: int) -> None:
         raise ValueError("init.covs must be positive definite")
 
 
-def _average_of(state):
-    return state.average
+def _average_of(state: MixtureState) -> Mixture:
+    return state.average._replace(means=state.origin + state.average.means)
 
 
 def _check_settings(
@@ -260,6 +274,7 @@ def _start_state(g0: Gaussian, init: Mixture | None, k: int, n_init: int) -> Mix
         average=start,
         buffer=jnp.zeros((n_init, d), dtype),
         count=jnp.zeros((), jnp.int32),
+        origin=jnp.zeros_like(g0.mean),
     )
 
 
@@ -340,6 +355,7 @@ def gaussian_mixture(
         return _start_state(g0, init, k, n_init)
 
     def update(state: MixtureState, batch: jax.Array) -> MixtureState:
+        batch = batch - state.origin
         dtype = state.means.dtype
         buffer = _em.buffer_rows(state.buffer, state.count, batch)
         rows = state.count + jnp.arange(batch.shape[0], dtype=state.count.dtype)
@@ -364,14 +380,16 @@ def gaussian_mixture(
         totals, means, covs = absorb_each(totals, means, covs, batch, steps, resp)
         rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
         average = _em.running_average(average, iterate(totals, means, covs), rho)
-        return MixtureState(totals, means, covs, average, buffer, state.count + batch.shape[0])
+        count = state.count + batch.shape[0]
+        return MixtureState(totals, means, covs, average, buffer, count, state.origin)
 
     def before_seed(state: MixtureState) -> Mixture:
-        return iterate(*seed_of(state.buffer, jnp.arange(n_init) < state.count))
+        seed = iterate(*seed_of(state.buffer, jnp.arange(n_init) < state.count))
+        return seed._replace(means=state.origin + seed.means)
 
     def estimate(state: MixtureState) -> Mixture:
         if n_init == 0:
-            return state.average
+            return _average_of(state)
         # Branches built once per estimator, so that an eager call hits lax.cond's cache.
         return jax.lax.cond(state.count >= n_init, _average_of, before_seed, state)
 

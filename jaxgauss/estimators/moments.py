@@ -117,6 +117,10 @@ class WelfordState(NamedTuple):
     third: jax.Array | None = None
     fourth: jax.Array | None = None
 
+    def reframed(self, origin: jax.Array) -> WelfordState:
+        """The same moments with the mean kept relative to ``origin``."""
+        return self._replace(mean=self.mean + (self.origin - origin), origin=origin)
+
 
 class MomentsState(NamedTuple):
     """State of ``natural_gradient`` with a given step and of ``exponential``.
@@ -134,6 +138,10 @@ class MomentsState(NamedTuple):
     cov: jax.Array
     count: jax.Array
     origin: jax.Array
+
+    def reframed(self, origin: jax.Array) -> MomentsState:
+        """The same moments with the mean kept relative to ``origin``."""
+        return self._replace(mean=self.mean + (self.origin - origin), origin=origin)
 
 
 def step_weights(steps: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -92,6 +92,9 @@ class StudentTState(NamedTuple):
       average: the estimate: the polynomial-decay average of the iterates, a ``StudentT``.
       buffer: the first ``n_init`` rows, (n_init, d), fitted in batch to seed.
       count: rows absorbed, buffered ones included, int32.
+      origin: the reference row that ``mean``, ``average.mean`` and the buffered rows
+        are kept relative to, (d,) (``fit`` moves it to the first row, so an offset
+        costs no float32 accuracy; ``jaxgauss.estimators.moments``, Frames).
     """
 
     total: jax.Array
@@ -100,11 +103,42 @@ class StudentTState(NamedTuple):
     average: StudentT
     buffer: jax.Array
     count: jax.Array
+    origin: jax.Array
+
+    def reframed(self, origin: jax.Array) -> StudentTState:
+        """The same state with its locations kept relative to ``origin``."""
+        delta = self.origin - origin
+        return self._replace(
+            mean=self.mean + delta,
+            average=self.average._replace(mean=self.average.mean + delta),
+            buffer=self.buffer + delta,
+            origin=origin,
+        )
 
 
 def _weights(dof: jax.Array, mean: jax.Array, scale: jax.Array, ys: jax.Array) -> jax.Array:
-    """E-step weights wᵢ = (ν + d)/(ν + δᵢ) of rows ``ys`` (b, d)."""
-    delta = _em.row_mahalanobis(jnp.linalg.cholesky(scale), ys - mean)
+    """E-step weights wᵢ = (ν + d)/(ν + δᵢ) of rows ``ys`` (b, d).
+
+    On degenerate data (a constant column, repeated rows, collinear columns) Σ is
+    singular, while the rows lie on its support, where δ is defined; rounding leaves
+    Σ with tiny eigenvalues of either sign across it. δ therefore goes through the
+    Cholesky factor of Σ + λI: λ = ε tr Σ (ε the dtype's machine epsilon), which keeps
+    the rows' rounding across the support from counting in δ and changes δ along it
+    by a relative O(ε cond Σ); where that factor still fails, λ = √ε tr Σ / d (at
+    least the dtype's smallest normal number, for Σ = 0). The estimate is then
+    singular, as the moment estimators' is on such data, instead of NaN.
+    """
+    info = jnp.finfo(scale.dtype)
+    d = scale.shape[-1]
+    eye = jnp.eye(d, dtype=scale.dtype)
+    chol = jnp.linalg.cholesky(scale + info.eps * jnp.trace(scale) * eye)
+
+    def ridged(_):
+        ridge = jnp.maximum(jnp.sqrt(info.eps) * jnp.trace(scale) / d, info.tiny)
+        return jnp.linalg.cholesky(scale + ridge * eye)
+
+    chol = jax.lax.cond(jnp.all(jnp.isfinite(chol)), lambda _: chol, ridged, None)
+    delta = _em.row_mahalanobis(chol, ys - mean)
     return (dof + mean.shape[-1]) / (dof + delta)
 
 
@@ -128,8 +162,8 @@ def _batch_fit(dof: jax.Array, rows: jax.Array, mask: jax.Array, iterations: int
     return StudentT(mean, scale, dof)
 
 
-def _average_of(state):
-    return state.average
+def _average_of(state: StudentTState) -> StudentT:
+    return state.average._replace(mean=state.origin + state.average.mean)
 
 
 def student_t(
@@ -206,9 +240,11 @@ def student_t(
             average=StudentT(g0.mean, g0.cov, nu),
             buffer=jnp.zeros((n_init, d), dtype),
             count=jnp.zeros((), jnp.int32),
+            origin=jnp.zeros_like(g0.mean),
         )
 
     def update(state: StudentTState, batch: jax.Array) -> StudentTState:
+        batch = batch - state.origin
         dtype = state.mean.dtype
         nu = jnp.asarray(dof, dtype)
         buffer = _em.buffer_rows(state.buffer, state.count, batch)
@@ -229,11 +265,13 @@ def student_t(
         total, mean, wcov = _em.weighted_absorb(total, mean, wcov, batch, steps, w)
         rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
         average = _em.running_average(average, StudentT(mean, total * wcov, nu), rho)
-        return StudentTState(total, mean, wcov, average, buffer, state.count + batch.shape[0])
+        count = state.count + batch.shape[0]
+        return StudentTState(total, mean, wcov, average, buffer, count, state.origin)
 
     def before_seed(state: StudentTState) -> StudentT:
         mask = jnp.arange(n_init) < state.count
-        return _batch_fit(state.average.dof, state.buffer, mask, _SEED_ITERATIONS)
+        t = _batch_fit(state.average.dof, state.buffer, mask, _SEED_ITERATIONS)
+        return t._replace(mean=state.origin + t.mean)
 
     def estimate(state: StudentTState) -> StudentT:
         # Branches built once per estimator, so that an eager call hits lax.cond's cache.

@@ -16,6 +16,7 @@ cost of one more row's work per row (for the default of w rows).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -42,6 +43,16 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
     and the fourth moments, if tracked, by the same negated-weight union. The rows must
     be rows the state absorbed; otherwise the result is not the moments of any set
     of rows (and may not be positive semi-definite).
+
+    Accuracy: concrete rows are moved into the state's frame (minus its ``origin``,
+    the first row ``fit`` saw) in their own precision before the cast to the state's
+    dtype, so float64 rows with a large offset lose nothing to float32. Removing
+    subtracts: the variance left carries a rounding error of up to 64 ε (ε the
+    dtype's machine epsilon) times what the subtraction cancels, n Σ/n' + b (Σ_B +
+    (μ_B − μ)²)/n' per column. Where that bound exceeds 1 % of the variance left
+    (removing most of the rows, or rows far larger than those kept), a
+    ``RuntimeWarning`` names the column and the bound: recompute the rows kept with
+    ``welford`` (or work in float64) for an accurate answer.
 
     Args:
       state: a ``WelfordState``.
@@ -70,17 +81,17 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
             f"{jnp.shape(state.count)[0]} (groups or a vmap): downdate each, e.g. "
             "jax.tree_util.tree_map(lambda x: x[k], state) for group k"
         )
-    rows = jnp.asarray(rows, state.mean.dtype)
     d = state.mean.shape[-1]
-    if rows.ndim != 2 or rows.shape[1] != d:
-        raise ValueError(f"rows must have shape (b, {d}), got {rows.shape}")
+    if jnp.ndim(rows) != 2 or jnp.shape(rows)[1] != d:
+        raise ValueError(f"rows must have shape (b, {d}), got {jnp.shape(rows)}")
+    rows = _in_frame(rows, state.origin).astype(state.mean.dtype)
     if not isinstance(state.count, jax.core.Tracer) and rows.shape[0] > int(state.count):
         raise ValueError(
             f"cannot remove {rows.shape[0]} rows from a state that absorbed {int(state.count)}"
         )
     n = (state.count + state.prior_weight).astype(state.mean.dtype)
     whole = Moments(n, state.mean, state.cov, state.third, state.fourth)
-    removed = batch_moments(rows - state.origin, higher=state.fourth is not None)
+    removed = batch_moments(rows, higher=state.fourth is not None)
     left = combine(whole, removed._replace(weight=-removed.weight))
     # Emptied: nothing but rounding is left; report exact zeros, not residue.
     empty = left.weight == 0
@@ -95,12 +106,22 @@ def downdate(state: WelfordState, rows: jax.Array) -> WelfordState:
     )
 
 
+def _in_frame(rows: jax.Array, origin: jax.Array) -> jax.Array:
+    """``rows − origin``: for concrete rows in their own precision (float64 rows keep
+    their digits below a large offset), else in the dtype they come in."""
+    if isinstance(rows, jax.core.Tracer) or isinstance(origin, jax.core.Tracer):
+        return jnp.asarray(rows) - origin
+    rows = np.asarray(rows)
+    wide = np.promote_types(rows.dtype, np.asarray(origin).dtype)
+    return jnp.asarray(rows.astype(wide) - np.asarray(origin, wide))
+
+
 def _check_removable(state: WelfordState, removed: Moments, left: Moments) -> None:
     """Refuse (when the values are concrete) a downdate whose remaining variance is
-    negative beyond rounding: the rows removed were not all rows the state absorbed.
-    Rounding is bounded by 64 ulps of what the subtraction cancels: the variance
-    before it, weighted n/n', and the removed rows' spread about the old mean,
-    weighted b/n'."""
+    negative beyond rounding: the rows removed were not all rows the state absorbed;
+    warn where the rounding bound exceeds 1 % of the variance left. Rounding is
+    bounded by 64 ulps of what the subtraction cancels: the variance before it,
+    weighted n/n', and the removed rows' spread about the old mean, weighted b/n'."""
     if any(isinstance(x, jax.core.Tracer) for x in (left.cov, state.cov, removed.cov)):
         return
     n, b = np.float64(state.count + state.prior_weight), np.float64(removed.weight)
@@ -111,12 +132,24 @@ def _check_removable(state: WelfordState, removed: Moments, left: Moments) -> No
         np.diagonal(np.asarray(removed.cov, np.float64)) + away
     ) / kept
     eps = np.finfo(np.asarray(state.cov).dtype).eps
-    bad = np.flatnonzero(var < -64 * eps * np.maximum(scale, np.finfo(np.float64).tiny))
+    bound = 64 * eps * np.maximum(scale, np.finfo(np.float64).tiny)
+    bad = np.flatnonzero(var < -bound)
     if bad.size:
         j = int(bad[0])
         raise ValueError(
             f"downdate left a negative variance ({var[j]:.3g} in column {j}): the rows "
             "removed are not all rows the state absorbed"
+        )
+    lost = np.flatnonzero((bound > 0.01 * var) & (kept > 0) & (n > b))
+    if lost.size:
+        j = int(lost[0])
+        warnings.warn(
+            f"downdate cancelled most of column {j}'s variance: what is left ({var[j]:.3g}) "
+            f"is within its rounding bound ({bound[j]:.3g}, 64 ulps of the "
+            f"{scale[j]:.3g} cancelled), so it may have no correct digits; recompute the "
+            "rows kept with welford, or work in float64",
+            RuntimeWarning,
+            stacklevel=3,
         )
 
 
@@ -130,6 +163,9 @@ class RollingState(NamedTuple):
       count: t, the number of data rows absorbed, int32; the window holds min(t, w).
       since_anchor: rows absorbed since the moments were last recomputed from the
         buffer, int32.
+      origin: the reference row the buffer and the mean are kept relative to, (d,):
+        the window's mean is ``origin + mean`` (``fit`` moves it to the first row, so
+        an offset costs no float32 accuracy; ``moments``, Frames).
     """
 
     buffer: jax.Array
@@ -137,6 +173,12 @@ class RollingState(NamedTuple):
     cov: jax.Array
     count: jax.Array
     since_anchor: jax.Array
+    origin: jax.Array
+
+    def reframed(self, origin: jax.Array) -> RollingState:
+        """The same window with its rows and mean kept relative to ``origin``."""
+        delta = self.origin - origin
+        return self._replace(buffer=self.buffer + delta, mean=self.mean + delta, origin=origin)
 
 
 def _buffer_moments(buffer: jax.Array, count: jax.Array) -> Moments:
@@ -196,9 +238,11 @@ def rolling(window: int, ddof: float = 0, reanchor_every: int | None = None) -> 
     def init(g0: Gaussian) -> RollingState:
         d = g0.mean.shape[-1]
         zero = jnp.zeros((), jnp.int32)
-        return RollingState(jnp.zeros((w, d), g0.mean.dtype), g0.mean, g0.cov, zero, zero)
+        buffer = jnp.zeros((w, d), g0.mean.dtype)
+        return RollingState(buffer, g0.mean, g0.cov, zero, zero, jnp.zeros_like(g0.mean))
 
     def update(state: RollingState, batch: jax.Array) -> RollingState:
+        batch = batch - state.origin
         b = batch.shape[0]
         count = state.count + b
         dtype = state.mean.dtype
@@ -207,7 +251,9 @@ def rolling(window: int, ddof: float = 0, reanchor_every: int | None = None) -> 
             # row count + 1 − w + i sits at slot (count − w + i) mod w
             buffer = jnp.roll(kept, count % w, axis=0)
             m = batch_moments(kept, higher=False)
-            return RollingState(buffer, m.mean, m.cov, count, jnp.zeros((), jnp.int32))
+            return RollingState(
+                buffer, m.mean, m.cov, count, jnp.zeros((), jnp.int32), state.origin
+            )
         slots = (state.count + jnp.arange(b)) % w
         leaving = state.buffer[slots]
         # the slot's old row left only if the buffer was full there
@@ -223,12 +269,12 @@ def rolling(window: int, ddof: float = 0, reanchor_every: int | None = None) -> 
             anchor = since >= every
             m = jax.lax.cond(anchor, lambda: _buffer_moments(buffer, count), lambda: m)
             since = jnp.where(anchor, 0, since)
-        return RollingState(buffer, m.mean, m.cov, count, since)
+        return RollingState(buffer, m.mean, m.cov, count, since, state.origin)
 
     def estimate(state: RollingState) -> Gaussian:
         n = jnp.minimum(state.count, w).astype(state.mean.dtype)
         defined = n > ddof
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
-        return Gaussian(state.mean, scale * state.cov)
+        return Gaussian(state.origin + state.mean, scale * state.cov)
 
     return Estimator(init=init, update=update, estimate=estimate, is_valid=all_finite, rowwise=True)
