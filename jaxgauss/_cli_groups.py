@@ -132,7 +132,15 @@ def grouped_input(args: argparse.Namespace, est, config: dict) -> GroupedInput:
 def _columns(path: str, group_by: str | None, weights: str | None) -> tuple[int | None, ...]:
     """The indices of the group and weight columns (None where not given)."""
     text = int(group_by) if group_by is not None and group_by.isdigit() else None
-    names, width = file_columns(path, text)
+    try:
+        names, width = file_columns(path, text)
+    except ValueError as e:  # a first line of text labels and numbers: no header
+        if text is None and group_by is not None and "CSV row 0 (line" in str(e):
+            raise ValueError(
+                f"{e}; --group-by {group_by!r} names a column of a header line: give a "
+                "file without one the 0-based index of its label column"
+            ) from None
+        raise
     group = None if group_by is None else _column(path, group_by, names, width, "--group-by")
     weight = None if weights is None else _column(path, weights, names, width, "--weights")
     if group is not None and group == weight:

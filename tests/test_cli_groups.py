@@ -109,6 +109,19 @@ def test_group_by_an_index_of_a_npy_file_and_a_name_is_refused_by_the_rule(cli, 
     assert "pickle" not in res.stderr
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--group-by", "site"], "names a column of a header line: give a file without one"),
+        (["--group-by", "0", "--weights", "w"], "has no header line; give a 0-based column index"),
+    ],
+)
+def test_a_name_in_a_file_without_a_header_is_refused_by_the_rule(cli, tmp_path, flags, message):
+    (tmp_path / "rows.csv").write_text("north,1,2\nsouth,2,3\n")
+    res = cli("fit", tmp_path / "rows.csv", *flags)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
 def _numeric_labels(tmp_path, bad_line):
     """A CSV file with numeric labels (so fit reads it too), one line bad."""
     lines = ["g,a,b", "0,1,2", "1,2,3", "0,3,5", bad_line, "1,4,4"]
