@@ -112,7 +112,9 @@ def _numpy_columns(batch: Any, labels: _csv.Labels | None, empty_label: bool) ->
     """A record batch's columns as NumPy arrays, the column of ``labels`` (if any)
     encoded; an empty label is a ValueError unless ``empty_label``."""
     text = None if labels is None else labels.column
-    out = [None if j == text else c.to_numpy(zero_copy_only=False) for j, c in enumerate(batch)]
+    out = [
+        None if j == text else c.to_numpy(zero_copy_only=False) for j, c in enumerate(batch.columns)
+    ]
     if labels is not None:
         out[text] = labels.encode(*_factorized(batch.column(text), empty_label))
     return out

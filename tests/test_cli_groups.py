@@ -78,12 +78,13 @@ def test_labels_follow_the_csv_quoting_rules_as_pandas_reads_them(cli, tmp_path,
         ("bom.csv", lambda f, p: f.to_csv(p, index=False, encoding="utf-8-sig")),
         ("packed.csv.gz", lambda f, p: f.to_csv(p, index=False, compression="gzip")),
         ("table.parquet", lambda f, p: f.to_parquet(p)),
+        ("table.feather", lambda f, p: f.to_feather(p)),
     ],
 )
 def test_group_by_a_name_reads_every_text_and_table_kind(cli, tmp_path, name, write):
     """Case 12: --group-by NAME on every kind fit reads (suffixes in any case; pandas'
     QUOTE_ALL headers, a byte-order mark, ; and tab delimiters, labels with commas)."""
-    if name.endswith(".parquet"):
+    if name.startswith("table"):
         pytest.importorskip("pyarrow")
     frame = _frame()
     write(frame, tmp_path / name)
