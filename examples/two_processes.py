@@ -5,8 +5,7 @@
 Starts ``jaxgauss fit rows.npy --coordinator 127.0.0.1:PORT --num-processes 2
 --process-id I`` twice (each process memory-maps its half of the rows), then
 ``jaxgauss fit rows.npy`` once, and prints both results and their largest difference.
-On a cluster, run the first command once per host instead (README, "More than one
-machine").
+On a cluster, run the first command once per host instead (docs/multi-process.md).
 """
 
 import json

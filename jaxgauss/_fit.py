@@ -122,7 +122,7 @@ def fit(
         list of files or one ``.npy`` is divided among the processes) and gets the
         same result. Moment estimators equal a one-device fit of all rows in order
         to rounding; other estimators take ``batch_size / D`` rows per update from
-        every shard (README, "More than one machine").
+        every shard (docs/multi-process.md).
       groups: the group of every row, integers in [0, n_groups): an array (n,)
         aligned with the rows as given (any source), or an int, the index of a data
         column holding them (split off every chunk, for files and iterables). The

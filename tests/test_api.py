@@ -102,15 +102,16 @@ def test_the_engine_is_the_extension_surface():
         assert name in jg.engine.__all__ and name not in jg.__all__
 
 
-def test_readme_layout_matches_the_tree():
-    """Every module of the package is named in the README's layout table, and every
-    module the table names exists (the table says where each thing lives)."""
+def test_layout_table_matches_the_tree():
+    """Every module of the package is named in the layout table of docs/development.md
+    ("Where things live"), and every module the table names exists (the table says
+    where each thing lives)."""
     import pathlib
     import re
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    table = readme.split("<!-- layout:begin -->")[1].split("<!-- layout:end -->")[0]
+    page = (root / "docs" / "development.md").read_text()
+    table = page.split("<!-- layout:begin -->")[1].split("<!-- layout:end -->")[0]
     named = set(re.findall(r"`(?:jaxgauss/)?(?:estimators/)?(\w+\.py)`", table))
     modules = {
         p.name

@@ -151,7 +151,7 @@ def test_dtype_follows_data():
     est = jg.gradient_ascent(optax.sgd(0.01), "cholesky")
     assert jg.fit(est, _data(5, dtype=jnp.float32)).estimate.cov.dtype == jnp.float32
     assert jg.fit(est, _data(5, dtype=jnp.float64)).estimate.cov.dtype == jnp.float64
-    # integers compute in float32, as the README says, even with x64 on
+    # integers compute in float32, as docs/streams.md says, even with x64 on
     assert jg.fit(est, np.arange(10).reshape(5, 2)).estimate.cov.dtype == jnp.float32
     assert jg.fit(est, np.ones((5, 2), np.float16)).estimate.cov.dtype == jnp.float32
 
@@ -423,7 +423,7 @@ def test_state_of_another_estimator_or_width_is_refused():
 
 
 def test_integer_data_give_float32_with_x64():
-    # The README's rule: float64 only for float64 data (tests run with x64 enabled).
+    # The documented rule (docs/streams.md): float64 only for float64 data (tests run with x64 enabled).
     assert jg.fit(jg.welford(), np.arange(6).reshape(3, 2)).estimate.mean.dtype == jnp.float32
 
 

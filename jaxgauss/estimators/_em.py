@@ -35,8 +35,8 @@ import optax
 
 from jaxgauss.estimators.moments import absorb, step_weights
 
-# Defaults measured in benchmarks/em_accuracy.py (README, "When one Gaussian is the
-# wrong model"): κ = 0.6, τ₀ = 500, η = 0.
+# Defaults measured in benchmarks/em_accuracy.py (docs/latent-models.md, "The schedule
+# behind them"): κ = 0.6, τ₀ = 500, η = 0.
 DEFAULT_POWER = 0.6
 DEFAULT_OFFSET = 500.0
 DEFAULT_AVERAGE_POWER = 0.0
