@@ -114,9 +114,11 @@ def _run_laid_out(plan: _GroupPlan, carry, laid, weights):
 
 
 @functools.partial(jax.jit, static_argnames="plan")
-def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
-    """Per group k, its batches ``batches[k]`` (u, b, d) with ``weights[k]`` (u, b)
-    through ``fit``'s guarded step (a rejection records ``first[k]``)."""
+def _run_batches(plan: _GroupPlan, carry, batches, weights, first, active):
+    """For the groups ``active`` (k,) (padded with G, past the last group), group
+    ``active[j]``'s batches ``batches[j]`` (u, b, d) with ``weights[j]`` (u, b) through
+    ``fit``'s guarded step (a rejection records ``first[j]``). Only those groups'
+    states are gathered, stepped and written back."""
 
     def one_group(c, batches, weights, first):
         def step(c, x):
@@ -124,7 +126,10 @@ def _run_batches(plan: _GroupPlan, carry, batches, weights, first):
 
         return jax.lax.scan(step, c, (batches, weights, first))[0]
 
-    return jax.vmap(one_group)(carry, batches, weights, first)
+    # Padding gathers the last group (clipped) with weight-0 batches and is dropped.
+    sub = jax.tree_util.tree_map(lambda x: jnp.take(x, active, axis=0, mode="clip"), carry)
+    new = jax.vmap(one_group)(sub, batches, weights, first)
+    return jax.tree_util.tree_map(lambda x, y: x.at[active].set(y, mode="drop"), carry, new)
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "score", "truth_axis"))
@@ -497,10 +502,10 @@ class _Grouped:
             )
 
     def _run_groups(self, flush: bool) -> None:
-        """Every group's full batches (with ``flush``, its short last one too), padded
-        with weight-0 batches to a power-of-two count, in one vmapped call."""
-        packed = _pack_batches(self.leftover, self.plan.batch_size, self.d, self.dtype, flush)
-        if packed is not None:
+        """Every group's full batches (with ``flush``, its short last one too), in
+        vmapped calls over the groups that have some (``_pack_batches``)."""
+        b = self.plan.batch_size
+        while (packed := _pack_batches(self.leftover, b, self.d, self.dtype, flush)) is not None:
             self.carry = _run_batches(self.gplan, self.carry, *map(jnp.asarray, packed))
 
     # -- result ------------------------------------------------------------------------
@@ -711,26 +716,32 @@ def _lay_out(rows: Any, groups: np.ndarray, weights: np.ndarray, n_groups: int, 
 
 
 def _pack_batches(leftover: list, b: int, d: int, dtype: Any, flush: bool):
-    """Every group's full batches of its waiting rows (with ``flush`` its short last
-    one too), padded with weight-0 batches to a power-of-two count u: batches
-    (G, u, b, d), weights (G, u, b) and each batch's first row (G, u); ``leftover``
-    keeps the rest. None when no group has a batch."""
+    """The next call's batches: of the k groups with a full batch waiting (with
+    ``flush``, any row), up to u batches each, in arrays padded to powers of two (k
+    to k', u to u', so a stream compiles few shapes) with weight-0 batches: batches
+    (k', u', b, d), weights (k', u', b), each batch's first row (k', u') and the
+    groups (k',) (padding: G). k' u' b stays within ``PIECE_ROWS`` rows (or one batch
+    per group): a large group is applied over several calls rather than every group
+    padded to its length. ``leftover`` keeps the rest. None when nothing is waiting."""
     G = len(leftover)
-    counts = [0 if x is None else x[0].shape[0] for x in leftover]
-    nb = [(c + b - 1) // b if flush else c // b for c in counts]
-    u = max(nb)
-    if not u:
+    counts = np.array([0 if x is None else x[0].shape[0] for x in leftover])
+    nb = (counts + b - 1) // b if flush else counts // b
+    active = np.flatnonzero(nb)
+    if not active.size:
         return None
-    u = 1 << (u - 1).bit_length()
-    batches = np.zeros((G, u * b, d), dtype)
-    weights = np.zeros((G, u * b), dtype)
-    first = np.full((G, u), -1, np.int32)
-    for k in range(G):
-        take = min(counts[k], nb[k] * b)
-        if not take:
-            continue
-        y, w, i = leftover[k]
-        batches[k, :take], weights[k, :take] = y[:take], w[:take]
-        first[k, : nb[k]] = i[:take:b]
-        leftover[k] = None if take == counts[k] else (y[take:], w[take:], i[take:])
-    return batches.reshape(G, u, b, d), weights.reshape(G, u, b), first
+    k = 1 << (active.size - 1).bit_length()
+    cap = max(1, PIECE_ROWS // (k * b))
+    u = min(1 << (int(nb.max()) - 1).bit_length(), 1 << (cap.bit_length() - 1))
+    batches = np.zeros((k, u * b, d), dtype)
+    weights = np.zeros((k, u * b), dtype)
+    first = np.full((k, u), -1, np.int32)
+    for j, g in enumerate(active):
+        n = min(int(nb[g]), u)
+        take = min(int(counts[g]), n * b)
+        y, w, i = leftover[g]
+        batches[j, :take], weights[j, :take] = y[:take], w[:take]
+        first[j, :n] = i[:take:b]
+        leftover[g] = None if take == counts[g] else (y[take:], w[take:], i[take:])
+    groups = np.full(k, G, np.int32)
+    groups[: active.size] = active
+    return batches.reshape(k, u, b, d), weights.reshape(k, u, b), first, groups
