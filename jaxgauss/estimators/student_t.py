@@ -187,7 +187,7 @@ def student_t(
 
     and the estimate is the average of the iterates with weights growing like τ^η
     (η = ``average_power`` = 1; None: the last iterate). One pass over n rows is
-    then close to the batch t-MLE (README: "When one Gaussian is the wrong model").
+    then close to the batch t-MLE (docs/latent-models.md, "How good is one pass").
     ν is given, not estimated (for an unknown ν, sweep over it and compare held-out
     log-likelihoods). The Gaussian ``fit`` passes as ``init`` sets only d and the dtype.
 
