@@ -276,12 +276,11 @@ def _labelled_block(
     """The fast path of a block with labels: its rows when no line holds a quote (its
     cells are then what lies between delimiters) and every line is good, else None
     (the slow path decides)."""
-    texts = [ln for _, ln in block]
-    if any('"' in ln for ln in texts):
+    texts, col = [ln for _, ln in block], labels.column
+    if any('"' in ln or ln.count(delimiter) != width - 1 for ln in texts):
         return None
-    split = [ln.rstrip("\r\n").split(delimiter) for ln in texts]
-    names = [c[labels.column] if len(c) == width else "" for c in split]
-    numbers = [j for j in range(width) if j != labels.column]
+    names = [ln.split(delimiter, col + 1)[col].rstrip("\r\n") for ln in texts]
+    numbers = [j for j in range(width) if j != col]
     if not (all(names) and numbers):
         return None
     try:
@@ -294,7 +293,7 @@ def _labelled_block(
         return None
     chunk = np.empty((len(texts), width))
     chunk[:, numbers] = values
-    chunk[:, labels.column] = labels.encode(*factorize(names))
+    chunk[:, col] = labels.encode(*factorize(names))
     return chunk
 
 
