@@ -10,13 +10,11 @@ Precision: scikit-learn returns float64 whatever the input; JAX computes in floa
 unless x64 is enabled. Every JAX call here runs inside ``jax.enable_x64(True)`` on
 float64 data, so results are float64 whatever the global setting, and the state is
 kept as NumPy float64 arrays between calls (which also makes the fitted estimator
-picklable). Compiled programs are cached per estimator and shape: the method's
-``Estimator`` is built once per (method, centred) and reused by every instance, and
-rows go in blocks of 4096 plus a rest padded to a power of two (padding rows are
-masked out), so a dimension compiles a few programs whatever the row counts:
-scikit-learn's ``check_estimator``, which fits dozens of shapes, would otherwise spend
-most of its time compiling. ``jaxgauss.fit`` is not used because it validates in
-Python what ``validate_data`` already checked and compiles per data length.
+picklable). Integer data are moved to their first row in integer arithmetic before
+the conversion to float64, so int64 values far beyond 2⁵³ keep their spread. The
+rows go through ``jaxgauss.fit`` (its compiled programs are cached per estimator
+and shape: the method's ``Estimator`` is built once per (method, centred) and
+reused by every instance).
 
 scikit-learn is an optional dependency (``pip install "jaxgauss[sklearn]"``).
 """
@@ -86,6 +84,34 @@ def _mahalanobis(g: Gaussian, rows):
 @jax.jit
 def _mean_log_likelihood(g: Gaussian, rows):
     return jnp.where(is_spd(g.cov), jnp.mean(log_likelihood(g, rows)), -jnp.inf)
+
+
+def _shifted(X: np.ndarray, shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """float64 rows ``X − shift`` and the float64 shift added back to the location.
+    Integer rows are subtracted in int64 (exact where no difference reaches 2⁶²),
+    so values far beyond 2⁵³ keep their spread; float rows, or no shift, as they are."""
+    if shift is None:
+        return X.astype(np.float64, copy=False), np.zeros(X.shape[1])
+    if X.dtype == np.int64 and np.all(np.abs(X.astype(np.float64) - shift) < 2.0**62):
+        return (X - shift).astype(np.float64), shift.astype(np.float64)
+    return X.astype(np.float64) - shift.astype(np.float64), shift.astype(np.float64)
+
+
+def _diverged_message(method, rows: np.ndarray) -> str:
+    """Why an update was rejected: rows whose squares overflow float64, or the
+    method's own divergence."""
+    spread = float(np.max(np.abs(rows - rows[:1]), initial=0.0))
+    if not spread < np.sqrt(np.finfo(np.float64).max / rows.shape[0]):
+        return (
+            f"the rows spread up to {spread:.3g} about the first one: their squares "
+            "exceed float64's range, so no covariance can be represented; rescale the "
+            "data (the fit keeps the last valid state)"
+        )
+    advice = "" if method == "welford" else " Use method='welford' or a smaller step."
+    return (
+        "the estimator rejected an update (it diverged) on these rows; the fit keeps "
+        f"the last valid state.{advice}"
+    )
 
 
 class OnlineEmpiricalCovariance(BaseEstimator):
@@ -169,7 +195,7 @@ class OnlineEmpiricalCovariance(BaseEstimator):
         Returns:
           self.
         """
-        for name in ("n_samples_seen_", "_state"):
+        for name in ("n_samples_seen_", "_state", "_shift"):
             if hasattr(self, name):
                 delattr(self, name)
         return self.partial_fit(X)
@@ -182,7 +208,7 @@ class OnlineEmpiricalCovariance(BaseEstimator):
           self.
         """
         first = not hasattr(self, "_state")
-        X = validate_data(self, X, reset=first, dtype=np.float64)
+        X = validate_data(self, X, reset=first, dtype=[np.float64, np.int64])
         if first and X.shape[0] == 1:
             warnings.warn(
                 "Only one sample available. You may want to reshape your data array",
@@ -192,7 +218,12 @@ class OnlineEmpiricalCovariance(BaseEstimator):
         estimator, finish = self._estimator()
         d = X.shape[1]
         offset = self._mean_offset(d)
-        rows = X if offset is None else X - offset
+        if offset is None:
+            if first and X.dtype == np.int64:
+                self._shift = X[0].copy()
+            rows, shift = _shifted(X, getattr(self, "_shift", None))
+        else:
+            rows, shift = X - offset, offset
         with jax.enable_x64(True):
             state = None if first else jax.tree_util.tree_map(jnp.asarray, self._state)
             res = fit(estimator, rows, state=state)  # the engine's guarded blocked scan
@@ -200,14 +231,11 @@ class OnlineEmpiricalCovariance(BaseEstimator):
             g, prec = _summary(estimator, finish, state)
             self._state = jax.tree_util.tree_map(np.asarray, state)
         self.n_samples_seen_ = int(getattr(self, "n_samples_seen_", 0) + X.shape[0])
-        self.location_ = offset if offset is not None else np.asarray(g.mean, np.float64)
+        self.location_ = offset if offset is not None else shift + np.asarray(g.mean, np.float64)
         self.covariance_ = np.asarray(g.cov, np.float64)
         self.precision_ = np.asarray(prec, np.float64) if self.store_precision else None
         if diverged:
-            raise ValueError(
-                "the estimator rejected an update (it diverged) on these rows; the fit "
-                "keeps the last valid state. Use method='welford' or a smaller step."
-            )
+            raise ValueError(_diverged_message(self.method, rows))
         return self
 
     def _gaussian(self) -> Gaussian:

@@ -146,3 +146,22 @@ def test_shrinkage_methods_equal_scikit_learns_and_stream():
     np.testing.assert_allclose(centred.covariance_, want, rtol=1e-10)
     with pytest.raises(ValueError, match="ledoit-wolf.*estimates the mean"):
         OnlineEmpiricalCovariance(method="ledoit-wolf", assume_centered=True).fit(X)
+
+
+def test_int64_beyond_2_to_53_keeps_its_spread_and_overflow_is_named():
+    """Issue 25 (smaller): int64 rows near 2⁶² with a spread of 1 024 were converted to
+    float64 first (spacing 1 024 there): variance 407 780 against 699 051. They are now
+    moved to their first row in int64, so the covariance is exact to float64 rounding,
+    streamed or not. Rows at 1e155, whose squares overflow float64, said "use
+    method='welford'" while using it; the error now names the overflow."""
+    rng = np.random.default_rng(0)
+    X = (2**62 + rng.integers(0, 1024, size=(2000, 2))).astype(np.int64)
+    exact = np.cov((X - X[0]).astype(np.float64).T, bias=True)  # differences are exact
+    whole = OnlineEmpiricalCovariance().fit(X)
+    streamed = OnlineEmpiricalCovariance().partial_fit(X[:1000]).partial_fit(X[1000:])
+    for est in (whole, streamed):
+        np.testing.assert_allclose(est.covariance_, exact, rtol=1e-12)
+    assert abs(whole.location_[0] - 2.0**62) < 2048  # float64 spacing there: 1 024
+    with pytest.raises(ValueError, match="squares exceed float64's range") as err:
+        OnlineEmpiricalCovariance().fit(rng.normal(size=(50, 2)) * 1e155)
+    assert "method='welford'" not in str(err.value)
