@@ -64,8 +64,13 @@ def test_examples_are_marked_and_fenced():
         assert mark in MARKS, (page, index, mark)
         assert mark != "skip" or note, (page, index, "a skipped example says why")
     for page in PAGES:
-        languages = set(FENCE.findall(page.read_text()))
+        text = page.read_text()
+        languages = set(FENCE.findall(text))
         assert languages <= LANGUAGES, (_name(page), languages - LANGUAGES)
+        # a marker not right above a ```python fence would be silently ignored
+        markers = len(re.findall(r"^<!-- test:", text, flags=re.M))
+        attached = sum(1 for m in BLOCK.finditer(text) if m.group(1))
+        assert markers == attached, (_name(page), "a test marker not right above a fence")
 
 
 def _directives() -> set[str]:
