@@ -42,16 +42,17 @@ def methods_table() -> str:
     from jaxgauss.methods import METHODS
 
     rows = [
-        "| method | what it is | hyperparameters (`fit` flag: default) | `sweep` varies |",
+        "| method | what it is | hyperparameters: `fit` flag (default) | `sweep` varies |",
         "| --- | --- | --- | --- |",
     ]
     for m in METHODS.values():
         hypers = []
         for h in m.hyperparameters:
-            default = "1/t" if h.optional and h.default is None else _number(h.default)
-            hypers.append(f"`{h.flag}`: {_cell(default)} ({_cell(h.help)})")
+            said = "default" in h.help  # the help names its own default
+            default = "" if said else f" ({_cell(_number(h.default))})"
+            hypers.append(f"`{h.flag}`{default}: {_cell(h.help)}")
         if m.uses_parameterization:
-            hypers.append("`--parameterization`: cholesky")
+            hypers.append("`--parameterization` (cholesky)")
         swept = next((h.flag for h in m.hyperparameters if h.name == m.swept), "—")
         swept = f"`{swept}`" if swept != "—" else swept
         rows.append(f"| `{m.name}` | {_cell(m.summary)} | {'<br>'.join(hypers) or '—'} | {swept} |")
