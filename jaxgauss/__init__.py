@@ -22,6 +22,7 @@ from jaxgauss._sweep import SweepResult, grid_product, sweep
 from jaxgauss._version import __version__  # noqa: F401  (jaxgauss.__version__)
 from jaxgauss.estimators.averaged import averaged
 from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.ewm import ewm
 from jaxgauss.estimators.gradient import gradient_ascent
 from jaxgauss.estimators.merging import merge
 from jaxgauss.estimators.mixture import Mixture, gaussian_mixture
@@ -63,6 +64,7 @@ __all__ = [
     "Trace",
     # estimators
     "averaged",
+    "ewm",
     "exponential",
     "gaussian_mixture",
     "gradient_ascent",

@@ -11,6 +11,7 @@ building states by hand), the counter dtype, the higher-moment functions of a
 
 from jaxgauss.estimators.averaged import AveragedState
 from jaxgauss.estimators.base import all_finite, counter_dtype
+from jaxgauss.estimators.ewm import EWMState
 from jaxgauss.estimators.gradient import GradientAscentState
 from jaxgauss.estimators.higher_moments import kurtosis, skewness
 from jaxgauss.estimators.mixture import MixtureState
@@ -21,6 +22,7 @@ from jaxgauss.estimators.window import RollingState
 
 __all__ = [
     "AveragedState",
+    "EWMState",
     "GradientAscentState",
     "MixtureState",
     "MomentsState",

@@ -72,8 +72,8 @@ def merge(a: WelfordState, b: WelfordState) -> WelfordState:
         if not isinstance(s, WelfordState):
             raise ValueError(
                 f"merge combines welford states; {name} is a {type(s).__name__}. "
-                "States of natural_gradient(learning_rate) and exponential weight rows by "
-                "their position in the stream and cannot be merged."
+                "States of natural_gradient(learning_rate), exponential and ewm weight rows "
+                "by their position in the stream (their order), so two of them cannot be merged."
             )
     if jnp.shape(a.mean)[-1] != jnp.shape(b.mean)[-1]:
         raise ValueError(
