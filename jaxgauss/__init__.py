@@ -20,6 +20,7 @@ from jaxgauss._engine import DataError, FitResult, Trace
 from jaxgauss._fit import fit
 from jaxgauss._sweep import SweepResult, grid_product, sweep
 from jaxgauss._version import __version__  # noqa: F401  (jaxgauss.__version__)
+from jaxgauss.distances import bhattacharyya_distance, frechet_distance, hellinger_distance
 from jaxgauss.estimators.averaged import averaged
 from jaxgauss.estimators.base import Estimator
 from jaxgauss.estimators.ewm import ewm
@@ -91,6 +92,10 @@ __all__ = [
     "marginal",
     "mle",
     "precision",
+    # distances between Gaussians
+    "bhattacharyya_distance",
+    "frechet_distance",
+    "hellinger_distance",
     # shrinkage
     "ledoit_wolf",
     "oas",
