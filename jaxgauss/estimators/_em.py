@@ -94,28 +94,25 @@ def weighted_absorb(
     return new_total, jnp.where(ok, new_mean, mean), jnp.where(ok, new_cov, cov)
 
 
-def average_weight(
-    tau_end: jax.Array, n_online: jax.Array, average_power: Any, dtype: Any
-) -> jax.Array:
+def average_weight(tau: jax.Array, online: jax.Array, average_power: Any, dtype: Any) -> jax.Array:
     """The weight ρ of the newest iterate in the running average after an update whose
-    online rows end at row ``tau_end`` (``n_online`` of them): b single-row steps of
-    the polynomial-decay average x̄ ← (1 − ρ_τ) x̄ + ρ_τ x with ρ_τ = (η + 1)/(τ + η)
-    (iterate τ gets a weight ∝ τ^η; η = 0 is the plain running mean), applied to
-    the same iterate. ρ = 1 on the first online row; 0 when the update had none."""
+    rows have online numbers ``tau`` (b,), those where ``online``: b single-row steps
+    of the polynomial-decay average x̄ ← (1 − ρ_τ) x̄ + ρ_τ x with ρ_τ = (η + 1)/(τ + η)
+    (iterate τ gets a weight ∝ τ^η; η = 0 is the plain running mean), applied to the
+    same iterate: ρ = 1 − Π_τ (1 − ρ_τ). ρ = 1 on the first online row (ρ₁ = 1); 0
+    when the update had none.
+
+    The product goes through Σ log1p(−ρ_τ) and ρ = −expm1 of it: accurate when each
+    ρ_τ is a few ulps of 1 (late in a stream). Log-gamma ratios of τ, the closed form,
+    cancel to garbage in float32 there (lgamma(10⁵) ≈ 10⁶, spaced 0.06): a float32
+    Student-t averaged over 10⁵ rows was 2.8 % off the batch t-MLE, 0.5 % in float64.
+    """
     if average_power is None:
         return jnp.ones((), dtype)
     eta = jnp.asarray(average_power, dtype)
-    first = (tau_end - n_online + 1).astype(dtype)
-    last = tau_end.astype(dtype)
-    # Π_τ (1 − ρ_τ) = Π_τ (τ − 1)/(τ + η) over τ = first … last, as log-gamma ratios.
-    log_keep = (
-        jax.lax.lgamma(last)
-        - jax.lax.lgamma(jnp.maximum(first - 1, 1.0))
-        - jax.lax.lgamma(last + eta + 1)
-        + jax.lax.lgamma(first + eta)
-    )
-    keep = jnp.where(first <= 1, 0.0, jnp.exp(log_keep))
-    return jnp.where(n_online > 0, 1 - keep, 0.0)
+    t = tau.astype(dtype)
+    step = jnp.where(online, (eta + 1) / jnp.where(online, t + eta, 1), 0)
+    return -jnp.expm1(jnp.sum(jnp.log1p(-step)))
 
 
 def running_average(average: Any, current: Any, rho: jax.Array) -> Any:

@@ -378,7 +378,7 @@ def gaussian_mixture(
         resp = iterate(totals, means, covs).responsibilities(batch)
         absorb_each = jax.vmap(_em.weighted_absorb, in_axes=(0, 0, 0, None, None, 1))
         totals, means, covs = absorb_each(totals, means, covs, batch, steps, resp)
-        rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
+        rho = _em.average_weight(tau, online, average_power, dtype)
         average = _em.running_average(average, iterate(totals, means, covs), rho)
         count = state.count + batch.shape[0]
         return MixtureState(totals, means, covs, average, buffer, count, state.origin)

@@ -263,7 +263,7 @@ def student_t(
         steps = _em.online_steps(tau, online, dtype, learning_rate, power, offset)
         w = _weights(nu, mean, total * wcov, batch)
         total, mean, wcov = _em.weighted_absorb(total, mean, wcov, batch, steps, w)
-        rho = _em.average_weight(tau[-1], jnp.sum(online), average_power, dtype)
+        rho = _em.average_weight(tau, online, average_power, dtype)
         average = _em.running_average(average, StudentT(mean, total * wcov, nu), rho)
         count = state.count + batch.shape[0]
         return StudentTState(total, mean, wcov, average, buffer, count, state.origin)
