@@ -186,7 +186,7 @@ def student_t(
       a_τ = (τ + τ₀)^(−κ)   (default: κ = ``power`` = 0.6, τ₀ = ``offset`` = 500),
 
     and the estimate is the average of the iterates with weights growing like τ^η
-    (η = ``average_power`` = 1; None: the last iterate). One pass over n rows is
+    (η = ``average_power`` = 0, the plain average since the seed; None: the last iterate). One pass over n rows is
     then close to the batch t-MLE (docs/latent-models.md, "How good is one pass").
     ν is given, not estimated (for an unknown ν, sweep over it and compare held-out
     log-likelihoods). The Gaussian ``fit`` passes as ``init`` sets only d and the dtype.
