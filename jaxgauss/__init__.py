@@ -46,6 +46,7 @@ from jaxgauss.gaussian import (
     precision,
 )
 from jaxgauss.preconditioners import fisher_preconditioner
+from jaxgauss.whitening import PCA, pca, unwhiten, whiten
 
 # What a user calls and the types they receive. The building blocks live in named
 # public submodules: jaxgauss.engine (your own lax.scan), jaxgauss.methods (the
@@ -96,6 +97,11 @@ __all__ = [
     "bhattacharyya_distance",
     "frechet_distance",
     "hellinger_distance",
+    # PCA and whitening
+    "PCA",
+    "pca",
+    "unwhiten",
+    "whiten",
     # shrinkage
     "ledoit_wolf",
     "oas",
