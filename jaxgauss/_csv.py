@@ -26,6 +26,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 DELIMITERS = (",", "\t", ";")
+# The longest line read (64 MiB, ~2.7 million numbers of 24 characters, far more
+# columns than a d x d covariance allows): a longer one, such as a file without line
+# ends, is an error naming it instead of a read of the whole file into memory.
+MAX_LINE_BYTES = 1 << 26
 BOM = b"\xef\xbb\xbf"
 
 
@@ -93,7 +97,12 @@ def decoded_lines(f: Any, name: str) -> Iterator[tuple[int, str]]:
     file, line and byte offset."""
     offset = 0
     try:
-        for line_no, raw in enumerate(f, start=1):
+        for line_no, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(
+                    f"{name}: line {line_no} is longer than {MAX_LINE_BYTES:,} bytes: not a "
+                    "line of numbers (a file without line ends, or not a CSV file)"
+                )
             text_start = len(BOM) if line_no == 1 and raw.startswith(BOM) else 0
             try:
                 text = raw[text_start:].decode("utf-8")
@@ -127,6 +136,20 @@ def cells(line: str, delimiter: str, text: int | None = None) -> list[str]:
         return [c.strip() for c in next(split)]
     split = csv.reader([line], delimiter=delimiter)
     return [c if j == text else c.strip() for j, c in enumerate(next(split))]
+
+
+def unreadable(error: csv.Error) -> str:
+    """Why the csv module could not split a line, as the end of a sentence naming
+    it: a cell longer than its field limit, or a carriage return inside the line."""
+    if "field larger than field limit" in str(error):
+        return (
+            f"holds a cell of more than {csv.field_size_limit():,} characters: not a number "
+            "(is a quote left open?)"
+        )
+    return (
+        "holds a carriage return (\\r) that does not end it: lines must end in \\n or "
+        "\\r\\n (a lone \\r does not end a line: convert such a file first)"
+    )
 
 
 def is_number(cell: str) -> bool:
@@ -167,11 +190,8 @@ def first_line(
     delimiter = sniff_delimiter(line)
     try:
         line_cells = cells(line, delimiter, text)
-    except csv.Error as e:  # e.g. a carriage return inside the line: old Mac line ends
-        raise ValueError(
-            f"{name}: line {line_no} cannot be read as CSV ({e}); lines must end in \\n "
-            "or \\r\\n (a lone \\r does not end a line: convert such a file first)"
-        ) from None
+    except csv.Error as e:
+        raise ValueError(f"{name}: line {line_no} {unreadable(e)}") from None
     header = is_header(line_cells, line, line_no, name, text)
     if not header:
         lines = itertools.chain([first], lines)
@@ -256,9 +276,8 @@ def parse_block(
     for i, (line_no, ln) in enumerate(block):
         try:
             line_cells = cells(ln, delimiter, text)
-        except csv.Error:  # a carriage return alone, inside the line
-            where = _where(row + i, line_no, name)
-            err = ValueError(f"{where} holds a carriage return (\\r) that does not end it")
+        except csv.Error as e:
+            err = ValueError(f"{_where(row + i, line_no, name)} {unreadable(e)}")
         else:
             err = line_error(ln, line_cells, row + i, line_no, width, name, text)
         if err is not None:

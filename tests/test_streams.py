@@ -337,7 +337,7 @@ def test_old_mac_line_ends_and_duplicate_parquet_columns_are_named(tmp_path):
     (both readers), a Parquet file with two columns of one name a KeyError."""
     cr = tmp_path / "mac.csv"
     cr.write_bytes(b"a,b\r1,2\r3,4\r")
-    with pytest.raises(ValueError, match=r"mac.csv: line 1 cannot be read as CSV.*lone \\r"):
+    with pytest.raises(ValueError, match=r"mac.csv: line 1 holds a carriage return.*lone \\r"):
         jg.fit(jg.welford(), str(cr))
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -414,3 +414,20 @@ def test_labelled_csv_reads_alike_on_both_readers(tmp_path, monkeypatch, name, t
         assert labels[0] == "s0" and labels[-1] == 'x, "y"'
     if name == "late_empty.csv":
         assert error.endswith("CSV row 45 (line 47) column 0 is empty")
+
+
+def test_a_line_too_long_and_a_cell_too_long_are_named(engine, tmp_path, monkeypatch):
+    """Issue 25, case 15: a file without line ends was read as one line, into memory
+    (a 5 GB file: MemoryError at 5.6 GB), and a cell longer than the csv module's
+    field limit raised csv.Error. Lines longer than _csv.MAX_LINE_BYTES (64 MiB; set
+    to 1 MiB here, so the file stays small) and cells longer than the limit are
+    ValueErrors naming the file and line, whichever reader starts."""
+    monkeypatch.setattr(_csv, "MAX_LINE_BYTES", 1 << 20)
+    endless = tmp_path / "endless.csv"
+    endless.write_bytes(b"1.5," * (1 << 19))  # 2 MiB, no line end
+    with pytest.raises(ValueError, match=r"endless.csv: line 1 is longer than 1,048,576 bytes"):
+        jg.fit(jg.welford(), str(endless))
+    wide = tmp_path / "wide.csv"
+    wide.write_text('a,b\n1,2\n3,"' + "x" * 200_000 + '"\n')  # a quote left open, say
+    with pytest.raises(ValueError, match=r"wide.csv: CSV row 1 \(line 3\) holds a cell of more"):
+        jg.fit(jg.welford(), str(wide))
