@@ -28,6 +28,7 @@ from jaxgauss.estimators.gradient import gradient_ascent
 from jaxgauss.estimators.merging import merge
 from jaxgauss.estimators.mixture import Mixture, gaussian_mixture
 from jaxgauss.estimators.moments import exponential, natural_gradient, welford
+from jaxgauss.estimators.pooled import pooled_covariance
 from jaxgauss.estimators.shrinkage import ledoit_wolf, oas, shrunk
 from jaxgauss.estimators.student_t import StudentT, student_t
 from jaxgauss.estimators.window import downdate, rolling
@@ -81,6 +82,7 @@ __all__ = [
     # operations on states
     "downdate",
     "merge",
+    "pooled_covariance",
     # the estimate as a distribution
     "condition",
     "cookbook_gradients",
