@@ -26,7 +26,7 @@ from jaxgauss.estimators.base import Estimator
 from jaxgauss.estimators.ewm import ewm
 from jaxgauss.estimators.gradient import gradient_ascent
 from jaxgauss.estimators.merging import merge
-from jaxgauss.estimators.mixture import Mixture, gaussian_mixture
+from jaxgauss.estimators.mixture import Mixture, aic, bic, gaussian_mixture
 from jaxgauss.estimators.moments import exponential, natural_gradient, welford
 from jaxgauss.estimators.pooled import pooled_covariance
 from jaxgauss.estimators.shrinkage import ledoit_wolf, oas, shrunk
@@ -75,6 +75,9 @@ __all__ = [
     "rolling",
     "student_t",
     "welford",
+    # choosing a model
+    "aic",
+    "bic",
     # running them
     "fit",
     "grid_product",

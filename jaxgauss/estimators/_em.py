@@ -81,16 +81,18 @@ def weighted_absorb(
     batch: jax.Array,
     steps: jax.Array,
     w: jax.Array,
+    absorb_fn: Any = absorb,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One stepwise-EM update of (S₀, μ, C) by rows ``batch`` (b, d) with steps
     ``steps`` (b,) and E-step weights ``w`` (b,) (module docstring). Where the new
-    weight S₀' is 0 (nothing ever had mass) the moments are kept."""
+    weight S₀' is 0 (nothing ever had mass) the moments are kept. ``absorb_fn`` is
+    ``moments.absorb`` or a variant of its signature (a mixture's diagonal moments)."""
     keep, alphas = step_weights(steps)
     mass = alphas * w
     new_total = keep * total + jnp.sum(mass)
     ok = new_total > 0
     denom = jnp.where(ok, new_total, 1)
-    new_mean, new_cov = absorb(mean, cov, batch, keep * total / denom, mass / denom)
+    new_mean, new_cov = absorb_fn(mean, cov, batch, keep * total / denom, mass / denom)
     return new_total, jnp.where(ok, new_mean, mean), jnp.where(ok, new_cov, cov)
 
 

@@ -1,4 +1,4 @@
-"""Online EM for a K-component full-covariance Gaussian mixture.
+"""Online EM for a K-component Gaussian mixture, of any of scikit-learn's covariance types.
 
 The E-step gives each row its responsibilities
 
@@ -21,6 +21,16 @@ Components that lose all mass are kept, not re-seeded: their mixing weight decay
 toward 0 while their mean and covariance stay where they were, and every covariance
 used (in the E-step and the estimate) is C_k + ``reg_covar`` I, as in
 scikit-learn, so it stays SPD.
+
+Covariance types (``jaxgauss.estimators.covariance_types``): ``tied`` keeps every
+component's C_k and shares Σ = Σ_k π_k C_k; ``diag`` and ``spherical`` keep only the
+weighted variances (K, d), so their rows cost O(K·d). The type is static data of the
+``Mixture`` pytree (not a leaf: a string leaf would break ``jit`` and stacked
+snapshots, and shapes alone are ambiguous when K = d).
+
+Model choice: ``bic`` and ``aic`` are scikit-learn's, −2 n ℓ̄ + p log n and
+−2 n ℓ̄ + 2p, with ℓ̄ the mean log-likelihood of the rows and p the free parameters
+(``covariance_types.n_parameters``).
 """
 
 from __future__ import annotations
@@ -36,23 +46,14 @@ import optax
 from jax.scipy.special import logsumexp
 
 from jaxgauss.estimators import _em
+from jaxgauss.estimators import covariance_types as ct
 from jaxgauss.estimators.base import Estimator, all_finite
 from jaxgauss.estimators.moments import absorb
 from jaxgauss.gaussian import Gaussian
 
-__all__ = ["Mixture", "MixtureState", "gaussian_mixture"]
+__all__ = ["Mixture", "MixtureState", "aic", "bic", "gaussian_mixture"]
 
 _LLOYD_ITERATIONS = 10
-
-
-def _component_log_densities(means: jax.Array, covs: jax.Array, ys: jax.Array) -> jax.Array:
-    """log N(yᵢ | μ_k, Σ_k) for rows ``ys`` (b, d): (b, K)."""
-    chols = jnp.linalg.cholesky(covs)
-    delta = jax.vmap(_em.row_mahalanobis, in_axes=(0, 0), out_axes=1)(
-        chols, ys[None] - means[:, None]
-    )
-    d = means.shape[-1]
-    return -0.5 * delta - _em.half_log_det(chols) - 0.5 * d * jnp.log(2 * jnp.pi)
 
 
 class Mixture(NamedTuple):
@@ -61,7 +62,11 @@ class Mixture(NamedTuple):
     Attributes:
       weights: mixing weights π, (K,), non-negative, summing to 1.
       means: component means μ_k, (K, d).
-      covs: component covariances Σ_k, (K, d, d), SPD.
+      covs: component covariances, SPD, shaped by ``covariance_type`` as scikit-learn's
+        ``covariances_``: "full" (K, d, d), "tied" (d, d), "diag" (K, d) variances,
+        "spherical" (K,) variances.
+      covariance_type: "full" (the default), "tied", "diag" or "spherical"; static
+        data of the pytree (its treedef), not a leaf.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgauss as jg
@@ -70,17 +75,22 @@ class Mixture(NamedTuple):
       [0, 1]
       >>> m.sample(jax.random.key(0), 5).shape
       (5, 1)
+      >>> d = jg.Mixture(m.weights, m.means, jnp.ones((2, 1)), "diag")
+      >>> bool(jnp.allclose(d.log_likelihood(jnp.zeros(1)), m.log_likelihood(jnp.zeros(1))))
+      True
     """
 
     weights: jax.Array
     means: jax.Array
     covs: jax.Array
+    covariance_type: str = "full"
 
     def _joint(self, y: jax.Array) -> jax.Array:
         """log π_k + log N(y | μ_k, Σ_k), (..., K)."""
         y = jnp.asarray(y)
         flat = y.reshape(-1, y.shape[-1])
-        logp = _component_log_densities(self.means, self.covs, flat) + jnp.log(self.weights)
+        densities = ct.component_log_densities(self.means, self.covs, self.covariance_type, flat)
+        logp = densities + jnp.log(self.weights)
         return logp.reshape(y.shape[:-1] + (self.weights.shape[-1],))
 
     def log_likelihood(self, y: jax.Array) -> jax.Array:
@@ -101,15 +111,22 @@ class Mixture(NamedTuple):
         return _sample(self, key, n)
 
 
+# The covariance type is static: jit, vmap, scan and stacked snapshots see three leaves.
+jax.tree_util.register_pytree_node(
+    Mixture,
+    lambda m: ((m.weights, m.means, m.covs), m.covariance_type),
+    lambda covariance_type, leaves: Mixture(*leaves, covariance_type),
+)
+
+
 @functools.partial(jax.jit, static_argnames="n")
 def _sample(mixture: Mixture, key: jax.Array, n: int) -> jax.Array:
     """``Mixture.sample`` as one compiled call (run op by op, a first draw compiled a
     dozen small programs, ~4 s)."""
     k_comp, k_noise = jax.random.split(key)
     comp = jax.random.categorical(k_comp, jnp.log(mixture.weights), shape=(n,))
-    chols = jnp.linalg.cholesky(mixture.covs)
     z = jax.random.normal(k_noise, (n, mixture.means.shape[-1]), mixture.means.dtype)
-    return mixture.means[comp] + jnp.einsum("nij,nj->ni", chols[comp], z)
+    return mixture.means[comp] + ct.noise(mixture.covs, mixture.covariance_type, comp, z)
 
 
 class MixtureState(NamedTuple):
@@ -120,7 +137,8 @@ class MixtureState(NamedTuple):
         (the iterate's mixing weights are S₀ / Σ S₀).
       means: the iterate's component means, (K, d).
       covs: the iterate's responsibility-weighted covariances C_k (before
-        ``reg_covar``), (K, d, d).
+        ``reg_covar``), (K, d, d) for "full" and "tied", or their diagonals (K, d)
+        for "diag" and "spherical".
       average: the estimate: the running average of the iterates, a ``Mixture``.
       buffer: the first ``n_init`` rows, (n_init, d), used to seed.
       count: rows absorbed, buffered ones included, int32.
@@ -170,28 +188,30 @@ def _kmeans_plus_plus(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) 
     return jax.lax.fori_loop(0, k, pick, (jnp.zeros((k, rows.shape[1]), rows.dtype), d2))[0]
 
 
-def _hard_moments(rows: jax.Array, onehot: jax.Array) -> Mixture:
-    """Weights, means and covariances of hard clusters (``onehot`` (m, K)), each
-    covariance blended with one pseudo-row of all rows' covariance."""
+def _hard_moments(rows: jax.Array, onehot: jax.Array, covariance_type: str) -> tuple:
+    """Weights, means and state moments (``covariance_types.state_covs``'s shapes) of
+    hard clusters (``onehot`` (m, K)), each blended with one pseudo-row of all rows'
+    moments; "diag" and "spherical" form no d × d matrix."""
     counts = jnp.sum(onehot, axis=0)
     n = jnp.sum(counts)
     zero = jnp.zeros((), rows.dtype)
     d = rows.shape[1]
-    all_mean, all_cov = absorb(
-        rows[0], jnp.zeros((d, d), rows.dtype), rows, zero, jnp.sum(onehot, axis=1) / n
-    )
+    diagonal = covariance_type in ("diag", "spherical")
+    absorb_fn = ct.diagonal_absorb if diagonal else absorb
+    start = jnp.zeros((d,) if diagonal else (d, d), rows.dtype)
+    all_mean, all_cov = absorb_fn(rows[0], start, rows, zero, jnp.sum(onehot, axis=1) / n)
 
     def one(c, col):
         safe = jnp.maximum(c, 1)
-        mean, cov = absorb(all_mean, jnp.zeros_like(all_cov), rows, zero, col / safe)
+        mean, cov = absorb_fn(all_mean, jnp.zeros_like(all_cov), rows, zero, col / safe)
         mean = jnp.where(c > 0, mean, all_mean)
         return mean, (c * cov + all_cov) / (c + 1)
 
     means, covs = jax.vmap(one, in_axes=(0, 1))(counts, onehot)
-    return Mixture(counts / n, means, covs)
+    return counts / n, means, covs
 
 
-def _seed(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> Mixture:
+def _seed(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int, covariance_type: str) -> tuple:
     """k-means++ centres, ``_LLOYD_ITERATIONS`` Lloyd steps, hard-cluster moments."""
     m = mask.astype(rows.dtype)
 
@@ -207,25 +227,28 @@ def _seed(key: jax.Array, rows: jax.Array, mask: jax.Array, k: int) -> Mixture:
 
     centres = _kmeans_plus_plus(key, rows, mask, k)
     centres = jax.lax.fori_loop(0, _LLOYD_ITERATIONS, lloyd, centres)
-    return _hard_moments(rows, assign(centres))
+    return _hard_moments(rows, assign(centres), covariance_type)
 
 
-def _check_mixture(init: Mixture, k: int) -> None:
-    weights, means, covs = (np.asarray(x) for x in init)
+def _check_mixture(init: Mixture, k: int, covariance_type: str) -> None:
+    if not isinstance(init, Mixture):
+        raise ValueError(f"init must be a jaxgauss.Mixture, got {type(init).__name__}")
+    if init.covariance_type != covariance_type:
+        raise ValueError(
+            f"init is a {init.covariance_type!r} mixture but covariance_type is "
+            f"{covariance_type!r}: give the same type"
+        )
+    weights, means, covs = (np.asarray(x) for x in (init.weights, init.means, init.covs))
     if weights.shape != (k,) or means.ndim != 2 or means.shape[0] != k:
         raise ValueError(
             f"init must have weights (K,) and means (K, d) with K = n_components = {k}, "
             f"got shapes {weights.shape} and {means.shape}"
         )
-    d = means.shape[1]
-    if covs.shape != (k, d, d):
-        raise ValueError(f"init.covs must have shape ({k}, {d}, {d}), got {covs.shape}")
+    ct.check_covs(covs, covariance_type, k, means.shape[1])
     if not all(np.all(np.isfinite(x)) for x in (weights, means, covs)):
         raise ValueError("init has non-finite entries")
     if np.any(weights < 0) or not np.isclose(weights.sum(), 1):
         raise ValueError(f"init.weights must be >= 0 and sum to 1, got {weights.tolist()}")
-    if not np.all(np.linalg.eigvalsh(0.5 * (covs + np.swapaxes(covs, 1, 2))) > 0):
-        raise ValueError("init.covs must be positive definite")
 
 
 def _average_of(state: MixtureState) -> Mixture:
@@ -233,15 +256,21 @@ def _average_of(state: MixtureState) -> Mixture:
 
 
 def _check_settings(
-    n_components: int, key: jax.Array | None, init: Mixture | None, n_init: int, reg_covar
+    n_components: int,
+    key: jax.Array | None,
+    init: Mixture | None,
+    n_init: int,
+    reg_covar,
+    covariance_type: str,
 ) -> tuple[int, int]:
     """K and the number of rows to buffer (0 with an ``init``), after refusing the
     settings ``gaussian_mixture`` lists under Raises (all but the step's)."""
     if isinstance(n_components, bool) or not isinstance(n_components, Integral) or n_components < 1:
         raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+    ct.check_covariance_type(covariance_type)
     k = int(n_components)
     if init is not None:
-        _check_mixture(init, k)
+        _check_mixture(init, k, covariance_type)
         n_init = 0
     elif key is None:
         raise ValueError("gaussian_mixture needs key= (a jax.random.key for the seeding) or init=")
@@ -252,30 +281,113 @@ def _check_settings(
     return k, n_init
 
 
-def _start_state(g0: Gaussian, init: Mixture | None, k: int, n_init: int) -> MixtureState:
+def _start_state(
+    g0: Gaussian, init: Mixture | None, k: int, n_init: int, covariance_type: str
+) -> MixtureState:
     """The state before any row: ``init`` in ``g0``'s dtype, or K copies of ``g0``
     with equal weights; an empty buffer of ``n_init`` rows."""
     dtype = g0.mean.dtype
     d = g0.mean.shape[-1]
     if init is None:
-        start = Mixture(
-            jnp.full((k,), 1 / k, dtype),
-            jnp.broadcast_to(g0.mean, (k, d)),
-            jnp.broadcast_to(g0.cov, (k, d, d)),
-        )
+        weights = jnp.full((k,), 1 / k, dtype)
+        means = jnp.broadcast_to(g0.mean, (k, d))
+        if covariance_type in ("full", "tied"):
+            moments = jnp.broadcast_to(g0.cov, (k, d, d))
+        else:
+            moments = jnp.broadcast_to(jnp.diagonal(g0.cov), (k, d))
+        covs = ct.iterate_covs(moments, weights, covariance_type)
     else:
-        start = Mixture(*(jnp.asarray(x, dtype) for x in init))
-        if start.means.shape[1] != d:
-            raise ValueError(f"init has dimension {start.means.shape[1]}, the data {d}")
+        weights, means, covs = (
+            jnp.asarray(x, dtype) for x in (init.weights, init.means, init.covs)
+        )
+        if means.shape[1] != d:
+            raise ValueError(f"init has dimension {means.shape[1]}, the data {d}")
+        moments = ct.state_covs(covs, covariance_type, k, d)
     return MixtureState(
-        totals=start.weights,
-        means=start.means,
-        covs=start.covs,
-        average=start,
+        totals=weights,
+        means=means,
+        covs=moments,
+        average=Mixture(weights, means, covs, covariance_type),
         buffer=jnp.zeros((n_init, d), dtype),
         count=jnp.zeros((), jnp.int32),
         origin=jnp.zeros_like(g0.mean),
     )
+
+
+def bic(mixture: Mixture | Gaussian, x: jax.Array) -> jax.Array:
+    """The Bayesian information criterion of a mixture on rows ``x``, scikit-learn's
+    ``GaussianMixture.bic``: −2 Σᵢ log p(xᵢ) + p log n, with p the free parameters
+    (K − 1 weights, K d means and the covariances of its type: K d(d + 1)/2 "full",
+    d(d + 1)/2 "tied", K d "diag", K "spherical"). Lower is better.
+
+    Args:
+      mixture: a ``Mixture`` (a ``Gaussian`` counts as one "full" component).
+      x: rows (n, d), n ≥ 1.
+
+    Returns:
+      A scalar in the rows' floating dtype.
+
+    Raises:
+      ValueError: ``x`` is not (n, d) with n ≥ 1 and the mixture's d.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
+      >>> x = jnp.array([[-1.0], [1.0]])
+      >>> round(float(jg.bic(m, x)), 4)  # 2 (1 + log 2π) + 2 log 2: mean and variance
+      7.0619
+    """
+    mixture, x = _model_and_rows(mixture, x)
+    n = x.shape[0]
+    return -2 * jnp.sum(mixture.log_likelihood(x)) + _n_parameters(mixture) * jnp.log(
+        jnp.asarray(n, x.dtype)
+    )
+
+
+def aic(mixture: Mixture | Gaussian, x: jax.Array) -> jax.Array:
+    """The Akaike information criterion of a mixture on rows ``x``, scikit-learn's
+    ``GaussianMixture.aic``: −2 Σᵢ log p(xᵢ) + 2p (p as in ``bic``). Lower is better.
+
+    Args:
+      mixture: a ``Mixture`` (a ``Gaussian`` counts as one "full" component).
+      x: rows (n, d), n ≥ 1.
+
+    Returns:
+      A scalar in the rows' floating dtype.
+
+    Raises:
+      ValueError: ``x`` is not (n, d) with n ≥ 1 and the mixture's d.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
+      >>> round(float(jg.aic(m, jnp.array([[-1.0], [1.0]]))), 4)  # 2 (1 + log 2π) + 2·2
+      7.6758
+    """
+    mixture, x = _model_and_rows(mixture, x)
+    return -2 * jnp.sum(mixture.log_likelihood(x)) + 2 * _n_parameters(mixture)
+
+
+def _n_parameters(mixture: Mixture) -> int:
+    k, d = mixture.means.shape
+    return ct.n_parameters(k, d, mixture.covariance_type)
+
+
+def _model_and_rows(mixture, x) -> tuple[Mixture, jax.Array]:
+    """The model as a ``Mixture`` and the rows as a float array, checked."""
+    if isinstance(mixture, Gaussian):
+        mixture = Mixture(jnp.ones((1,), mixture.mean.dtype), mixture.mean[None], mixture.cov[None])
+    if not isinstance(mixture, Mixture):
+        raise ValueError(
+            f"mixture must be a jaxgauss.Mixture or Gaussian, got {type(mixture).__name__}"
+        )
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(mixture.means.dtype)
+    d = mixture.means.shape[-1]
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != d:
+        raise ValueError(f"x must be rows (n, {d}) with n >= 1, got shape {x.shape}")
+    return mixture, x
 
 
 def gaussian_mixture(
@@ -289,8 +401,9 @@ def gaussian_mixture(
     average_power: float | jax.Array | None = _em.DEFAULT_AVERAGE_POWER,
     n_init: int = 500,
     reg_covar: float | jax.Array = 1e-6,
+    covariance_type: str = "full",
 ) -> Estimator:
-    """Stepwise online EM for a mixture of ``n_components`` full-covariance Gaussians.
+    """Stepwise online EM for a mixture of ``n_components`` Gaussians.
 
     For each batch of b rows: the responsibilities of every row under the current
     iterate (one batched E-step, log-sum-exp), then per component the natural-gradient
@@ -319,6 +432,10 @@ def gaussian_mixture(
       n_init: rows buffered to seed (≥ n_components). Until they are all seen, the
         estimate is the seed of the rows so far.
       reg_covar: added to every covariance's diagonal (scikit-learn's default).
+      covariance_type: scikit-learn's: "full" (each component its own covariance),
+        "tied" (one shared), "diag" (each its own diagonal), "spherical" (each its
+        own variance); the estimate's ``covs`` have scikit-learn's shapes for it.
+        "diag" and "spherical" cost O(K·d) per row, with no d × d matrix.
 
     Returns:
       An ``Estimator`` whose ``estimate`` is a ``Mixture`` and whose states are
@@ -326,8 +443,9 @@ def gaussian_mixture(
 
     Raises:
       ValueError: ``n_components`` < 1; no ``key`` and no ``init``; an ``init`` with
-        wrong shapes, weights not summing to 1 or non-SPD covariances; ``n_init`` <
-        ``n_components``; a bad concrete step setting; a negative ``reg_covar``.
+        wrong shapes, weights not summing to 1, non-SPD covariances or another
+        covariance type; ``n_init`` < ``n_components``; a bad concrete step setting;
+        a negative ``reg_covar``; an unknown ``covariance_type``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxgauss as jg
@@ -339,20 +457,24 @@ def gaussian_mixture(
       >>> [round(float(w), 1) for w in m.weights[order]], [round(float(x)) for x in m.means[order, 0]]
       ([0.3, 0.7], [-5, 5])
     """
-    k, n_init = _check_settings(n_components, key, init, n_init, reg_covar)
+    kind = covariance_type
+    k, n_init = _check_settings(n_components, key, init, n_init, reg_covar, kind)
     _em.check_schedule(learning_rate, power, offset, average_power)
+    absorb_each = jax.vmap(
+        functools.partial(_em.weighted_absorb, absorb_fn=ct.absorb_moments(kind)),
+        in_axes=(0, 0, 0, None, None, 1),
+    )
 
-    def regularised(covs: jax.Array) -> jax.Array:
-        return covs + jnp.asarray(reg_covar, covs.dtype) * jnp.eye(covs.shape[-1], dtype=covs.dtype)
+    def iterate(totals, means, moments) -> Mixture:
+        weights = totals / jnp.sum(totals)
+        covs = ct.regularised(ct.iterate_covs(moments, weights, kind), kind, reg_covar)
+        return Mixture(weights, means, covs, kind)
 
-    def iterate(totals, means, covs) -> Mixture:
-        return Mixture(totals / jnp.sum(totals), means, regularised(covs))
-
-    def seed_of(buffer, mask) -> Mixture:
-        return _seed(key, buffer, mask, k)
+    def seed_of(buffer, mask) -> tuple:
+        return _seed(key, buffer, mask, k, kind)
 
     def init_fn(g0: Gaussian) -> MixtureState:
-        return _start_state(g0, init, k, n_init)
+        return _start_state(g0, init, k, n_init, kind)
 
     def update(state: MixtureState, batch: jax.Array) -> MixtureState:
         batch = batch - state.origin
@@ -362,7 +484,7 @@ def gaussian_mixture(
 
         def seed(_):
             s = seed_of(buffer, jnp.ones(n_init, bool))
-            return s.weights, s.means, s.covs, iterate(s.weights, s.means, s.covs)
+            return (*s, iterate(*s))
 
         def keep(_):
             return state.totals, state.means, state.covs, state.average
@@ -376,7 +498,6 @@ def gaussian_mixture(
         tau = rows - n_init + 1
         steps = _em.online_steps(tau, online, dtype, learning_rate, power, offset)
         resp = iterate(totals, means, covs).responsibilities(batch)
-        absorb_each = jax.vmap(_em.weighted_absorb, in_axes=(0, 0, 0, None, None, 1))
         totals, means, covs = absorb_each(totals, means, covs, batch, steps, resp)
         rho = _em.average_weight(tau, online, average_power, dtype)
         average = _em.running_average(average, iterate(totals, means, covs), rho)
