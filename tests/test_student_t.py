@@ -2,17 +2,20 @@
 
 References: ``scipy.stats.multivariate_t`` for the log-density; the batch t-MLE,
 computed here in NumPy by iterating the weighted-moment fixed point to convergence,
-for the estimate. The accuracy test runs 16 seeds as one vmapped scan.
+for the estimate; for an estimated ν, the batch ECME estimate (Liu and Rubin 1995),
+here in NumPy/SciPy (``ecme``: ν from the observed-data likelihood by Brent's
+method at each iteration). The accuracy test runs 16 seeds as one vmapped scan.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, special, stats
 
 import jaxgauss as jg
 from jaxgauss.estimators import _em
+from jaxgauss.estimators.student_t import DOF_RANGE, solve_dof
 
 NU, D, N, SEEDS = 3.0, 3, 4000, 16
 
@@ -35,6 +38,41 @@ def t_mle(y, nu, iterations=1000, tol=1e-13, d=None):
         if done:
             break
     return mu, scale
+
+
+def ecme(y, iterations=200, tol=1e-10):
+    """Batch ECME for (μ, Σ, ν): the EM step for μ and Σ at the current ν, then ν
+    maximising the observed-data likelihood at the new μ, Σ, the root in ν of
+
+      −ψ(ν/2) + log(ν/2) + 1 + mean(log wᵢ − wᵢ) + ψ((ν + d)/2) − log((ν + d)/2),
+      wᵢ = (ν + d)/(ν + δᵢ)        (Liu and Rubin 1995, eq. 30),
+
+    by Brent's method in log ν; iterated until ν moves by less than ``tol`` relative."""
+    n, d = y.shape
+    mu, scale, nu = np.median(y, axis=0), np.cov(y.T, bias=True), 10.0
+    for _ in range(iterations):
+        r = y - mu
+        w = (nu + d) / (nu + np.sum(r * np.linalg.solve(scale, r.T).T, axis=1))
+        mu = w @ y / w.sum()
+        r = y - mu
+        scale = (r.T * w) @ r / n
+        delta = np.sum(r * np.linalg.solve(scale, r.T).T, axis=1)
+
+        def score(log_nu, delta=delta):
+            v = np.exp(log_nu)
+            w = (v + d) / (v + delta)
+            half = (v + d) / 2
+            return (
+                -special.digamma(v / 2) + np.log(v / 2) + 1 + np.mean(np.log(w) - w)
+                + special.digamma(half) - np.log(half)
+            )  # fmt: skip
+
+        new = np.exp(optimize.brentq(score, np.log(0.05), np.log(1e6)))
+        done = abs(new - nu) < tol * nu
+        nu = new
+        if done:
+            break
+    return mu, scale, nu
 
 
 def _contaminated(seed, n=N, d=D, frac=0.05):
@@ -169,6 +207,7 @@ def test_degenerate_data_give_a_singular_scale_not_nan():
         (dict(dof=3.0, offset=-1.0), "offset"),
         (dict(dof=3.0, learning_rate=1.5), "learning_rate"),
         (dict(dof=3.0, n_init=0), "n_init"),
+        (dict(dof="auto"), "dof must be a number > 0 or None"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):
@@ -192,3 +231,42 @@ def test_average_weight_is_accurate_in_float32_late_in_a_stream(eta):
             exact = 1 - np.prod(np.where(t == 1, 0.0, (t - 1) / (t + eta)))
             got = _em.average_weight(jnp.asarray(tau), jnp.asarray(online), eta, jnp.float32)
             assert abs(float(got) - exact) <= 1e-5 * exact, (b, end, float(got), exact)
+
+
+@pytest.mark.slow  # three one-pass fits of 10⁵ rows and a batch ECME: ~20 s
+def test_estimated_dof_matches_batch_ecme_grows_on_gaussian_data_and_stays_robust():
+    """ν estimated online (``dof=None``), one pass in batches of 100:
+
+    - t data, ν = 4, d = 3, 10⁵ rows: within 10 % of the batch ECME estimate of the
+      same rows (measured 1.1 % below it: 3.954 against 3.998);
+    - Gaussian rows: ν grows past 30 (measured 51);
+    - the t rows with 5 % gross outliers: the location's squared error stays within
+      1.2× that of the fit given the true ν (measured 0.65×: ν goes to ~1.5, which
+      discounts the outliers more)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 3))
+    scale = a @ a.T / 3 + np.eye(3)
+    y = stats.multivariate_t(np.zeros(3), scale, df=4).rvs(100_000, random_state=rng)
+    est = jg.student_t(None)
+    auto = jg.fit(est, y, batch_size=100).estimate
+    nu_batch = ecme(y)[2]
+    assert abs(float(auto.dof) / nu_batch - 1) < 0.1, (float(auto.dof), nu_batch)
+    gaussian = jg.fit(est, rng.normal(size=(100_000, 3)), batch_size=100).estimate
+    assert float(gaussian.dof) > 30
+    out = rng.random(len(y)) < 0.05
+    y[out] = 50.0 + 20.0 * rng.normal(size=(out.sum(), 3))
+    robust = jg.fit(est, y, batch_size=100).estimate
+    given = jg.fit(jg.student_t(4.0), y, batch_size=100).estimate
+    err = [float(np.sum(np.asarray(t.mean) ** 2)) for t in (robust, given)]
+    assert err[0] <= 1.2 * err[1], err
+
+
+def test_dof_solver_inverts_the_m_step_equation():
+    """The M-step for ν solves log(ν/2) − ψ(ν/2) = −1 − S₃; the bisection's root,
+    put back, gives S₃ to 1e-9 (40 halvings of log ν over [log 0.5, log 1000]: a
+    relative step of 7e-12); targets outside the range give its ends."""
+    nus = np.array([0.7, 2.0, 4.0, 30.0, 500.0])
+    stat = -1 - (np.log(nus / 2) - special.digamma(nus / 2))
+    solve = jax.jit(jax.vmap(solve_dof))
+    np.testing.assert_allclose(solve(jnp.asarray(stat)), nus, rtol=1e-9)
+    np.testing.assert_allclose(solve(jnp.array([-1.0 - 1e-9, -50.0])), DOF_RANGE[::-1], rtol=1e-6)
