@@ -12,6 +12,7 @@ from jaxgauss import engine as engine
 from jaxgauss import estimators as estimators
 from jaxgauss import gaussian as gaussian
 from jaxgauss import methods as methods
+from jaxgauss import normalization as normalization
 from jaxgauss import parameterizations as parameterizations
 from jaxgauss import preconditioners as preconditioners
 from jaxgauss import schedules as schedules
@@ -46,6 +47,7 @@ from jaxgauss.gaussian import (
     mle,
     precision,
 )
+from jaxgauss.normalization import normalizer
 from jaxgauss.preconditioners import fisher_preconditioner
 from jaxgauss.whitening import PCA, pca, unwhiten, whiten
 
@@ -86,6 +88,8 @@ __all__ = [
     "downdate",
     "merge",
     "pooled_covariance",
+    # a running normaliser of observations
+    "normalizer",
     # the estimate as a distribution
     "condition",
     "cookbook_gradients",

@@ -39,6 +39,7 @@ PUBLIC_MODULES = [
     "jaxgauss.estimators",
     "jaxgauss.gaussian",
     "jaxgauss.methods",
+    "jaxgauss.normalization",
     "jaxgauss.parameterizations",
     "jaxgauss.preconditioners",
     "jaxgauss.schedules",

@@ -74,7 +74,8 @@ def test_frechet_equals_pytorch_fid(d):
     assert abs(ours - ref) <= _fid_tolerance(ref, c1, c2), (ours, ref)
 
 
-@pytest.mark.parametrize("n", [5, pytest.param(40, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [5, 40])
 def test_rank_deficient_is_bures_wasserstein(n):
     """n < d rows (FID with few images): both covariances singular, where scipy's sqrtm
     of the product returns complex parts; POT's clipped eigh formula is the reference.
@@ -100,7 +101,8 @@ def test_rank_deficient_is_bures_wasserstein(n):
     assert abs(lifted - ours) <= 1e-5 * (np.trace(c1) + np.trace(c2))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.float64, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_equal_gaussians_give_zero_up_to_rounding(dtype):
     """In [0, 1e-6 tr Σ]: the singular values of F₁ᵀF₁ = diag(s) carry the eigenvalues'
     own rounding, d ε ‖Σ‖ in all ≈ 64 · 1.2e-7 · 1.5 tr Σ/64 ≈ 2e-7 tr Σ in float32."""
@@ -164,7 +166,7 @@ def test_gradient_matches_central_differences():
 @pytest.mark.parametrize(
     "fn",
     [
-        jg.frechet_distance,
+        pytest.param(jg.frechet_distance, marks=pytest.mark.slow),
         pytest.param(jg.bhattacharyya_distance, marks=pytest.mark.slow),
         pytest.param(jg.hellinger_distance, marks=pytest.mark.slow),
     ],
@@ -187,6 +189,7 @@ def test_batched_under_jit_and_vmap(fn):
     np.testing.assert_allclose(mapped, one, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_bhattacharyya_and_hellinger_against_references():
     rng = np.random.default_rng(6)
     d = 6
@@ -219,6 +222,7 @@ def test_float32_inputs_give_float32():
         assert fn(g, g).dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_bad_input_names_the_argument():
     g = jg.Gaussian(jnp.zeros(2), jnp.eye(2))
     with pytest.raises(ValueError, match="g2 must be a jaxgauss Gaussian"):

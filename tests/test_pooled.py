@@ -29,6 +29,7 @@ def test_pooled_equals_lda_covariance():
     assert np.array_equal(pooled, pooled.T)
 
 
+@pytest.mark.slow
 def test_weighted_state_counts_weights_as_repeated_rows():
     """Integer weights equal repeated rows: LDA of the rows repeated is the reference."""
     x, y = load_wine(return_X_y=True)
@@ -63,6 +64,7 @@ def test_under_jit_and_empty_classes():
     )
 
 
+@pytest.mark.slow
 def test_bad_input_names_the_argument():
     x = jnp.ones((4, 2))
     with pytest.raises(ValueError, match="pooling needs a leading classes axis"):

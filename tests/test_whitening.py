@@ -64,7 +64,14 @@ def test_n_components_and_ratios_never_above_one():
             assert float(jnp.sum(full.explained_variance_ratio)) <= 1.0
 
 
-@pytest.mark.parametrize("method", ["zca", pytest.param("pca", marks=pytest.mark.slow), "cholesky"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "zca",
+        pytest.param("pca", marks=pytest.mark.slow),
+        pytest.param("cholesky", marks=pytest.mark.slow),
+    ],
+)
 def test_whitened_rows_have_identity_covariance(method):
     """Wine (13 features of scales 0.1 to 1000, so Σ's condition number is ~1e7): the
     whitened rows' covariance (same divisor as the fit) is I to 1e-10 (float64), and
