@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxgauss import _cli_distributed, _cli_groups, _cli_paths, _cli_sweep
+from jaxgauss import _cli_distance, _cli_distributed, _cli_groups, _cli_paths, _cli_sweep
 from jaxgauss._cli_options import add_hyperparameter_options, given_hyperparameters
 from jaxgauss.methods import METHODS, get_method
 from jaxgauss.parameterizations import PARAMETERIZATIONS
@@ -542,6 +542,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_demo_command(sub)
     _add_fit_command(sub)
     _cli_sweep.add_command(sub)
+    _cli_distance.add_command(sub)
     _add_bench_command(sub)
     return parser
 
