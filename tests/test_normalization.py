@@ -236,3 +236,15 @@ def test_bad_input_names_the_argument():
         NORM.normalize(state, [jnp.ones(2), jnp.ones(3)])
     with pytest.raises(ValueError, match="std_min"):
         jg.normalizer(std_min=0.0)
+
+
+@pytest.mark.slow
+def test_std_is_clipped_to_std_min_and_std_max():
+    """A constant feature has σ = 0, clipped to std_min (acme's std_min_value); a wide
+    one is clipped to std_max: normalize divides by the clipped σ."""
+    norm = jg.normalizer(std_min=1e-3, std_max=10.0)
+    x = jnp.stack([jnp.full(8, 5.0), jnp.arange(8.0) * 100, jnp.arange(8.0)], axis=1)
+    state = norm.update(norm.init(jnp.zeros(3)), x)
+    z = norm.normalize(state, jnp.array([5.5, 350.0 + 100, 4.5]))
+    sd = float(jnp.std(jnp.arange(8.0)))
+    np.testing.assert_allclose(z, [0.5 / 1e-3, 100 / 10.0, 1.0 / sd], rtol=1e-12)
