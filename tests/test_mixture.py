@@ -138,28 +138,14 @@ def test_bic_refuses_what_it_cannot_score(m, x, match):
         jg.aic(m, x)
 
 
-@pytest.mark.slow  # four EM programs; the types' algebra runs quick above
-@pytest.mark.parametrize("covariance_type", TYPES)
-def test_one_pass_per_type_within_one_percent_of_batch_em(covariance_type):
-    """One pass over 6 000 rows in batches of 100; the held-out mean log-likelihood
-    against scikit-learn's batch EM with the same K and type on the same rows
-    (measured at 20 000 rows: within 6e-5 for every type)."""
-    ys = np.asarray(TRUTH.sample(jax.random.key(0), 6000))
-    held = np.asarray(TRUTH.sample(jax.random.key(1), 5000))
-    est = jg.gaussian_mixture(3, key=jax.random.key(0), covariance_type=covariance_type)
-    m = jg.fit(est, ys, batch_size=100).estimate
-    assert m.covariance_type == covariance_type
-    online = float(m.log_likelihood(held).mean())
-    batch = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(ys).score(held)
-    assert (batch - online) / abs(batch) < 0.01
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
 def test_diagonal_types_cost_o_k_d_per_row(covariance_type):
     """d = 1 000, K = 8: the state holds no d × d array, and the compiled update's
     temporaries grow linearly in d (a d × d intermediate would quadruple them from
-    d = 1 000 to 2 000; measured ×2.0), so memory and time per row are O(K·d)."""
+    d = 1 000 to 2 000; measured ×2.0), so memory and time per row are O(K·d).
+    (One pass per type against batch EM: tests/test_sklearn.py, through
+    ``OnlineGaussianMixture``.)"""
     k, b = 8, 16
 
     def compiled(d):
