@@ -32,6 +32,7 @@ def files(tmp_path):
     return tmp_path / "x.npy", tmp_path / "y.npy", x, y
 
 
+@pytest.mark.slow
 def test_files_in_float32_give_the_float64_frechet_distance(cli, files):
     """float32 fits of rows near 10⁴, compared in one frame: within 1e-4 relative of
     the float64 value of the same float32 rows (rounding the two means to float32
