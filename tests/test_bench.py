@@ -174,3 +174,23 @@ def test_engine_benchmark_quick(tmp_path):
     assert result["settings"]["quick"] and not result["settings"]["x64"]
     assert set(result["load_average"]) == {"before", "after"}
     assert "| ratio | target | result |" in (tmp_path / "engine.md").read_text()
+
+
+@pytest.mark.slow  # a fresh process (~5 s)
+def test_normalizer_benchmark_quick(tmp_path):
+    import subprocess
+
+    cmd = [sys.executable, "-m", "benchmarks.normalizer", "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "normalizer.json").read_text())
+    assert [c["case"] for c in result["cases"]] == [
+        "update",
+        "normalize",
+        "update vs peer",
+        "normalize vs peer",
+    ]
+    assert all(r > 0 for r in result["ratios"].values())
+    assert all(c["result"] in ("pass", "miss", "info") for c in result["cases"])
+    assert result["settings"]["quick"] and not result["settings"]["x64"]
+    assert "| ratio | target | result |" in (tmp_path / "normalizer.md").read_text()
