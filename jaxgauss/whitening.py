@@ -50,6 +50,12 @@ class PCA(NamedTuple):
         clipped at 0), (..., k).
       explained_variance_ratio: each as a fraction of tr Σ, (..., k); they sum to at
         most 1 (with every component, to 1 − d ε: the denominator is rounded up).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxgauss as jg
+      >>> p = jg.pca(jg.Gaussian(jnp.zeros(3), jnp.diag(jnp.array([1.0, 4.0, 2.0]))), 2)
+      >>> p.components.shape, p.explained_variance.tolist()
+      ((2, 3), [4.0, 2.0])
     """
 
     mean: jax.Array
