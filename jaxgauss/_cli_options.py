@@ -34,11 +34,25 @@ def add_hyperparameter_options(parser: argparse.ArgumentParser, skip: tuple = ()
             f"{', '.join(m for m, x in uses if x.help == h.help)}: {h.help}"
             for h in {x.help: x for _, x in uses}.values()
         )
-        group.add_argument(
-            first.flag,
-            *sorted({a for _, h in uses for a in h.aliases}),
-            dest=name,
-            type=int if first.integer else float,
-            default=None,
-            help=meaning,
-        )
+        flags = (first.flag, *sorted({a for _, h in uses for a in h.aliases}))
+        group.add_argument(*flags, dest=name, default=None, help=meaning, **_kind(first))
+
+
+def _kind(h) -> dict:
+    """argparse's type, choices or action for a hyperparameter's kind."""
+    if h.boolean:
+        return {"action": argparse.BooleanOptionalAction}
+    if h.choices:
+        return {"choices": h.choices}
+    if h.auto:
+        return {"type": _number_or_auto, "metavar": "NUMBER|auto"}
+    return {"type": int if h.integer else float}
+
+
+def _number_or_auto(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None

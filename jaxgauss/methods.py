@@ -20,6 +20,8 @@ import optax
 
 from jaxgauss.estimators.averaged import averaged
 from jaxgauss.estimators.base import Estimator
+from jaxgauss.estimators.covariance_types import COVARIANCE_TYPES
+from jaxgauss.estimators.ewm import ewm
 from jaxgauss.estimators.gradient import gradient_ascent
 from jaxgauss.estimators.mixture import gaussian_mixture
 from jaxgauss.estimators.moments import exponential, natural_gradient, welford
@@ -47,6 +49,10 @@ class Hyperparameter(NamedTuple):
       integer: values must be whole numbers.
       grid: the (low, high) range a sweep spans by default (log-spaced).
       aliases: older flag spellings still accepted.
+      choices: for a named choice (not a number): the names it takes, e.g. the
+        covariance types; the default is one of them.
+      boolean: a switch: the flag and its ``--no-`` form (``default`` True or False).
+      auto: the value may also be the word "auto" (the method estimates it).
     """
 
     name: str
@@ -60,11 +66,28 @@ class Hyperparameter(NamedTuple):
     integer: bool = False
     grid: tuple[float, float] = (1e-4, 1e-1)
     aliases: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    boolean: bool = False
+    auto: bool = False
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the values are numbers (what a sweep can vary)."""
+        return not (self.choices or self.boolean)
 
     def check(self, value: Any, method: str) -> None:
-        """Raise a ValueError naming the method, the flag and the valid range when a
-        concrete ``value`` lies outside it (traced values are not checked)."""
-        if value is None or not isinstance(value, Real):
+        """Raise a ValueError naming the method, the flag and the valid range (or the
+        choices) when a concrete ``value`` lies outside it (traced values are not
+        checked)."""
+        if self.choices and value not in self.choices:
+            raise ValueError(
+                f"{method}: {self.flag} must be one of {', '.join(self.choices)}, got {value!r}"
+            )
+        if self.boolean and not isinstance(value, bool):
+            raise ValueError(f"{method}: {self.flag} must be True or False, got {value!r}")
+        if self.auto and value == "auto":
+            return
+        if not self.numeric or value is None or not isinstance(value, Real):
             return
         if self.integer and value != int(value):
             raise ValueError(
@@ -268,20 +291,87 @@ METHODS: dict[str, Method] = {
             uses_parameterization=True,
         ),
         Method(
-            "student-t",
-            "robust location and scatter of a multivariate t, by online EM (ν given)",
-            lambda p, dof, power: student_t(dof, power=power),
+            "ewm",
+            "exponentially weighted mean and covariance exactly as pandas' ewm",
+            lambda p, alpha, half_life, span, com, adjust, bias: ewm(
+                alpha=alpha, halflife=half_life, span=span, com=com, adjust=adjust, bias=bias
+            ),
             (
-                Hyperparameter("dof", "--dof", "degrees of freedom ν of the t", grid=(1.0, 30.0)),
+                Hyperparameter(
+                    "alpha",
+                    "--alpha",
+                    "pandas' smoothing factor α in (0, 1]; no default: give exactly one of "
+                    "--alpha, --half-life, --span, --com",
+                    high=1.0,
+                    optional=True,
+                    grid=(0.01, 0.5),
+                ),
+                Hyperparameter(
+                    "half_life",
+                    "--half-life",
+                    "pandas' halflife in rows: α = 1 − 2^(−1/h) (no default)",
+                    optional=True,
+                    grid=(10.0, 1e4),
+                ),
+                Hyperparameter(
+                    "span",
+                    "--span",
+                    "pandas' span s ≥ 1: α = 2/(s + 1) (no default)",
+                    low=1.0,
+                    low_inclusive=True,
+                    optional=True,
+                    grid=(2.0, 1e3),
+                ),  # fmt: skip
+                Hyperparameter(
+                    "com",
+                    "--com",
+                    "pandas' centre of mass c ≥ 0: α = 1/(1 + c) (no default)",
+                    low_inclusive=True,
+                    optional=True,
+                    grid=(1.0, 1e3),
+                ),  # fmt: skip
+                Hyperparameter(
+                    "adjust",
+                    "--adjust",
+                    "pandas' adjust (--no-adjust: the recursion from "
+                    "the first row, river's and RiskMetrics')",
+                    default=True,
+                    boolean=True,
+                ),  # fmt: skip
+                Hyperparameter(
+                    "bias",
+                    "--bias",
+                    "pandas' cov(bias=...): --no-bias applies the effective-sample-size correction",
+                    default=False,
+                    boolean=True,
+                ),  # fmt: skip
+            ),
+            swept="alpha",
+        ),
+        Method(
+            "student-t",
+            "robust location and scatter of a multivariate t, by online EM (ν given or auto)",
+            lambda p, dof, power: student_t(None if dof == "auto" else dof, power=power),
+            (
+                Hyperparameter(
+                    "dof",
+                    "--dof",
+                    "degrees of freedom ν of the t, or auto (estimated online, in [0.5, 1000])",
+                    grid=(1.0, 30.0),
+                    auto=True,
+                ),
                 _POWER,
             ),
             swept="power",
         ),
         Method(
             "mixture",
-            "a full-covariance Gaussian mixture, by online EM (k-means++ seeding)",
-            lambda p, components, seed, power: gaussian_mixture(
-                int(components), key=jax.random.key(int(seed)), power=power
+            "a Gaussian mixture, by online EM (k-means++ seeding)",
+            lambda p, components, seed, power, covariance_type: gaussian_mixture(
+                int(components),
+                key=jax.random.key(int(seed)),
+                power=power,
+                covariance_type=covariance_type,
             ),
             (
                 Hyperparameter(
@@ -300,6 +390,13 @@ METHODS: dict[str, Method] = {
                     integer=True,
                 ),
                 _POWER,
+                Hyperparameter(
+                    "covariance_type",
+                    "--covariance-type",
+                    "scikit-learn's covariance type",
+                    default="full",
+                    choices=COVARIANCE_TYPES,
+                ),
             ),
             swept="power",
         ),
@@ -330,7 +427,7 @@ def make_method(
     the optax step size for "sgd", "adam" and "averaged-sgd"; the factor c of the
     Fisher-preconditioned step c/(t + 1) for "fisher-sgd"; the constant step of
     "natural"; the half-life in rows of "exponential"; the prior weight of "welford";
-    the exponent κ of the online-EM step for "student-t" and "mixture". The other
+    the exponent κ of the online-EM step for "student-t" and "mixture"; α for "ewm". The other
     hyperparameters take ``fixed`` values or their defaults (checked as in
     ``Method.resolve``); the parameterisation applies to the gradient methods.
 

@@ -308,3 +308,54 @@ def test_a_process_id_that_cannot_exist_is_named_before_joining(cli, tmp_path):
     )  # fmt: skip
     assert res.returncode == 2
     assert "--process-id must be >= 0 and below --num-processes 1, got 1" in res.stderr
+
+
+@pytest.mark.slow  # three estimators' programs (a mixture's EM among them)
+def test_fit_options_of_issue_28_equal_the_python_fits(cli, tmp_path):
+    """``--covariance-type``, ``--dof auto`` and ewm's ``--alpha``/``--no-adjust``/
+    ``--bias`` come from the registry and give the Python fits' numbers (float64: the
+    same programs on the same rows, so to rounding)."""
+    import json
+
+    import jax
+
+    import jaxgauss as jg
+
+    rows = np.random.default_rng(0).standard_t(5, size=(800, 3))
+    np.save(tmp_path / "rows.npy", rows)
+    cases = {
+        ("--method", "mixture", "--components", "2", "--covariance-type", "diag"): (
+            jg.gaussian_mixture(2, key=jax.random.key(0), covariance_type="diag"),
+            "covs",
+        ),
+        ("--method", "student-t", "--dof", "auto"): (jg.student_t(None), "dof"),
+        ("--method", "ewm", "--alpha", "0.06", "--no-adjust", "--bias"): (
+            jg.ewm(alpha=0.06, adjust=False, bias=True),
+            "cov",
+        ),
+    }
+    for args, (est, field) in cases.items():
+        out = tmp_path / "out.json"
+        res = cli("fit", tmp_path / "rows.npy", "--quiet", "--float64", *args, "--out", out)
+        assert res.returncode == 0, res.stderr
+        expected = getattr(jg.fit(est, rows).estimate, field)
+        np.testing.assert_allclose(json.loads(out.read_text())[field], expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--method", "mixture", "--components", "2", "--covariance-type", "ful"],
+            "invalid choice",
+        ),
+        (["--method", "student-t", "--dof", "many"], "expected a number or auto"),
+        (["--method", "ewm"], "exactly one of"),
+        (["--method", "ewm", "--alpha", "0.5", "--span", "3"], "exactly one of"),
+        (["--method", "ewm", "--alpha", "1.5"], r"--alpha alpha must be in \(0, 1\]"),
+    ],
+)
+def test_fit_refuses_bad_new_options(cli, tmp_path, args, message):
+    np.save(tmp_path / "rows.npy", np.zeros((4, 2)))
+    res = cli("fit", tmp_path / "rows.npy", "--quiet", *args)
+    assert res.returncode == 2 and re.search(message, res.stderr), res.stderr

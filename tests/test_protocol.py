@@ -16,10 +16,31 @@ import jaxgauss as jg
 from jaxgauss.parameterizations import PARAMETERIZATIONS
 
 D = 3
+
+
+def _variants(method):
+    """The settings beyond numbers that change what a method builds: each
+    non-default choice (a mixture's covariance types) and "auto" (an estimated ν)."""
+    for h in method.hyperparameters:
+        for choice in h.choices:
+            if choice != h.default:
+                yield {h.name: choice}
+        if h.auto:
+            yield {h.name: "auto"}
+
+
+def _id(fixed):
+    return "-".join(f"{k}={v}" for k, v in fixed.items())
+
+
 CASES = [
-    (name, p)
+    (name, p, "")
     for name, method in jg.methods.METHODS.items()
     for p in (PARAMETERIZATIONS if method.uses_parameterization else ["cholesky"])
+] + [
+    (name, "cholesky", _id(fixed))
+    for name, method in jg.methods.METHODS.items()
+    for fixed in _variants(method)
 ]
 
 
@@ -29,14 +50,15 @@ def _middle(h):
     return round(value) if h.integer else value
 
 
-def _estimator(name, parameterization):
+def _estimator(name, parameterization, variant=""):
     method = jg.methods.METHODS[name]
+    fixed = dict(item.split("=") for item in variant.split("-")) if variant else {}
     required = {
         h.name: _middle(h)
         for h in method.hyperparameters
         if h.default is None and not h.optional and h.name != method.swept
     }
-    make = jg.methods.make_method(name, parameterization, **required)
+    make = jg.methods.make_method(name, parameterization, **{**required, **fixed})
     return make(_middle(method.swept_hyperparameter()))
 
 
@@ -52,11 +74,11 @@ def _leaves_match(a, b):
         assert (x.shape, x.dtype) == (y.shape, y.dtype)
 
 
-@pytest.mark.parametrize(("name", "parameterization"), CASES)
+@pytest.mark.parametrize(("name", "parameterization", "variant"), CASES)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_state_structure_and_dtypes_survive_update(name, parameterization, dtype):
+def test_state_structure_and_dtypes_survive_update(name, parameterization, variant, dtype):
     # Abstract evaluation only: no compilation, so every case is cheap.
-    est = _estimator(name, parameterization)
+    est = _estimator(name, parameterization, variant)
     g0 = jg.Gaussian.standard(D, dtype)
     state = jax.eval_shape(est.init, g0)
     for b in (1, 5):
@@ -69,23 +91,24 @@ def test_state_structure_and_dtypes_survive_update(name, parameterization, dtype
 
 
 # Compiled per case: the quick run checks every registry entry but the mixture (its
-# EM programs compile for ~6 s; test_mixture.py runs it quick) and every
-# parameterisation (all four through sgd and fisher-sgd, whose preconditioner is per
-# parameterisation); the rest run with -m slow.
-def _quick(name, parameterization):
-    if name == "mixture":
+# EM programs compile for ~6 s; test_mixture.py runs it quick) and ewm (test_ewm.py
+# compiles it quick), and every parameterisation (all four through sgd and
+# fisher-sgd, whose preconditioner is per parameterisation); the variants (covariance
+# types, ν auto) and the rest run with -m slow.
+def _quick(name, parameterization, variant):
+    if name in ("mixture", "ewm") or variant:
         return False
     return parameterization == "cholesky" or name in ("sgd", "fisher-sgd")
 
 
 COMPILED_CASES = [
-    pytest.param(n, p, marks=[] if _quick(n, p) else [pytest.mark.slow]) for n, p in CASES
+    pytest.param(*case, marks=[] if _quick(*case) else [pytest.mark.slow]) for case in CASES
 ]
 
 
-@pytest.mark.parametrize(("name", "parameterization"), COMPILED_CASES)
-def test_jit_vmap_and_checkpoint(tmp_path, name, parameterization):
-    est = _estimator(name, parameterization)
+@pytest.mark.parametrize(("name", "parameterization", "variant"), COMPILED_CASES)
+def test_jit_vmap_and_checkpoint(tmp_path, name, parameterization, variant):
+    est = _estimator(name, parameterization, variant)
     g0 = jg.Gaussian.standard(D, jnp.float64)
     batches = _rows(8, jnp.float64).reshape(2, 4, D)
     # vmap over two independent states under one jit, against each run alone (also
@@ -105,11 +128,11 @@ def test_jit_vmap_and_checkpoint(tmp_path, name, parameterization):
         np.testing.assert_array_equal(x, y)
 
 
-ROWWISE = [(n, p) for n, p in CASES if _estimator(n, p).rowwise]
+ROWWISE = [(n, p) for n, p, v in CASES if _estimator(n, p, v).rowwise]
 
 
 def test_the_moment_methods_are_rowwise():
-    assert {n for n, _ in ROWWISE} == {"welford", "natural", "exponential"}
+    assert {n for n, _ in ROWWISE} == {"welford", "natural", "exponential", "ewm"}
 
 
 @pytest.mark.parametrize(("name", "parameterization"), ROWWISE)
