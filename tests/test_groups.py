@@ -443,3 +443,14 @@ def test_one_large_group_does_not_pad_every_group_to_its_length(monkeypatch):
         alone = jg.fit(est, x[groups == k])
         np.testing.assert_allclose(res.estimate.cov[k], alone.estimate.cov, rtol=1e-5)
         np.testing.assert_allclose(res.estimate.mean[k], alone.estimate.mean, atol=1e-6)
+
+
+def test_estimate_of_a_grouped_welford_state_directly():
+    """welford's estimate takes a grouped state as it is (a leading group axis): the
+    ddof scale broadcast against (G,) counts failed on (G, d, d) covariances."""
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    est = jg.welford(ddof=1)
+    res = jg.fit(est, x, groups=np.arange(300) % 3, n_groups=3)
+    direct = est.estimate(res.state)
+    np.testing.assert_allclose(direct.cov, res.estimate.cov, rtol=1e-6)
+    np.testing.assert_allclose(direct.cov[1], np.cov(x[1::3].T), rtol=1e-5)

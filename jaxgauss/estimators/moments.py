@@ -477,7 +477,7 @@ def welford(
         n = state.count + state.prior_weight
         defined = n > ddof
         scale = jnp.where(defined, n, 1) / jnp.where(defined, n - ddof, 1)
-        return Gaussian(state.origin + state.mean, scale * state.cov)
+        return Gaussian(state.origin + state.mean, scale[..., None, None] * state.cov)
 
     again = (
         None
