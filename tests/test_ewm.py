@@ -216,3 +216,16 @@ def test_weights_need_the_weighted_form():
     state = est.init(jg.Gaussian.standard(D))
     with pytest.raises(ValueError, match="weighted=True"):
         est.update(state, jnp.ones((2, D)), jnp.ones(2))
+
+
+@pytest.mark.slow
+def test_groups_equal_pandas_groupby_ewm():
+    """A grouped fit runs each group's ewm on its own rows (padding rows weigh 0):
+    pandas' ``groupby(...).ewm(...)`` of each group."""
+    rng = np.random.default_rng(0)
+    x, g = rng.normal(size=(60, D)), rng.integers(0, 3, 60)
+    res = jg.fit(jg.ewm(span=5.0), jnp.asarray(x), groups=g, n_groups=3, batch_size=7)
+    for k in range(3):
+        p_mean, p_cov = _pandas(x[g == k], {"span": 5.0}, True, False)
+        np.testing.assert_allclose(res.estimate.mean[k], p_mean[-1], rtol=1e-12)
+        assert _rowwise_err(np.asarray(res.estimate.cov[k])[None], p_cov[-1:]) < 1e-9

@@ -138,6 +138,21 @@ def test_bic_refuses_what_it_cannot_score(m, x, match):
         jg.aic(m, x)
 
 
+def test_a_gaussian_scores_as_one_full_component():
+    g = jg.Gaussian(jnp.array([1.0, -1.0]), jnp.array([[2.0, 0.3], [0.3, 1.0]]))
+    one = jg.Mixture(jnp.ones(1), g.mean[None], g.cov[None])
+    x = np.random.default_rng(0).normal(size=(20, 2))
+
+    @jax.jit  # one program (op by op: ~1 s)
+    def scores(g, one, x):
+        return jg.bic(g, x), jg.bic(one, x), jg.aic(g, x), jnp.sum(jg.log_likelihood(g, x))
+
+    bic_g, bic_one, aic_g, total = scores(g, one, x)
+    assert float(bic_g) == float(bic_one)
+    # a full 2-D Gaussian: 2 + 3 parameters, and no mixing weight
+    np.testing.assert_allclose(float(aic_g), -2 * float(total) + 10, rtol=1e-13)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
 def test_diagonal_types_cost_o_k_d_per_row(covariance_type):
