@@ -367,7 +367,9 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
       n_seed_rows: rows buffered for the k-means++ seed (≥ n_components); until they
         are all seen the fit is the seed of the rows so far.
       random_state: None, an int or a ``numpy.random.RandomState``: the seeding's key
-        (drawn once per ``fit``) and ``sample``'s generator.
+        (drawn once per ``fit``) and ``sample``'s generator. The compiled EM programs
+        are kept per seed, so an int reuses them across fits and instances, while
+        None (a new seed per ``fit``) compiles them anew each time (seconds).
 
     Attributes:
       weights_: (K,) mixing weights.

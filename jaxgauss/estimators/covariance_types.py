@@ -35,7 +35,6 @@ __all__ = [
     "component_log_densities",
     "covs_shape",
     "diagonal_absorb",
-    "full_covariances",
     "iterate_covs",
     "n_parameters",
     "noise",
@@ -119,17 +118,6 @@ def noise(covs: jax.Array, covariance_type: str, comp: jax.Array, z: jax.Array) 
     if covariance_type == "tied":
         return z @ jnp.linalg.cholesky(covs).T
     return jnp.einsum("nij,nj->ni", jnp.linalg.cholesky(covs)[comp], z)
-
-
-def full_covariances(covs: jax.Array, covariance_type: str, k: int, d: int) -> jax.Array:
-    """Each component's covariance as a (K, d, d) matrix (d × d matrices by design)."""
-    if covariance_type == "full":
-        return covs
-    if covariance_type == "tied":
-        return jnp.broadcast_to(covs, (k, *covs.shape))
-    if covariance_type == "diag":
-        return jax.vmap(jnp.diag)(covs)
-    return covs[:, None, None] * jnp.eye(d, dtype=covs.dtype)
 
 
 def regularised(covs: jax.Array, covariance_type: str, reg_covar) -> jax.Array:

@@ -45,6 +45,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgauss.estimators.base import Estimator, all_finite, counter_dtype, shared
 from jaxgauss.estimators.moments import absorb
@@ -100,7 +101,7 @@ def _alpha(alpha, halflife, span, com):
         }[name]
         if not ok:
             raise ValueError(f"ewm: {name} must be {low}, got {value}")
-    elif not isinstance(value, jax.Array | jax.core.Tracer):
+    elif not isinstance(value, jax.Array | jax.core.Tracer | np.ndarray):
         raise ValueError(f"ewm: {name} must be a number, got {value!r}")
     return name, value
 
