@@ -641,7 +641,9 @@ def exponential(
     (``welford``) until t + n₀ reaches 1/λ ≈ h/ln 2, then a constant step under
     which a row's weight halves every h rows. Starting at 1/t instead of λ removes the
     bias toward the initial Gaussian that a constant step (``natural_gradient(λ)``)
-    has; h = ∞ gives ``welford``'s estimates exactly.
+    has; h = ∞ gives ``welford``'s estimates exactly. This start matches no one
+    else's convention: for pandas' ``ewm`` (and river's ``EWMean``/``EWVar``,
+    RiskMetrics) use ``jaxgauss.ewm``, equal to it at every row.
 
     Args:
       half_life: h > 0, in data rows. May be traced (``jnp.inf`` allowed).
