@@ -332,10 +332,10 @@ def bic(mixture: Mixture | Gaussian, x: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
-      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
+      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1, 1)))
       >>> x = jnp.array([[-1.0], [1.0]])
       >>> round(float(jg.bic(m, x)), 4)  # 2 (1 + log 2π) + 2 log 2: mean and variance
-      7.0619
+      7.062
     """
     mixture, x = _model_and_rows(mixture, x)
     n = x.shape[0]
@@ -360,9 +360,9 @@ def aic(mixture: Mixture | Gaussian, x: jax.Array) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp, jaxgauss as jg
-      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1)))
+      >>> m = jg.Mixture(jnp.array([1.0]), jnp.zeros((1, 1)), jnp.ones((1, 1, 1)))
       >>> round(float(jg.aic(m, jnp.array([[-1.0], [1.0]]))), 4)  # 2 (1 + log 2π) + 2·2
-      7.6758
+      9.6758
     """
     mixture, x = _model_and_rows(mixture, x)
     return -2 * jnp.sum(mixture.log_likelihood(x)) + 2 * _n_parameters(mixture)
