@@ -427,7 +427,8 @@ def test_integer_data_give_float32_with_x64():
     assert jg.fit(jg.welford(), np.arange(6).reshape(3, 2)).estimate.mean.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", [pytest.param("sgd", marks=pytest.mark.slow), "welford"])
+@pytest.mark.slow  # quick-suite budget
+@pytest.mark.parametrize("name", ["sgd", "welford"])
 def test_a_traced_piece_longer_than_a_chunk_is_not_held_in_memory(monkeypatch, name):
     """A snapshot every 3·70 = 210 rows of a stream read in chunks of 64: the traced
     piece does not fit a chunk, so untraced blocks run and the snapshots are taken

@@ -148,6 +148,7 @@ def test_fit_runs_the_weighted_form_of_an_unweighted_moment_estimator():
         jg.fit(jg.student_t(4.0), x, groups=groups)  # issue 25: it said "weighted=True"
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_grouped_gradient_ascent_equals_each_groups_own_fit():
     x, groups, w = _data(np.float64)
     est = ADAM
@@ -416,6 +417,7 @@ def test_a_grouped_fit_too_large_for_memory_is_refused_up_front():
         jg.fit(jg.welford(), x, groups=np.arange(10), n_groups=10**6)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_one_large_group_does_not_pad_every_group_to_its_length(monkeypatch):
     """Issue 25, case 11: without a grouped update (here natural_gradient(0.01)) each
     group's batches were padded to the largest group's count: 200 000 rows, 1 000

@@ -130,7 +130,14 @@ OFFSET_ESTIMATORS = {
 }
 
 
-@pytest.mark.parametrize("name", OFFSET_ESTIMATORS)
+# The latent models compile EM programs of their own (3-5 s each): slow.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.slow] if n in ("student_t", "mixture") else [])
+        for n in OFFSET_ESTIMATORS
+    ],
+)
 def test_float32_accuracy_with_an_offset_for_every_moment_keeping_estimator(name):
     """Issue 25, case 7: a float32 fit of float64 rows + c equals the fit of the rows
     themselves, shifted by c, for every estimator that keeps moments, as welford's

@@ -166,6 +166,7 @@ def test_float32_state_keeps_dtypes():
     assert bool(est.is_valid(new)) and est.estimate(new).mean.dtype == jnp.float32
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_degenerate_data_give_a_singular_scale_not_nan():
     """Issue 25, case 14: a constant column, repeated rows or collinear columns made
     the scatter singular and the E-step's Cholesky factor NaN, so the fit diverged at

@@ -102,6 +102,7 @@ def test_a_diverging_value_stays_in_its_own_cell():
     assert "3" in res.summary().splitlines()[2].split()[-1]
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_chunked_equals_one_call():
     calls = []
 
@@ -324,6 +325,7 @@ def _location_error(truth, estimate):
     return jg.mahalanobis(truth, estimate.mean)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_student_t_sweeps_with_a_score():
     """Online EM in a sweep: κ of the step (t + 500)^−κ × seeds in one call, scored by
     the location error; on Gaussian data the t location is an unbiased estimate of
