@@ -123,6 +123,7 @@ def _csv_text(rows):
     return "".join(f"{a!r},{b!r}\n" for a, b in rows.tolist())
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_fit_keeps_every_row_before_a_bad_cell_and_resumes(tmp_path, cli):
     # Item 1 of the hostile-input review: a bad cell at row 200 000 of 300 000 must not
     # lose the 200 000 rows before it. The checkpoint keeps them; resuming on the rows

@@ -118,7 +118,7 @@ ALL_CHECKS = DATA_CHECKS + ["exponential", "adam", "sweep"]
 @pytest.mark.parametrize(
     "local_devices, checks",
     [
-        (2, DATA_CHECKS),
+        pytest.param(2, DATA_CHECKS, marks=pytest.mark.slow),  # quick: the join test
         pytest.param(2, ALL_CHECKS, marks=pytest.mark.slow),
         pytest.param(1, ALL_CHECKS, marks=pytest.mark.slow),
     ],

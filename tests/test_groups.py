@@ -343,6 +343,7 @@ def test_skewed_groups_take_the_block_path_and_equal_numpy(dtype):
         _close(res.estimate.cov[k], np.cov(xk.T, bias=True), dtype)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_a_rejected_laid_out_piece_is_replayed_to_the_exact_row():
     """A grouped welford fit lays out pieces of rows per group and reads each piece's
     acceptance only after dispatching the next: a piece whose update a group rejects

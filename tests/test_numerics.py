@@ -213,6 +213,7 @@ def test_guard_rejects_a_scheduled_step_out_of_range():
     np.testing.assert_allclose(res.estimate.cov, kept.estimate.cov, rtol=1e-12)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_sweep_reports_traced_rates_out_of_range_and_never_picks_them():
     truth = jg.Gaussian(jnp.zeros(2), jnp.eye(2))
     sw = jg.sweep(
@@ -270,6 +271,7 @@ def test_int32_counters_refuse_to_wrap():
 # --- 13. the XLA scheduler workaround ----------------------------------------------------
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_import_sets_the_flag_keeping_user_flags():
     flags = "--xla_force_host_platform_device_count=2"
     code = "import os, jaxgauss, jax; print(os.environ['XLA_FLAGS']); print(len(jax.devices()))"

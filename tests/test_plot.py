@@ -85,6 +85,7 @@ def _assert_inside_canvas(fig, boxes):
         assert box.x1 <= width + 1 and box.y1 <= height + 1, (text, box)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_demo_figure_has_every_text_inside_the_canvas_and_one_legend(tmp_path, drawn):
     rows = _fake_rows()
     path = demo.write_figure(rows, str(tmp_path / "demo.png"), N)

@@ -85,6 +85,7 @@ def test_one_compilation_for_any_grid_of_the_same_shape():
     assert not np.array_equal(a.final_kl, b.final_kl)
 
 
+@pytest.mark.slow  # quick-suite budget: covered quickly by simpler cases
 def test_a_diverging_value_stays_in_its_own_cell():
     truth = _truth(3)
     kwargs = dict(truth=truth, n_steps=200, seeds=3, trace_every=20)
