@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxgauss as jg
+from benchmarks.normalizer import RunningMeanStd  # the port the benchmark races
 
 NORM = jg.normalizer()
 update = jax.jit(NORM.update)
@@ -22,24 +23,6 @@ update = jax.jit(NORM.update)
 def acme_close(actual, desired):
     """acme's assert_allclose: atol = rtol = 1e-5 (its tests run in float32)."""
     np.testing.assert_allclose(actual, desired, atol=1e-5, rtol=1e-5)
-
-
-class RunningMeanStd:
-    """stable-baselines3's ``common/running_mean_std.py`` RunningMeanStd, NumPy only."""
-
-    def __init__(self, epsilon=1e-4, shape=()):
-        self.mean = np.zeros(shape, np.float64)
-        self.var = np.ones(shape, np.float64)
-        self.count = epsilon
-
-    def update(self, arr):
-        batch_mean, batch_var, batch_count = np.mean(arr, 0), np.var(arr, 0), arr.shape[0]
-        delta = batch_mean - self.mean
-        tot_count = self.count + batch_count
-        new_mean = self.mean + delta * batch_count / tot_count
-        m_a, m_b = self.var * self.count, batch_var * batch_count
-        m_2 = m_a + m_b + np.square(delta) * self.count * batch_count / tot_count
-        self.mean, self.var, self.count = new_mean, m_2 / tot_count, tot_count
 
 
 def _mean(state):

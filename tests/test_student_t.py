@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import optimize, special, stats
+from scipy import special, stats
 
 import jaxgauss as jg
+from benchmarks.em_accuracy import t_ecme  # the batch ECME the benchmark compares with
 from jaxgauss.estimators import _em
 from jaxgauss.estimators.student_t import DOF_RANGE, solve_dof
 
@@ -38,41 +39,6 @@ def t_mle(y, nu, iterations=1000, tol=1e-13, d=None):
         if done:
             break
     return mu, scale
-
-
-def ecme(y, iterations=200, tol=1e-10):
-    """Batch ECME for (μ, Σ, ν): the EM step for μ and Σ at the current ν, then ν
-    maximising the observed-data likelihood at the new μ, Σ, the root in ν of
-
-      −ψ(ν/2) + log(ν/2) + 1 + mean(log wᵢ − wᵢ) + ψ((ν + d)/2) − log((ν + d)/2),
-      wᵢ = (ν + d)/(ν + δᵢ)        (Liu and Rubin 1995, eq. 30),
-
-    by Brent's method in log ν; iterated until ν moves by less than ``tol`` relative."""
-    n, d = y.shape
-    mu, scale, nu = np.median(y, axis=0), np.cov(y.T, bias=True), 10.0
-    for _ in range(iterations):
-        r = y - mu
-        w = (nu + d) / (nu + np.sum(r * np.linalg.solve(scale, r.T).T, axis=1))
-        mu = w @ y / w.sum()
-        r = y - mu
-        scale = (r.T * w) @ r / n
-        delta = np.sum(r * np.linalg.solve(scale, r.T).T, axis=1)
-
-        def score(log_nu, delta=delta):
-            v = np.exp(log_nu)
-            w = (v + d) / (v + delta)
-            half = (v + d) / 2
-            return (
-                -special.digamma(v / 2) + np.log(v / 2) + 1 + np.mean(np.log(w) - w)
-                + special.digamma(half) - np.log(half)
-            )  # fmt: skip
-
-        new = np.exp(optimize.brentq(score, np.log(0.05), np.log(1e6)))
-        done = abs(new - nu) < tol * nu
-        nu = new
-        if done:
-            break
-    return mu, scale, nu
 
 
 def _contaminated(seed, n=N, d=D, frac=0.05):
@@ -250,7 +216,7 @@ def test_estimated_dof_matches_batch_ecme_grows_on_gaussian_data_and_stays_robus
     y = stats.multivariate_t(np.zeros(3), scale, df=4).rvs(100_000, random_state=rng)
     est = jg.student_t(None)
     auto = jg.fit(est, y, batch_size=100).estimate
-    nu_batch = ecme(y)[2]
+    nu_batch = t_ecme(y, tol=1e-10)
     assert abs(float(auto.dof) / nu_batch - 1) < 0.1, (float(auto.dof), nu_batch)
     gaussian = jg.fit(est, rng.normal(size=(100_000, 3)), batch_size=100).estimate
     assert float(gaussian.dof) > 30
