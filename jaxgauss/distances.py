@@ -37,7 +37,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxgauss.gaussian import Gaussian
+from jaxgauss.gaussian import Gaussian, check_shapes
 
 __all__: list[str] = []  # the functions are exported at the top level
 
@@ -55,16 +55,8 @@ def _definite(cov: jax.Array, semi: bool) -> jax.Array:
 
 
 def _check_pair(g1, g2, *, semi: bool = False) -> tuple[Gaussian, Gaussian]:
-    for name, g in (("g1", g1), ("g2", g2)):
-        if not isinstance(g, Gaussian):
-            raise ValueError(
-                f"{name} must be a jaxgauss Gaussian(mean, cov), got {type(g).__name__}"
-            )
-        mean, cov = jnp.shape(g.mean), jnp.shape(g.cov)
-        if len(mean) < 1 or cov != mean + mean[-1:]:
-            raise ValueError(
-                f"{name}.cov has shape {cov}; {name}.mean's {mean} needs {mean + mean[-1:]}"
-            )
+    check_shapes(g1, "g1")
+    check_shapes(g2, "g2")
     if g1.mean.shape[-1] != g2.mean.shape[-1]:
         raise ValueError(
             f"g1 and g2 have dimensions {g1.mean.shape[-1]} and {g2.mean.shape[-1]}: they must agree"

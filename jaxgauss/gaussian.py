@@ -493,6 +493,23 @@ def _factorizes(cov: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(jnp.linalg.cholesky(cov)))
 
 
+def check_shapes(g: Any, name: str) -> None:
+    """Check, in Python and under ``jit`` alike, that ``g`` is a ``Gaussian`` whose
+    covariance matches its mean over any leading (batch) axes: mean (..., d), cov
+    (..., d, d); a ValueError naming ``name`` otherwise (the values are not looked at:
+    ``check_gaussian`` does that for one concrete Gaussian)."""
+    if not isinstance(g, Gaussian):
+        hint = " (pass res.estimate of a fit)" if hasattr(g, "estimate") else ""
+        raise ValueError(
+            f"{name} must be a jaxgauss Gaussian(mean, cov){hint}, got {type(g).__name__}"
+        )
+    mean, cov = jnp.shape(g.mean), jnp.shape(g.cov)
+    if len(mean) < 1 or cov != mean + mean[-1:]:
+        raise ValueError(
+            f"{name}.cov has shape {cov}; {name}.mean's {mean} needs {mean + mean[-1:]}"
+        )
+
+
 def check_gaussian(g: Gaussian, d: int | None = None, *, name: str = "init") -> None:
     """Validate a user-supplied Gaussian at the Python boundary.
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from jaxgauss.gaussian import Gaussian, rank_tolerance
+from jaxgauss.gaussian import Gaussian, check_shapes, rank_tolerance
 
 __all__: list[str] = []  # PCA, pca, whiten and unwhiten are exported at the top level
 
@@ -65,16 +65,7 @@ class PCA(NamedTuple):
 
 
 def _check_gaussian(g, name: str = "g") -> Gaussian:
-    if not isinstance(g, Gaussian):
-        hint = " (pass res.estimate of a fit)" if hasattr(g, "estimate") else ""
-        raise ValueError(
-            f"{name} must be a jaxgauss Gaussian(mean, cov){hint}, got {type(g).__name__}"
-        )
-    mean, cov = jnp.shape(g.mean), jnp.shape(g.cov)
-    if len(mean) < 1 or cov != mean + mean[-1:]:
-        raise ValueError(
-            f"{name}.cov has shape {cov}; {name}.mean's {mean} needs {mean + mean[-1:]}"
-        )
+    check_shapes(g, name)
     return g.astype(jnp.result_type(g.mean, g.cov, jnp.float32))
 
 
