@@ -372,23 +372,32 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict, out: Path = RESULTS, name: str = "engine") -> list[Path]:
+def write(
+    result: dict, out: Path = RESULTS, name: str = "engine", render: Callable = markdown
+) -> list[Path]:
+    """The results as ``name``.json and ``name``.md (its table, by ``render``) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / f"{name}.json", out / f"{name}.md"
     js.write_text(json.dumps(result, indent=2) + "\n")
-    md.write_text(markdown(result))
+    md.write_text(render(result))
     return [js, md]
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(module: str, doc: str) -> argparse.ArgumentParser:
+    """The options every side-by-side benchmark takes (``python -m benchmarks.<module>``,
+    described by the first line of its docstring ``doc``; results named ``module``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.engine", description=__doc__.splitlines()[0]
+        prog=f"python -m benchmarks.{module}", description=doc.splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="default: %(default)s")
-    parser.add_argument("--name", default="engine", help="file stem (default: %(default)s)")
+    parser.add_argument("--name", default=module, help="file stem (default: %(default)s)")
     parser.add_argument("--note", default="", help="a line recorded with the results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments("engine", __doc__).parse_args(argv)
     jax.config.update("jax_enable_x64", False)
     size = QUICK if args.quick else FULL
     result = run(size, log=lambda s: print(s, flush=True), note=args.note)

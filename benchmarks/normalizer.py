@@ -23,11 +23,8 @@ The machine is usually shared: read the ratios and the load averages, not rows/s
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -35,10 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxgauss as jg
-from benchmarks.engine import time_pair
+from benchmarks.engine import arguments, time_pair, write
 from jaxgauss.bench import machine_info
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class Size(NamedTuple):
@@ -167,21 +162,11 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.normalizer", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="default: %(default)s")
-    parser.add_argument("--name", default="normalizer", help="file stem (default: %(default)s)")
-    parser.add_argument("--note", default="", help="a line recorded with the results")
-    args = parser.parse_args(argv)
+    args = arguments("normalizer", __doc__).parse_args(argv)
     jax.config.update("jax_enable_x64", False)
     result = run(QUICK if args.quick else FULL, log=lambda s: print(s, flush=True), note=args.note)
-    args.out.mkdir(parents=True, exist_ok=True)
-    js, md = args.out / f"{args.name}.json", args.out / f"{args.name}.md"
-    js.write_text(json.dumps(result, indent=2) + "\n")
-    md.write_text(markdown(result))
-    print(f"wrote {js}\nwrote {md}")
+    for path in write(result, args.out, args.name, render=markdown):
+        print(f"wrote {path}")
     return 0
 
 
