@@ -8,8 +8,8 @@ batch with Chan, Golub and LeVeque's formula. The variance divides by the total
 weight and std = clip(√var, std_min, std_max), acme's conventions.
 
 Accuracy: like ``welford``'s states, the mean is kept relative to an ``origin`` (the
-first row), and each batch is measured about the current mean, ((x − origin) − μ),
-before its sums are taken: float32 observations with an offset of 10⁶ keep float32's
+first row), and each batch is measured about the current mean, x − (origin + μ) (the
+sum rounded, its rounding error carried separately), before its sums are taken: float32 observations with an offset of 10⁶ keep float32's
 relative accuracy in the variance, where sums of x and x² lose it all.
 
 Counting: a normaliser lives inside a training loop, where refusing to count on is
@@ -19,7 +19,8 @@ summation), so adding a batch of 256 to 3 × 10⁹ is exact in float32 too.
 
 Speed: XLA:CPU reduces over a leading axis slowly (``jnp.sum(x, 0)`` of a 256 × 10⁵
 batch costs 60× a gemv), so the sums are a ``lax.scan`` over blocks of 16 rows whose
-body adds the 16 rows elementwise into the (D,) running sums: one read of the batch.
+body adds the 16 rows elementwise into the (D,) running sums, Σ w y and Σ w y² as
+one complex array so that one loop reads each block once.
 """
 
 from __future__ import annotations
@@ -91,27 +92,36 @@ def _add_rows(count: jax.Array, rows) -> jax.Array:
     return jnp.stack([count[0] + (lo >> _LO_BITS), lo & ((1 << _LO_BITS) - 1)])
 
 
-def _sums(x: jax.Array, w: jax.Array, origin: jax.Array, centre: jax.Array):
-    """Σ w y and Σ w y² over the rows of x (n, D), y = (x − origin) − centre."""
+def _sums(x: jax.Array, w: jax.Array | None, shift: jax.Array):
+    """Σ w y and Σ w y² over the rows of x (n, D), y = x − shift (w None: all 1).
+
+    The two sums travel as the real and imaginary parts of one complex array:
+    XLA:CPU does not fuse two reductions of the same rows into one loop, so two real
+    sums would read every block twice. Half-precision leaves are summed in float32.
+    """
     n, d = x.shape
+    dtype = jnp.result_type(x.dtype, jnp.float32)
     whole = n // _BLOCK * _BLOCK
-    s1 = s2 = jnp.zeros(d, x.dtype)
+    sums = jnp.zeros(d, jnp.result_type(dtype, jnp.complex64))
     if whole:
 
         def body(carry, block):
             xs, ws = block
-            a1 = a2 = 0
             for j in range(_BLOCK):  # one fused elementwise pass over 16 rows
-                y = (xs[j] - origin) - centre
-                a1, a2 = a1 + ws[j] * y, a2 + ws[j] * (y * y)
-            return (carry[0] + a1, carry[1] + a2), None
+                y = (xs[j] - shift).astype(dtype)
+                wy = y if ws is None else ws[j].astype(dtype) * y
+                carry = carry + lax.complex(wy, wy * y)
+            return carry, None
 
-        blocks = (x[:whole].reshape(-1, _BLOCK, d), w[:whole].reshape(-1, _BLOCK))
-        s1, s2 = lax.scan(body, (s1, s2), blocks)[0]
+        blocks = x[:whole].reshape(-1, _BLOCK, d)
+        ws = None if w is None else w[:whole].reshape(-1, _BLOCK)
+        sums = lax.scan(body, sums, (blocks, ws))[0]
+    s1, s2 = sums.real, sums.imag
     if whole < n:
-        y = (x[whole:] - origin) - centre
-        s1, s2 = s1 + w[whole:] @ y, s2 + w[whole:] @ (y * y)
-    return s1, s2
+        y = (x[whole:] - shift).astype(dtype)
+        wr = jnp.ones(n - whole, dtype) if w is None else w[whole:].astype(dtype)
+        s1, s2 = s1 + wr @ y, s2 + wr @ (y * y)
+    return s1.astype(x.dtype), s2.astype(x.dtype)
 
 
 def _psum(value, axis_name):
@@ -165,17 +175,20 @@ def _origin(x, w, weight_total, old, axis_name):
     return jnp.where(weight_total > 0, old, candidate)
 
 
-def _update_leaf(mean, var, origin, leaf, w, weight_total, axis_name):
+def _update_leaf(mean, var, origin, leaf, w, weighted, weight_total, axis_name):
     shape = jnp.shape(mean)
     x = leaf.reshape(-1, math.prod(shape)).astype(mean.dtype)
     flat = [a.reshape(-1) for a in (mean, var, origin)]
     o = _origin(x, w.astype(x.dtype), weight_total, flat[2], axis_name)
     centre = jnp.where(weight_total > 0, flat[0] + (flat[2] - o), 0)  # the mean, in o's frame
+    shift, err = _two_sum(o, 0, centre)  # the mean in x's units, and what rounding left out
     s0 = _psum(jnp.sum(w), axis_name).astype(x.dtype)
-    s1, s2 = (_psum(s, axis_name) for s in _sums(x, w.astype(x.dtype), o, centre))
+    sums = _sums(x, w.astype(x.dtype) if weighted else None, shift)
+    s1, s2 = (_psum(s, axis_name) for s in sums)
     safe = jnp.where(s0 > 0, s0, 1)
-    step = s1 / safe  # batch mean − running mean
-    batch_var = jnp.maximum(s2 / safe - step**2, 0)
+    about_shift = s1 / safe
+    step = about_shift - err  # batch mean − running mean
+    batch_var = jnp.maximum(s2 / safe - about_shift**2, 0)
     frac = jnp.where(s0 > 0, s0 / (weight_total + s0), 0).astype(x.dtype)
     new_mean = centre + frac * step
     new_var = (1 - frac) * flat[1] + frac * batch_var + frac * (1 - frac) * step**2
@@ -270,7 +283,7 @@ def normalizer(std_min: float = 1e-6, std_max: float = 1e6) -> Normalizer:
             if not _floating(args[3]):
                 parts.append(args[:3])
                 continue
-            parts.append(_update_leaf(*args, w, total, axis_name))
+            parts.append(_update_leaf(*args, w, weights is not None, total, axis_name))
         treedef = jax.tree.structure(state.mean)
         added = _psum(jnp.sum(w.astype(state.weight.dtype)), axis_name)
         return NormalizerState(

@@ -156,6 +156,25 @@ def test_float32_variance_at_an_offset_of_a_million():
     np.testing.assert_allclose(state.var, ref, rtol=1e-4)
 
 
+def test_weights_rest_rows_and_float16_leaves():
+    """37 rows (two 16-row scan blocks and a rest of 5): integer weights equal the
+    rows repeated (float32, float32's rtol), and a float16 leaf, summed in float32,
+    holds the float64 moments of its values to a few float16 roundings (the state is
+    float16: the sums' cast, the division and the merge each round by up to 2⁻¹¹)."""
+    rng = np.random.default_rng(3)
+    x = (100 + 3 * rng.normal(size=(37, 4))).astype(np.float32)
+    k = rng.integers(0, 4, size=37)
+    state = update(NORM.init(jnp.zeros(4)), jnp.asarray(x), jnp.asarray(k, jnp.float32))
+    rows = np.repeat(x, k, axis=0).astype(np.float64)
+    np.testing.assert_allclose(_mean(state), rows.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(state.var, rows.var(0), rtol=1e-4)
+    half = x.astype(np.float16)
+    state = update(NORM.init(jnp.zeros(4, jnp.float16)), jnp.asarray(half))
+    assert state.var.dtype == jnp.float16
+    np.testing.assert_allclose(_mean(state), half.astype(np.float64).mean(0), rtol=2**-9)
+    np.testing.assert_allclose(state.var, half.astype(np.float64).var(0), rtol=2**-8)
+
+
 def _words(value: int) -> jax.Array:
     return jnp.array([value >> 30, value & (2**30 - 1)], jnp.int32)
 
