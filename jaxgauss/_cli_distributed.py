@@ -12,17 +12,26 @@ another process reports its end (through the runtime's key-value store) or has b
 silent for --heartbeat-timeout. A process that ends tells the others first; process 0,
 which hosts the runtime, leaves last. Before any data moves, the processes exchange
 what each was asked to run (``fingerprint``) and refuse a disagreement everywhere.
+
+Process 0 hosts the runtime's coordination service in a child process of its own
+(``_ServiceProcess``): JAX's client aborts its process from C++ the moment the service
+is gone, so a service inside process 0 would take every other process down with a
+stack trace when process 0 is killed. The child outlives a killed process 0 by
+--heartbeat-timeout and a margin, long enough for the others to notice its silence
+and stop with their line.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -43,6 +52,8 @@ _INIT_TIMEOUT = 300
 _HEARTBEAT_TIMEOUT = 60
 # JAX's own join deadline is ours plus this margin, so ours (a clean exit) comes first.
 _JAX_JOIN_MARGIN = 30
+# How long the service outlives a killed process 0, beyond --heartbeat-timeout.
+_SERVICE_MARGIN = 10
 # An input file's content is compared on this many blocks of this size, spread over it.
 _SAMPLES, _SAMPLE_BYTES = 32, 4096
 # Options that only place a process in the run: they may differ between processes.
@@ -222,7 +233,7 @@ class _Guard:
         self.command, self.init_timeout, self.heartbeat = command, init_timeout, heartbeat_timeout
         self.deadline = time.monotonic() + init_timeout
         self.stderr = os.fdopen(os.dup(2), "w")  # ours, also while JAX's is quieted
-        self.client, self.me, self.n = None, 0, 1
+        self.client, self.me, self.n, self.service = None, 0, 1, None
         self.beats: dict[str, tuple[str, float]] = {}  # key -> (last value, when it changed)
         self.watching = False
         self.lock, self.ending = threading.Lock(), False
@@ -235,8 +246,8 @@ class _Guard:
             signal.signal(sig, lambda *_: None)
         threading.Thread(target=self._run, daemon=True).start()
 
-    def joined(self, client, me: int, n: int) -> None:
-        self.client, self.me, self.n = client, me, n
+    def joined(self, client, me: int, n: int, service) -> None:
+        self.client, self.me, self.n, self.service = client, me, n, service
 
     def _run(self) -> None:
         count = 0
@@ -333,6 +344,69 @@ class _Guard:
         )
         wait.start()
         wait.join(max(0.5, until - time.monotonic()))
+        if isinstance(self.service, _ServiceProcess):
+            self.service.shutdown()
+
+
+# The coordination service's process: it stops when process 0 has ended (its end of
+# the pipe closed), at once after process 0's "stop", else after ``linger`` seconds.
+_SERVICE = """
+import json, sys, time
+from jax._src.lib import _jax
+address, nodes, options, linger = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), float(sys.argv[4])
+try:
+    service = _jax.get_distributed_runtime_service(address, nodes, **options)
+except Exception as err:
+    print(" ".join(str(err).split()), flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+if sys.stdin.readline() != "stop\\n":
+    time.sleep(linger)
+sys.stdin.read()
+"""
+
+
+class _ServiceProcess:
+    """JAX's coordination service run in a child process (what process 0's
+    ``jax.distributed.initialize`` gets instead of the service itself, see
+    ``_service_in_a_child``); raises RuntimeError when it cannot start."""
+
+    def __init__(self, address: str, num_nodes: int, *, linger: float, wait: float, **options):
+        options = {k: v for k, v in options.items() if v is not None}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVICE, address, str(num_nodes), json.dumps(options), str(linger)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # the runtime's log lines
+            text=True,
+            start_new_session=True,  # a Ctrl-C is process 0's to handle, not the service's
+        )  # fmt: skip
+        ready, _, _ = select.select([self.proc.stdout], [], [], wait)
+        said = self.proc.stdout.readline().strip() if ready else ""
+        if said != "ready":
+            self.proc.kill()
+            raise RuntimeError(said or f"the runtime's service did not start within {wait} s")
+
+    def shutdown(self) -> None:
+        """Process 0 ends as planned: the service stops once it has exited."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+
+
+@contextlib.contextmanager
+def _service_in_a_child(linger: float, wait: float):
+    """While ``jax.distributed.initialize`` runs, its service is a ``_ServiceProcess``."""
+    from jax._src.lib import _jax
+
+    make = _jax.get_distributed_runtime_service
+    _jax.get_distributed_runtime_service = functools.partial(
+        _ServiceProcess, linger=linger, wait=wait
+    )
+    try:
+        yield
+    finally:
+        _jax.get_distributed_runtime_service = make
 
 
 def _no_join_message(init_timeout: int) -> str:
@@ -402,7 +476,8 @@ def initialize(args: argparse.Namespace) -> bool:
     )
     _guard = _Guard(args.command, args.init_timeout, args.heartbeat_timeout)
     try:
-        with _quiet_stderr():
+        linger = args.heartbeat_timeout + _SERVICE_MARGIN
+        with _quiet_stderr(), _service_in_a_child(linger, args.init_timeout):
             jax.distributed.initialize(
                 coordinator_address=args.coordinator,
                 num_processes=args.num_processes,
@@ -413,7 +488,7 @@ def initialize(args: argparse.Namespace) -> bool:
     except Exception as err:  # JAX raises RuntimeError/XlaRuntimeError on a bad address
         raise ValueError(f"{_no_join_message(args.init_timeout)} ({err})") from None
     client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
-    _guard.joined(client, me, n)
+    _guard.joined(client, me, n, distributed.global_state.service)
     _agree(args, client, me, n, args.heartbeat_timeout)
     _guard.watching = True
     print(

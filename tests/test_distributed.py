@@ -325,26 +325,29 @@ def test_processes_that_disagree_are_refused_before_data_moves(own_files, extra,
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "how, codes, says",
+    "victim, how, codes, says",
     [
-        (signal.SIGINT, [2, 130], ["process 1 stopped: interrupted (Ctrl-C)", "interrupted"]),
-        (signal.SIGTERM, [2, 2], ["process 1 stopped: terminated (signal 15)", "terminated"]),
-        (signal.SIGKILL, [2, -9], ["process 1 stopped without a word", None]),
+        (1, signal.SIGINT, [2, 130], ["process 1 stopped: interrupted (Ctrl-C)", "interrupted"]),
+        (1, signal.SIGTERM, [2, 2], ["process 1 stopped: terminated (signal 15)", "terminated"]),
+        (1, signal.SIGKILL, [2, -9], ["process 1 stopped without a word", None]),
+        (0, signal.SIGKILL, [-9, 2], [None, "process 0 stopped without a word"]),
     ],
-    ids=["sigint", "sigterm", "killed"],
+    ids=["sigint", "sigterm", "killed", "process-0-killed"],
 )
-def test_a_stopped_process_stops_the_other(own_files, how, codes, says):
+def test_a_stopped_process_stops_the_other(own_files, victim, how, codes, says):
     """Issue 25, cases 9 and 10: process 1 waits in a read (a FIFO), process 0 in a
     collective for it. Ctrl-C left both hanging, SIGTERM was swallowed by JAX's
-    preemption notifier and a killed peer aborted the other in C++. Now the stopped
-    process ends at once and the other within the heartbeat timeout, one line each."""
+    preemption notifier and a killed peer aborted the other in C++ (process 0 killed,
+    which hosted the runtime: exit 134 and a stack trace in process 1, at once). Now
+    the stopped process ends at once and the other within the heartbeat timeout, one
+    line each."""
     folder, _ = own_files
     files = [str(folder / "a.npy"), str(folder / "never.csv")]
     heartbeat = 5
     with _fit_processes([files, files], heartbeat=heartbeat) as procs:
         _joined(procs[1])
         time.sleep(1)  # process 1 is in its read, process 0 in the collective
-        procs[1].send_signal(how)
+        procs[victim].send_signal(how)
         stopped = time.monotonic()
         ends = _ends(procs, heartbeat + 30)
         assert time.monotonic() - stopped < heartbeat + 10
