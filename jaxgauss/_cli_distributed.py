@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -246,8 +245,8 @@ class _Guard:
             signal.signal(sig, lambda *_: None)
         threading.Thread(target=self._run, daemon=True).start()
 
-    def joined(self, client, me: int, n: int, service) -> None:
-        self.client, self.me, self.n, self.service = client, me, n, service
+    def joined(self, client, me: int, n: int) -> None:
+        self.client, self.me, self.n = client, me, n
 
     def _run(self) -> None:
         count = 0
@@ -323,6 +322,8 @@ class _Guard:
             self.stderr.flush()
             if self.client is not None:
                 self._leave(code, message)
+            if self.service is not None:  # process 0: its service stops after this exit
+                self.service.shutdown()
         os._exit(code)
 
     def _leave(self, code: int, message: str | None) -> None:
@@ -344,8 +345,6 @@ class _Guard:
         )
         wait.start()
         wait.join(max(0.5, until - time.monotonic()))
-        if isinstance(self.service, _ServiceProcess):
-            self.service.shutdown()
 
 
 # The coordination service's process: it stops when process 0 has ended (its end of
@@ -382,27 +381,32 @@ class _ServiceProcess:
             start_new_session=True,  # a Ctrl-C is process 0's to handle, not the service's
         )  # fmt: skip
         ready, _, _ = select.select([self.proc.stdout], [], [], wait)
-        said = self.proc.stdout.readline().strip() if ready else ""
+        said = self.proc.stdout.readline().strip() if ready else None
         if said != "ready":
             self.proc.kill()
-            raise RuntimeError(said or f"the runtime's service did not start within {wait} s")
+            if said is None:
+                raise RuntimeError(f"the runtime's service did not start within {wait} s")
+            raise RuntimeError(said or f"the runtime's service could not listen on {address}")
 
     def shutdown(self) -> None:
-        """Process 0 ends as planned: the service stops once it has exited."""
+        """Process 0 ends (not killed): the service stops once it has exited."""
         with contextlib.suppress(OSError):
             self.proc.stdin.write("stop\n")
             self.proc.stdin.flush()
 
 
 @contextlib.contextmanager
-def _service_in_a_child(linger: float, wait: float):
-    """While ``jax.distributed.initialize`` runs, its service is a ``_ServiceProcess``."""
+def _service_in_a_child(guard: _Guard, linger: float, wait: float):
+    """While ``jax.distributed.initialize`` runs, its service is a ``_ServiceProcess``
+    (``guard`` stops it when the process ends)."""
     from jax._src.lib import _jax
 
+    def start(*args, **options) -> _ServiceProcess:
+        guard.service = _ServiceProcess(*args, linger=linger, wait=wait, **options)
+        return guard.service
+
     make = _jax.get_distributed_runtime_service
-    _jax.get_distributed_runtime_service = functools.partial(
-        _ServiceProcess, linger=linger, wait=wait
-    )
+    _jax.get_distributed_runtime_service = start
     try:
         yield
     finally:
@@ -477,7 +481,7 @@ def initialize(args: argparse.Namespace) -> bool:
     _guard = _Guard(args.command, args.init_timeout, args.heartbeat_timeout)
     try:
         linger = args.heartbeat_timeout + _SERVICE_MARGIN
-        with _quiet_stderr(), _service_in_a_child(linger, args.init_timeout):
+        with _quiet_stderr(), _service_in_a_child(_guard, linger, args.init_timeout):
             jax.distributed.initialize(
                 coordinator_address=args.coordinator,
                 num_processes=args.num_processes,
@@ -488,7 +492,7 @@ def initialize(args: argparse.Namespace) -> bool:
     except Exception as err:  # JAX raises RuntimeError/XlaRuntimeError on a bad address
         raise ValueError(f"{_no_join_message(args.init_timeout)} ({err})") from None
     client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
-    _guard.joined(client, me, n, distributed.global_state.service)
+    _guard.joined(client, me, n)
     _agree(args, client, me, n, args.heartbeat_timeout)
     _guard.watching = True
     print(

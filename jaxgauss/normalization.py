@@ -9,8 +9,9 @@ weight and std = clip(√var, std_min, std_max), acme's conventions.
 
 Accuracy: like ``welford``'s states, the mean is kept relative to an ``origin`` (the
 first row), and each batch is measured about the current mean, x − (origin + μ) (the
-sum rounded, its rounding error carried separately), before its sums are taken: float32 observations with an offset of 10⁶ keep float32's
-relative accuracy in the variance, where sums of x and x² lose it all.
+sum rounded, its rounding error carried separately), before its sums are taken:
+float32 observations with an offset of 10⁶ keep float32's relative accuracy in the
+variance, where sums of x and x² lose it all.
 
 Counting: a normaliser lives inside a training loop, where refusing to count on is
 not an option, so the rows seen are two int32 words (hi · 2³⁰ + lo), exact to 2⁶¹

@@ -250,6 +250,23 @@ def test_a_process_that_cannot_join_says_so_in_time(own_files):
         assert time.monotonic() - started < 30
 
 
+def test_process_0_whose_port_is_taken_says_so_at_once(own_files):
+    """Process 0 runs the runtime's service in a child process; a port already in use
+    made the service abort process 0 from C++ (its log line, no error of ours); now
+    the join fails at once with the address named."""
+    folder, _ = own_files
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with _fit_processes([[str(folder / "a.npy")]] * 2, init=20, ports=[port, 1]) as procs:
+            started = time.monotonic()
+            rc, _, stderr = _ends(procs[:1], 60)[0]
+            assert time.monotonic() - started < 15  # not the 20 s --init-timeout
+    assert rc == 2
+    assert f"(the runtime's service could not listen on [::]:{port})" in _one_error(stderr)
+
+
 @pytest.mark.parametrize("option", [["--group-by", "0"], ["--weights", "1"]])
 def test_groups_and_weights_are_refused_with_several_processes(cli, own_files, option):
     """Issue 25 (smaller): --group-by with --coordinator fitted the whole file in every
