@@ -386,7 +386,8 @@ class _ServiceProcess:
             self.proc.kill()
             if said is None:
                 raise RuntimeError(f"the runtime's service did not start within {wait} s")
-            raise RuntimeError(said or f"the runtime's service could not listen on {address}")
+            why = f": {said}" if said else " (a port in use?)"  # its error, or a crash
+            raise RuntimeError(f"the runtime's service could not start on {address}{why}")
 
     def shutdown(self) -> None:
         """Process 0 ends (not killed): the service stops once it has exited."""
