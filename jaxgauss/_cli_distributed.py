@@ -352,15 +352,15 @@ class _Guard:
 _SERVICE = """
 import json, sys, time
 from jax._src.lib import _jax
-address, nodes, options, linger = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), float(sys.argv[4])
+address, nodes, options, linger = sys.argv[1:]
 try:
-    service = _jax.get_distributed_runtime_service(address, nodes, **options)
+    service = _jax.get_distributed_runtime_service(address, int(nodes), **json.loads(options))
 except Exception as err:
     print(" ".join(str(err).split()), flush=True)
     sys.exit(1)
 print("ready", flush=True)
 if sys.stdin.readline() != "stop\\n":
-    time.sleep(linger)
+    time.sleep(float(linger))
 sys.stdin.read()
 """
 
@@ -371,15 +371,15 @@ class _ServiceProcess:
     ``_service_in_a_child``); raises RuntimeError when it cannot start."""
 
     def __init__(self, address: str, num_nodes: int, *, linger: float, wait: float, **options):
-        options = {k: v for k, v in options.items() if v is not None}
+        options = json.dumps({k: v for k, v in options.items() if v is not None})
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVICE, address, str(num_nodes), json.dumps(options), str(linger)],
+            [sys.executable, "-c", _SERVICE, address, str(num_nodes), options, str(linger)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # the runtime's log lines
             text=True,
             start_new_session=True,  # a Ctrl-C is process 0's to handle, not the service's
-        )  # fmt: skip
+        )
         ready, _, _ = select.select([self.proc.stdout], [], [], wait)
         said = self.proc.stdout.readline().strip() if ready else None
         if said != "ready":
